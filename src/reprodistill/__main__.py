@@ -1,0 +1,3 @@
+from reprodistill.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,267 @@
+"""Typed run configuration: YAML presets + dotted command-line overrides, validated with clear errors.
+
+Library code only sees these dataclasses; the CLI builds them. Example::
+
+    cfg = load_config("default", ["train.epochs=5", "student.name=mobilenetv3_small_100"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from reprodistill.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are split and subsampled."""
+
+    # medmnist:<flag> | path to a MedMNIST-style .npz | an ImageFolder directory | a CSV file with path,label[,split]
+    source: str = "medmnist:pneumoniamnist"
+    # Extra directory searched for medmnist:<flag> files (besides $REPRODISTILL_DATA, ~/.medmnist, ../shared/data).
+    root: Optional[str] = None
+    # Size every image is loaded at (square); None keeps the native size of npz data and uses 224 for image files.
+    load_size: Optional[int] = None
+    # 'auto' keeps npz channels and loads image files as RGB; 1 or 3 forces grayscale or RGB.
+    channels: Literal["auto", 1, 3] = "auto"
+    # Limited-data training: keep this fraction of the training split (stratified), or k images per class.
+    fraction: float = 1.0
+    k_per_class: Optional[int] = None
+    # Used only when the source has no official validation / test split: stratified hold-out fractions.
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    # Seed of every split and subsample, independent of the training seed so that seeds compare like with like.
+    split_seed: int = 0
+    class_names: Optional[list[str]] = None
+
+
+@dataclass
+class TeacherConfig:
+    """The frozen foundation model."""
+
+    # merlin | efficientnet_lite0 | any timm name | hf-hub:<repo> | a local checkpoint file (with `arch`)
+    name: str = "merlin"
+    # For merlin: which packaged weights ('astra') or a path to a state-dict file.
+    weights: Optional[str] = None
+    # timm architecture for a local checkpoint file given as `name` or `weights`.
+    arch: Optional[str] = None
+    # Input size; None uses the teacher's own default (112 for merlin, 224 for efficientnet_lite0).
+    image_size: Optional[int] = None
+    batch_size: int = 64
+
+
+@dataclass
+class StudentConfig:
+    """The small model to deploy."""
+
+    name: str = "resnet18"
+    # Start from ImageNet weights (packaged offline for efficientnet_lite0; other names need the hub or `checkpoint`).
+    pretrained: bool = False
+    checkpoint: Optional[str] = None
+    # Input size; None uses the data's load size.
+    image_size: Optional[int] = None
+    in_chans: int = 3
+    drop_rate: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every method, so comparisons use the same budget."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    scheduler: Literal["cosine", "none"] = "cosine"
+    warmup_epochs: float = 0.0
+    # 'balanced' weights the cross-entropy by inverse class frequency (medical data is often imbalanced).
+    class_weights: Literal["none", "balanced"] = "balanced"
+    label_smoothing: float = 0.0
+    # Light augmentation of the student's view: random shift (pixels, at load size) and horizontal flip.
+    augment_shift: int = 2
+    augment_flip: bool = False
+    # Validation metric that picks best.pt.
+    select_metric: Literal["accuracy", "balanced_accuracy", "macro_f1", "auc", "loss"] = "auc"
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    grad_clip: Optional[float] = 5.0
+
+
+@dataclass
+class RunConfig:
+    """A whole run: data, teacher, student, training, and the methods to compare."""
+
+    methods: list[str] = field(default_factory=lambda: ["student", "linear_probe"])
+    # Per-method options, validated against each method's Options dataclass: {method_name: {key: value}}.
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    out_dir: str = "runs"
+    name: Optional[str] = None
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def preset_names() -> list[str]:
+    """Names of the YAML presets shipped inside the package."""
+    return sorted(p.name[:-5] for p in resources.files("reprodistill.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(preset_or_path: str) -> dict[str, Any]:
+    path = Path(preset_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; give a file or one of the presets: {preset_names()}")
+        text = path.read_text()
+    else:
+        res = resources.files("reprodistill.configs") / f"{preset_or_path}.yaml"
+        if not res.is_file():
+            raise ConfigError(f"unknown preset {preset_or_path!r}; presets: {preset_names()} (or give a .yaml path)")
+        text = res.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{preset_or_path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{preset_or_path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``"train.epochs=5"`` into (["train", "epochs"], 5); the value is parsed as YAML (safe)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value, e.g. train.epochs=5")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _set_dotted(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {'.'.join(keys)}: {k} is not a section")
+    node[keys[-1]] = value
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check (and gently coerce) one value against a type annotation."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        raise ConfigError(f"{where}: {value!r} is not valid; choose one of {list(choices)}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)):
+            value = [value]  # `methods=student` means a one-element list
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def from_dict(cls: type, data: Any, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys and ill-typed values with a clear message."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {names}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where != "config" else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved config as plain data (for config.yaml in the run folder)."""
+    return dataclasses.asdict(cfg)
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check value ranges and cross-field rules that types alone cannot express."""
+    d, t = cfg.data, cfg.train
+    if not 0.0 < d.fraction <= 1.0:
+        raise ConfigError(f"data.fraction must be in (0, 1], got {d.fraction}")
+    if d.k_per_class is not None and d.k_per_class < 1:
+        raise ConfigError(f"data.k_per_class must be >= 1, got {d.k_per_class}")
+    for name in ("val_fraction", "test_fraction"):
+        if not 0.0 < getattr(d, name) < 1.0:
+            raise ConfigError(f"data.{name} must be in (0, 1), got {getattr(d, name)}")
+    if t.epochs < 1 or t.batch_size < 1:
+        raise ConfigError("train.epochs and train.batch_size must be >= 1")
+    if t.lr <= 0:
+        raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    if not cfg.methods:
+        raise ConfigError("methods is empty; name at least one method, e.g. methods=[student,linear_probe]")
+    from reprodistill.methods import METHODS  # late import: methods import config
+
+    for name in cfg.methods:
+        METHODS.get(name)
+    for name, opts in cfg.method_options.items():
+        METHODS.get(name).parse_options(opts)
+    return cfg
+
+
+def load_config(preset_or_path: str = "default", overrides: list[str] | None = None) -> RunConfig:
+    """Load a preset name or YAML path, apply dotted overrides, and return a validated RunConfig."""
+    data = _read_yaml(preset_or_path)
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        _set_dotted(data, keys, value)
+    return validate(from_dict(RunConfig, data))

@@ -1,0 +1,323 @@
+"""Readers for the supported data sources: MedMNIST npz (local or downloaded), ImageFolder trees and CSV files.
+
+Every reader returns a :class:`DataBundle` of train/val/test :class:`Split` objects holding either decoded uint8
+arrays (npz) or file paths that are decoded lazily (folders, CSV), plus class names and channel count.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from reprodistill.config import DataConfig
+from reprodistill.data.splits import stratified_split, subsample
+from reprodistill.errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+# Where medmnist:<flag> files are looked for, after data.root and $REPRODISTILL_DATA.
+# ~/.medmnist is the medmnist package's own download folder; ../shared/data is this project's shared data folder.
+DEFAULT_MEDMNIST_DIRS = ("~/.medmnist", "../shared/data", "../../shared/data")
+
+
+@dataclass
+class Split:
+    """One split: labels plus either in-memory uint8 images [N,H,W,C] or image file paths."""
+
+    labels: np.ndarray
+    images: Optional[np.ndarray] = None
+    paths: Optional[list[str]] = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, indices: np.ndarray) -> "Split":
+        """The sub-split at ``indices``."""
+        return Split(
+            labels=self.labels[indices],
+            images=None if self.images is None else self.images[indices],
+            paths=None if self.paths is None else [self.paths[i] for i in indices],
+        )
+
+
+@dataclass
+class DataBundle:
+    """A data set ready for training: three splits, class names, channels and a content fingerprint."""
+
+    train: Split
+    val: Split
+    test: Split
+    class_names: list[str]
+    channels: int
+    load_size: tuple[int, int]
+    source: str
+    fingerprint: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+# ----------------------------------------------------------------------------------------------- MedMNIST npz
+
+
+def _medmnist_search_dirs(root: str | None) -> list[Path]:
+    dirs = [root, os.environ.get("REPRODISTILL_DATA"), *DEFAULT_MEDMNIST_DIRS]
+    return [Path(d).expanduser() for d in dirs if d]
+
+
+def _download_medmnist(flag: str, target: Path) -> Path:
+    """Download <flag>.npz with the medmnist package (needs internet and `pip install medmnist`)."""
+    try:
+        import medmnist  # noqa: PLC0415 - optional dependency
+    except ImportError:
+        raise DataError("medmnist package not installed") from None
+    if flag not in medmnist.INFO:
+        raise DataError(f"medmnist has no data set {flag!r}; flags: {sorted(medmnist.INFO)}")
+    target.mkdir(parents=True, exist_ok=True)
+    getattr(medmnist, medmnist.INFO[flag]["python_class"])(split="train", download=True, root=str(target))
+    return target / f"{flag}.npz"
+
+
+def find_medmnist(flag: str, root: str | None = None, download: bool = True) -> Path:
+    """Path of ``<flag>.npz``: searched locally first, then downloaded through medmnist when online."""
+    dirs = _medmnist_search_dirs(root)
+    for d in dirs:
+        candidate = d / f"{flag}.npz"
+        if candidate.is_file():
+            return candidate
+    if download:
+        try:
+            return _download_medmnist(flag, dirs[0] if root else Path("~/.medmnist").expanduser())
+        except Exception as e:  # noqa: BLE001 - offline, no package, bad flag: all end in the same advice
+            reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    else:
+        reason = "download disabled"
+    raise DataError(
+        f"medmnist:{flag}: no {flag}.npz found in {[str(d) for d in dirs]} and download failed ({reason}). "
+        f"Put {flag}.npz in one of those folders, set data.root=<folder>, or give data.source=<path to .npz>."
+    )
+
+
+def _labels_1d(labels: np.ndarray, where: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise DataError(f"{where}: labels have shape {labels.shape}; only single-label classification is supported")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{where}: labels must be integers, got dtype {labels.dtype}")
+    if len(labels) and labels.min() < 0:
+        raise DataError(f"{where}: negative label {labels.min()}")
+    return labels.astype(np.int64)
+
+
+def _images_nhwc(images: np.ndarray, where: str) -> np.ndarray:
+    if images.dtype != np.uint8:
+        raise DataError(f"{where}: images must be uint8, got {images.dtype}")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise DataError(f"{where}: images must be [N,H,W] or [N,H,W,1|3], got shape {images.shape}")
+    return images
+
+
+def read_npz(path: Path) -> tuple[dict[str, Split], str]:
+    """Read a MedMNIST-style npz ({train,val,test}_{images,labels}); returns the splits present and a fingerprint."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e}); re-download it or point data.source elsewhere") from None
+    splits = {}
+    for name in ("train", "val", "test"):
+        if f"{name}_images" in arrays:
+            if f"{name}_labels" not in arrays:
+                raise DataError(f"{path}: has {name}_images but no {name}_labels")
+            images = _images_nhwc(arrays[f"{name}_images"], f"{path}:{name}_images")
+            labels = _labels_1d(arrays[f"{name}_labels"], f"{path}:{name}_labels")
+            if len(images) != len(labels):
+                raise DataError(f"{path}: {name} has {len(images)} images but {len(labels)} labels")
+            splits[name] = Split(labels=labels, images=images)
+    if "train" not in splits:
+        raise DataError(f"{path}: no train_images/train_labels arrays (found {sorted(arrays)}); expected MedMNIST layout")
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(arrays[k]).tobytes())
+    return splits, h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------ folders and CSV files
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def read_image_folder(root: Path) -> tuple[dict[str, Split], list[str]]:
+    """ImageFolder layout: root/<class>/<image>, or root/{train,val,test}/<class>/<image> for official splits."""
+    split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
+    if "train" not in split_dirs:
+        split_dirs = {"train": root}
+    class_names = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir())
+    if not class_names:
+        raise DataError(f"{root}: no class sub-folders; expected {root}/<class_name>/<image files>")
+    splits = {}
+    for name, folder in split_dirs.items():
+        paths, labels = [], []
+        for c, cls in enumerate(class_names):
+            files = _list_images(folder / cls) if (folder / cls).is_dir() else []
+            paths += [str(p) for p in files]
+            labels += [c] * len(files)
+        extra = sorted({p.name for p in folder.iterdir() if p.is_dir()} - set(class_names))
+        if extra:
+            raise DataError(f"{folder}: class folders {extra} do not exist in the train split {class_names}")
+        if not paths:
+            raise DataError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under the class folders")
+        splits[name] = Split(labels=np.asarray(labels, dtype=np.int64), paths=paths)
+    return splits, class_names
+
+
+def read_csv(path: Path) -> tuple[dict[str, Split], list[str]]:
+    """CSV with a header ``path,label`` (+ optional ``split`` in train/val/test); paths are relative to the CSV."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: cannot read CSV ({e})") from None
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise DataError(f"{path}: needs a header with columns path,label (optional: split); got {list(rows[0]) if rows else 'no rows'}")
+    class_names = sorted({r["label"] for r in rows}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
+    index = {c: i for i, c in enumerate(class_names)}
+    grouped: dict[str, tuple[list[str], list[int]]] = {}
+    for line, r in enumerate(rows, start=2):
+        split = (r.get("split") or "train").strip()
+        if split not in ("train", "val", "test"):
+            raise DataError(f"{path}:{line}: split {split!r} must be train, val or test")
+        p = Path(r["path"])
+        p = p if p.is_absolute() else path.parent / p
+        if not p.is_file():
+            raise DataError(f"{path}:{line}: image file {p} does not exist")
+        grouped.setdefault(split, ([], []))
+        grouped[split][0].append(str(p))
+        grouped[split][1].append(index[r["label"]])
+    if "train" not in grouped:
+        raise DataError(f"{path}: no rows in the train split")
+    splits = {s: Split(labels=np.asarray(lab, dtype=np.int64), paths=ps) for s, (ps, lab) in grouped.items()}
+    return splits, class_names
+
+
+def load_image_file(path: str, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """Decode one image file to uint8 [H,W,C] at ``size``; a broken file raises a DataError naming it."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            if im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise DataError(f"{path}: cannot decode image ({e}); remove or replace the file") from None
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+# --------------------------------------------------------------------------------------------------- the bundle
+
+
+def _fill_missing_splits(splits: dict[str, Split], cfg: DataConfig, notes: list[str]) -> dict[str, Split]:
+    """Create stratified val/test hold-outs from train when the source has no official ones."""
+    if "test" not in splits:
+        keep, hold = stratified_split(splits["train"].labels, cfg.test_fraction, cfg.split_seed)
+        splits["test"], splits["train"] = splits["train"].take(hold), splits["train"].take(keep)
+        notes.append(f"no official test split: held out {cfg.test_fraction:.0%} of train, stratified")
+    if "val" not in splits:
+        keep, hold = stratified_split(splits["train"].labels, cfg.val_fraction, cfg.split_seed + 1)
+        splits["val"], splits["train"] = splits["train"].take(hold), splits["train"].take(keep)
+        notes.append(f"no official val split: held out {cfg.val_fraction:.0%} of train, stratified")
+    return splits
+
+
+def load_data(cfg: DataConfig) -> DataBundle:
+    """Read ``cfg.source``, make the splits, apply limited-data subsampling and check labels."""
+    src = cfg.source
+    notes: list[str] = []
+    if src.startswith("medmnist:"):
+        path = find_medmnist(src.split(":", 1)[1], cfg.root)
+        splits, fingerprint = read_npz(path)
+        class_names = None
+        notes.append(f"read {path}")
+    else:
+        path = Path(src).expanduser()
+        if not path.exists():
+            raise DataError(
+                f"data.source {src!r} does not exist; give medmnist:<flag>, a .npz file, an image folder or a CSV file"
+            )
+        if path.is_dir():
+            splits, class_names = read_image_folder(path)
+        elif path.suffix.lower() == ".npz":
+            splits, class_names = read_npz(path)[0], None
+        elif path.suffix.lower() == ".csv":
+            splits, class_names = read_csv(path)
+        else:
+            raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npz, .csv or an image folder")
+        fingerprint = ""
+    splits = _fill_missing_splits(splits, cfg, notes)
+
+    num_classes = int(max(s.labels.max() for s in splits.values() if len(s)) + 1)
+    if cfg.class_names is not None:
+        if len(cfg.class_names) < num_classes:
+            raise DataError(
+                f"data.class_names has {len(cfg.class_names)} names but the labels go up to {num_classes - 1}; "
+                f"give {num_classes} names or leave data.class_names unset"
+            )
+        class_names = list(cfg.class_names)
+    elif class_names is None:
+        class_names = [str(i) for i in range(num_classes)]
+    for name, s in splits.items():
+        if len(s) == 0:
+            raise DataError(f"{src}: the {name} split is empty")
+    missing = sorted(set(range(len(class_names))) - set(np.unique(splits["train"].labels).tolist()))
+    if missing:
+        raise DataError(f"{src}: classes {[class_names[i] for i in missing]} have no training images")
+
+    before = len(splits["train"])
+    sel = subsample(splits["train"].labels, cfg.fraction, cfg.k_per_class, cfg.split_seed)
+    splits["train"] = splits["train"].take(sel)
+    if len(sel) != before:
+        notes.append(f"limited data: {len(sel)} of {before} training images")
+
+    train = splits["train"]
+    if train.images is not None:
+        channels = train.images.shape[-1] if cfg.channels == "auto" else int(cfg.channels)
+        native = train.images.shape[1:3]
+        load_size = (cfg.load_size, cfg.load_size) if cfg.load_size else (int(native[0]), int(native[1]))
+    else:
+        channels = 3 if cfg.channels == "auto" else int(cfg.channels)
+        load_size = (cfg.load_size or 224,) * 2
+    if not fingerprint:
+        h = hashlib.sha256()
+        for name in ("train", "val", "test"):
+            for p in splits[name].paths or []:
+                st = os.stat(p)
+                h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
+        fingerprint = h.hexdigest()[:16]
+    sub = hashlib.sha256(f"{fingerprint}:{sel.tobytes().hex()}:{load_size}:{channels}".encode()).hexdigest()[:16]
+    return DataBundle(
+        train=train, val=splits["val"], test=splits["test"], class_names=class_names, channels=channels,
+        load_size=load_size, source=src, fingerprint=sub, notes=notes,
+    )
+
+
+def with_splits(bundle: DataBundle, **splits: Split) -> DataBundle:
+    """A copy of ``bundle`` with some splits replaced (used by tests and subset runs)."""
+    return replace(bundle, **splits)

@@ -1,0 +1,75 @@
+"""Batched, per-model preprocessing and augmentation of uint8 image batches.
+
+Teacher and student each carry an :class:`InputSpec` (size, channels, value range, mean/std), so the same uint8
+batch is turned into the input each network expects. Working on whole batches keeps the CPU cost low.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a network wants as input.
+
+    Attributes:
+        size: (H, W) after resizing.
+        channels: 1 or 3; grayscale is repeated to RGB and RGB averaged (luma) to grayscale.
+        mean: Per-channel mean subtracted after scaling pixels to [0, 1].
+        std: Per-channel std divided by.
+        interpolation: 'bilinear' or 'bicubic'.
+    """
+
+    size: tuple[int, int]
+    channels: int = 3
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    interpolation: str = "bilinear"
+
+    def describe(self) -> dict:
+        return {"size": list(self.size), "channels": self.channels, "mean": list(self.mean), "std": list(self.std),
+                "interpolation": self.interpolation}
+
+
+_LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
+
+def preprocess(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """uint8 [B,C,H,W] -> float [B,spec.channels,*spec.size], scaled to [0,1] then normalised by mean/std."""
+    x = images.float().div_(255.0)
+    if x.shape[1] != spec.channels:
+        if spec.channels == 3 and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        elif spec.channels == 1 and x.shape[1] == 3:
+            x = (x * _LUMA.to(x.device)).sum(1, keepdim=True)
+        else:
+            raise ValueError(f"cannot convert {x.shape[1]} channels to {spec.channels}")
+    if tuple(x.shape[-2:]) != tuple(spec.size):
+        align = False if spec.interpolation in ("bilinear", "bicubic") else None
+        x = F.interpolate(x, size=spec.size, mode=spec.interpolation, align_corners=align, antialias=True)
+        if spec.interpolation == "bicubic":
+            x = x.clamp_(0.0, 1.0)
+    mean = torch.tensor(spec.mean[: spec.channels], device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std[: spec.channels], device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def augment(images: torch.Tensor, shift: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random translation by up to ``shift`` pixels (edge-replicated) and optional horizontal flip, per image."""
+    if shift <= 0 and not flip:
+        return images
+    b, _, h, w = images.shape
+    out = images
+    if shift > 0:
+        padded = F.pad(images.float(), (shift, shift, shift, shift), mode="replicate").to(images.dtype)
+        dy = torch.randint(0, 2 * shift + 1, (b,), generator=generator)
+        dx = torch.randint(0, 2 * shift + 1, (b,), generator=generator)
+        out = torch.stack([padded[i, :, dy[i]: dy[i] + h, dx[i]: dx[i] + w] for i in range(b)])
+    if flip:
+        mask = torch.rand(b, generator=generator) < 0.5
+        out = torch.where(mask.view(b, 1, 1, 1), out.flip(-1), out)
+    return out

@@ -1,0 +1,1 @@
+"""Training loop, teacher features, checkpoints, metrics and the run orchestration."""

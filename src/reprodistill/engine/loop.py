@@ -1,0 +1,218 @@
+"""The one training loop every method shares: optimiser, schedule, epochs, validation, checkpoints, metrics.csv."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from reprodistill.config import TrainConfig
+from reprodistill.data.dataset import ImageDataset
+from reprodistill.data.transforms import augment
+from reprodistill.engine.checkpoint import load_checkpoint, save_checkpoint, write_text
+from reprodistill.engine.metrics import SCALAR_METRICS, classification_metrics
+from reprodistill.errors import ReprodistillError
+from reprodistill.methods.base import Method
+
+log = logging.getLogger("reprodistill")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> Optional[torch.Tensor]:
+    """Inverse-frequency weights ``n / (K * n_c)`` for mode 'balanced', else None."""
+    if mode == "none":
+        return None
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    return torch.tensor(len(labels) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+@dataclass
+class Split:
+    """A dataset plus (optionally) its fixed-view teacher features, indexed like the dataset."""
+
+    dataset: ImageDataset
+    teacher_features: Optional[torch.Tensor] = None
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_time_s: float = 0.0
+
+
+def _to_device(batch: dict[str, torch.Tensor], split: Split, device: torch.device) -> dict[str, torch.Tensor]:
+    if split.teacher_features is not None:
+        batch["teacher_features"] = split.teacher_features[batch["index"]]
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def make_loader(split: Split, cfg: TrainConfig, shuffle: bool, seed: int) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(split.dataset, batch_size=cfg.batch_size, shuffle=shuffle, generator=g if shuffle else None,
+                      num_workers=cfg.num_workers, drop_last=False, persistent_workers=cfg.num_workers > 0)
+
+
+@torch.inference_mode()
+def predict(method: Method, split: Split, cfg: TrainConfig, device: torch.device) -> tuple[np.ndarray, np.ndarray, float]:
+    """(probabilities [N,K], labels [N], mean task loss) of the method's deployed model on a split."""
+    method.eval()
+    probs, labels, loss_sum = [], [], 0.0
+    for batch in make_loader(split, cfg, shuffle=False, seed=0):
+        batch = _to_device(batch, split, device)
+        logits = method.predict(batch).float()
+        loss_sum += float(torch.nn.functional.cross_entropy(logits, batch["label"], reduction="sum"))
+        probs.append(logits.softmax(-1).cpu().numpy())
+        labels.append(batch["label"].cpu().numpy())
+    n = sum(len(x) for x in labels)
+    return np.concatenate(probs), np.concatenate(labels), loss_sum / max(1, n)
+
+
+def evaluate(method: Method, split: Split, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    probs, labels, loss = predict(method, split, cfg, device)
+    metrics = classification_metrics(probs, labels)
+    metrics["loss"] = loss
+    return metrics
+
+
+def build_optimizer(method: Method, cfg: TrainConfig, steps_per_epoch: int):
+    params = [p for p in method.parameters() if p.requires_grad]
+    if not params:
+        raise ReprodistillError(f"method {method.name!r} has no trainable parameters")
+    # no weight decay on biases and norm scales (1-d tensors), as in timm / nanoGPT
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    else:
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.scheduler == "none":
+            return 1.0
+        t = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _write_history(path: Path, history: list[dict[str, float]]) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(history)
+    write_text(path, buf.getvalue())
+
+
+def _score(metrics: dict[str, Any], select: str) -> float:
+    """Higher is better; NaN (e.g. AUC with one class in val) ranks lowest."""
+    value = -metrics["loss"] if select == "loss" else metrics[select]
+    return -math.inf if value != value else float(value)
+
+
+def fit(method: Method, train: Split, val: Split, cfg: TrainConfig, out_dir: Path, device: torch.device,
+        resume: bool = True) -> FitResult:
+    """Train ``method`` for ``cfg.epochs``; write metrics.csv, last.pt (resumable) and best.pt into ``out_dir``.
+
+    With ``resume`` and an existing last.pt, training continues after its epoch with optimiser, schedule and
+    RNG states restored.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loader = make_loader(train, cfg, shuffle=True, seed=cfg.seed)
+    opt, sched = build_optimizer(method, cfg, len(loader))
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    history: list[dict[str, float]] = []
+    start_epoch, best_score, best_epoch, train_time = 0, -math.inf, -1, 0.0
+    last = out_dir / "last.pt"
+    if resume and last.exists():
+        state = load_checkpoint(last)
+        method.load_state_dict(state["method"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        aug_gen.set_state(state["aug_rng"])
+        loader.generator.set_state(state["loader_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
+        history, train_time = state["history"], state["train_time_s"]
+        log.info("%s: resumed from %s at epoch %d", method.name, last, start_epoch)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        method.train()
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        n_seen = 0
+        bar = tqdm(loader, desc=f"{method.name} epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=None)
+        for batch in bar:
+            batch["image"] = augment(batch["image"], cfg.augment_shift, cfg.augment_flip, aug_gen)
+            batch = _to_device(batch, train, device)
+            out = method(batch)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                bad = [k for k, v in out.get("parts", {}).items() if not torch.isfinite(torch.as_tensor(v))]
+                raise ReprodistillError(
+                    f"{method.name}: loss became {loss.item()} at epoch {epoch + 1} (diverged parts: {bad or ['loss']}); "
+                    f"lower train.lr (now {cfg.lr}) or set train.grad_clip. last.pt holds the last good epoch."
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            b = len(batch["label"])
+            n_seen += b
+            sums["loss"] = sums.get("loss", 0.0) + loss.item() * b
+            for k, v in out.get("parts", {}).items():
+                sums[k] = sums.get(k, 0.0) + float(v) * b
+            bar.set_postfix(loss=f"{sums['loss'] / n_seen:.4f}")
+        train_time += time.perf_counter() - t0
+        val = evaluate(method, val, cfg, device)
+        row = {"epoch": epoch + 1, **{f"train_{k}": v / n_seen for k, v in sums.items()},
+               "val_loss": val["loss"], **{f"val_{k}": val[k] for k in SCALAR_METRICS},
+               "lr": opt.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - t0}
+        history.append(row)
+        score = _score(val, cfg.select_metric)
+        if score > best_score:
+            best_score, best_epoch = score, epoch + 1
+            save_checkpoint(out_dir / "best.pt", {"method": method.state_dict(), "epoch": epoch, "score": score})
+        save_checkpoint(last, {
+            "method": method.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "aug_rng": aug_gen.get_state(), "loader_rng": loader.generator.get_state(),
+            "torch_rng": torch.get_rng_state(), "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
+            "history": history, "train_time_s": train_time,
+        })
+        _write_history(out_dir / "metrics.csv", history)
+        log.info("%s epoch %d/%d: train loss %.4f | val acc %.4f bal-acc %.4f auc %.4f | %.1fs", method.name,
+                 epoch + 1, cfg.epochs, row["train_loss"], val["accuracy"], val["balanced_accuracy"], val["auc"],
+                 row["epoch_time_s"])
+    return FitResult(best_epoch=best_epoch, best_score=best_score, history=history, train_time_s=train_time)

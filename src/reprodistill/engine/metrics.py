@@ -1,0 +1,74 @@
+"""Classification metrics computed from class probabilities, in numpy (checked against scikit-learn in tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """[K,K] counts; rows are true classes, columns predictions."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (labels, preds), 1)
+    return cm
+
+
+def _rankdata(x: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based), ties sharing the mean rank."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    ranks = np.empty(len(x), dtype=np.float64)
+    boundaries = np.flatnonzero(np.diff(xs)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [len(x)]])
+    for s, e in zip(starts, ends):
+        ranks[order[s:e]] = (s + e + 1) / 2.0
+    return ranks
+
+
+def binary_auc(scores: np.ndarray, positives: np.ndarray) -> float:
+    """ROC AUC via the Mann-Whitney U statistic (ties count one half); NaN if one class is absent."""
+    n_pos = int(positives.sum())
+    n_neg = len(positives) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = _rankdata(scores)
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, AUC (binary, or one-vs-rest macro), per-class report and confusion.
+
+    Args:
+        probs: [N,K] class probabilities.
+        labels: [N] integer labels.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    k = probs.shape[1]
+    preds = probs.argmax(1)
+    cm = confusion_matrix(labels, preds, k)
+    support = cm.sum(1)
+    predicted = cm.sum(0)
+    tp = np.diag(cm).astype(np.float64)
+    present = support > 0
+    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
+    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
+    if k == 2:
+        auc = binary_auc(probs[:, 1], labels == 1)
+    else:
+        per_class = [binary_auc(probs[:, c], labels == c) for c in range(k) if present[c]]
+        auc = float(np.mean(per_class)) if per_class else float("nan")
+    return {
+        "accuracy": float(tp.sum() / max(1, len(labels))),
+        "balanced_accuracy": float(recall[present].mean()) if present.any() else float("nan"),
+        # sklearn's macro-F1 averages over every class seen in labels or predictions
+        "macro_f1": float(f1[present | (predicted > 0)].mean()),
+        "auc": auc,
+        "per_class": {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
+                      "support": support.tolist()},
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+SCALAR_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")

@@ -1,0 +1,217 @@
+"""A run: build data and teacher once, train and test every configured method, write the run folder.
+
+Run folder layout::
+
+    runs/<time>-<name>/
+      config.yaml  env.json  log.txt  results.csv  results.md
+      <method>/metrics.csv  best.pt  last.pt  test_metrics.json
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import yaml
+
+from reprodistill import __version__
+from reprodistill.config import RunConfig, to_dict
+from reprodistill.data import ImageDataset, load_data
+from reprodistill.data.sources import DataBundle
+from reprodistill.engine.checkpoint import load_checkpoint, write_json, write_text
+from reprodistill.engine.features import extract_features
+from reprodistill.engine.loop import Split, class_weights, evaluate, fit, resolve_device, seed_everything
+from reprodistill.engine.metrics import SCALAR_METRICS
+from reprodistill.engine.profile import count_params, flops, latency_ms, peak_rss_mb
+from reprodistill.methods import METHODS, Method, MethodContext
+from reprodistill.models import create_student, create_teacher
+from reprodistill.models.teacher import Teacher
+
+log = logging.getLogger("reprodistill")
+
+
+@dataclass
+class MethodResult:
+    method: str
+    test: dict[str, Any]
+    best_epoch: int
+    train_time_s: float
+    params: int
+    gflops: float
+    latency_ms: float
+    peak_rss_mb: float
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    results: list[MethodResult] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    teacher_feature_time_s: float = 0.0
+
+
+def _git_sha() -> Optional[str]:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def new_run_dir(cfg: RunConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(cfg.out_dir) / f"{stamp}-{cfg.name or 'run'}"
+    path, i = base, 1
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return path
+
+
+def setup_logging(run_dir: Path) -> None:
+    """Log to stderr (INFO) and always to run_dir/log.txt."""
+    logger = logging.getLogger("reprodistill")
+    logger.setLevel(logging.INFO)
+    for h in list(logger.handlers):
+        if getattr(h, "_reprodistill", False):
+            logger.removeHandler(h)
+            h.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    for h in (logging.StreamHandler(sys.stderr), logging.FileHandler(run_dir / "log.txt")):
+        h.setFormatter(fmt)
+        h._reprodistill = True  # type: ignore[attr-defined]
+        logger.addHandler(h)
+    logger.propagate = False
+
+
+def _environment(cfg: RunConfig) -> dict[str, Any]:
+    import numpy
+    import timm
+
+    return {"reprodistill": __version__, "git_sha": _git_sha(), "python": platform.python_version(),
+            "torch": torch.__version__, "timm": timm.__version__, "numpy": numpy.__version__,
+            "platform": platform.platform(), "threads": torch.get_num_threads(), "seed": cfg.train.seed}
+
+
+def _measure_deployed(method: Method, device: torch.device) -> tuple[int, float, float]:
+    """(params, GFLOPs per image, CPU-batch-1 latency in ms) of what the method deploys."""
+    model = method.deployed()
+    if method.uses_student:
+        spec = method.student.spec
+        fn = method.student
+    else:  # teacher + head: time the teacher forward plus the head on one image
+        spec = method.teacher.spec
+        fn = lambda x: method.head(method.teacher(x))  # noqa: E731
+    x = torch.zeros(1, spec.channels, *spec.size, device=device)
+    was_training = method.training
+    method.eval()
+    result = count_params(model), flops(fn, x) / 1e9, latency_ms(fn, x)
+    method.train(was_training)
+    return result
+
+
+def _teacher_features(teacher: Teacher, data: DataBundle, cfg: RunConfig, device: torch.device) -> dict[str, torch.Tensor]:
+    feats = {}
+    for name in ("train", "val", "test"):
+        ds = ImageDataset(getattr(data, name), data.channels, data.load_size)
+        feats[name] = extract_features(teacher, ds, cfg.teacher.batch_size, device, desc=f"{teacher.name} {name}",
+                                       num_workers=cfg.train.num_workers)
+    return feats
+
+
+def results_table(results: list[MethodResult]) -> str:
+    """Markdown table of the test metrics and deployment cost of each method."""
+    head = "| method | test acc | bal. acc | macro-F1 | AUC | params (M) | GFLOPs | latency (ms) | train (s) |"
+    lines = [head, "|---|" + "---:|" * (head.count("|") - 2)]
+    for r in results:
+        t = r.test
+        lines.append(f"| {r.method} | {t['accuracy']:.4f} | {t['balanced_accuracy']:.4f} | {t['macro_f1']:.4f} | "
+                     f"{t['auc']:.4f} | {r.params / 1e6:.2f} | {r.gflops:.3f} | {r.latency_ms:.1f} | {r.train_time_s:.0f} |")
+    return "\n".join(lines)
+
+
+def _write_results(run_dir: Path, res: RunResult, data: DataBundle) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["method", *SCALAR_METRICS, "best_epoch", "train_time_s", "params", "gflops", "latency_ms", "peak_rss_mb"])
+    for r in res.results:
+        w.writerow([r.method, *(r.test[k] for k in SCALAR_METRICS), r.best_epoch, f"{r.train_time_s:.2f}", r.params,
+                    f"{r.gflops:.4f}", f"{r.latency_ms:.2f}", f"{r.peak_rss_mb:.0f}"])
+    write_text(run_dir / "results.csv", buf.getvalue())
+    md = [f"# reprodistill run {run_dir.name}", "",
+          f"Data: {data.source} — train {len(data.train)}, val {len(data.val)}, test {len(data.test)}; "
+          f"classes {data.class_names}", "", results_table(res.results), "",
+          f"Wall time {res.wall_time_s:.0f} s (teacher features {res.teacher_feature_time_s:.0f} s); "
+          f"peak RSS {peak_rss_mb():.0f} MB."]
+    write_text(run_dir / "results.md", "\n".join(md) + "\n")
+
+
+def run(cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False) -> RunResult:
+    """Train and test every method of ``cfg`` on the same data, splits and budget; return their results."""
+    t_start = time.perf_counter()
+    run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(run_dir)
+    write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_json(run_dir / "env.json", _environment(cfg))
+    log.info("run folder %s", run_dir)
+    device = resolve_device(cfg.train.device)
+
+    data = load_data(cfg.data)
+    for note in data.notes:
+        log.info("data: %s", note)
+    log.info("data: %d classes %s; train %d / val %d / test %d images at %s, %d channel(s)", data.num_classes,
+             data.class_names, len(data.train), len(data.val), len(data.test), data.load_size, data.channels)
+    datasets = {s: ImageDataset(getattr(data, s), data.channels, data.load_size) for s in ("train", "val", "test")}
+    methods = [METHODS.get(m) for m in cfg.methods]
+
+    result = RunResult(run_dir=run_dir)
+    teacher: Optional[Teacher] = None
+    feats: dict[str, torch.Tensor] = {}
+    if any(m.uses_teacher for m in methods):
+        log.info("teacher: building %s", cfg.teacher.name)
+        teacher = create_teacher(cfg.teacher).to(device)
+        log.info("teacher: %s, %.1fM params, input %s", teacher.name, count_params(teacher) / 1e6, teacher.spec.describe())
+    if any(m.teacher_features for m in methods):
+        t0 = time.perf_counter()
+        feats = _teacher_features(teacher, data, cfg, device)
+        result.teacher_feature_time_s = time.perf_counter() - t0
+        n = sum(len(f) for f in feats.values())
+        log.info("teacher: features of %d images in %.1fs (%.1f img/s)", n, result.teacher_feature_time_s,
+                 n / result.teacher_feature_time_s)
+
+    weights = class_weights(data.train.labels, data.num_classes, cfg.train.class_weights)
+    for method_cls in methods:
+        seed_everything(cfg.train.seed)
+        student = create_student(cfg.student, data.num_classes, data.load_size) if method_cls.uses_student else None
+        ctx = MethodContext(cfg=cfg, num_classes=data.num_classes, student=student,
+                            teacher=teacher if method_cls.uses_teacher else None,
+                            class_weights=None if weights is None else weights.to(device))
+        method = method_cls(ctx, method_cls.parse_options(cfg.method_options.get(method_cls.name))).to(device)
+        use = {s: feats.get(s) if method_cls.teacher_features else None for s in datasets}
+        splits = {s: Split(datasets[s], use[s]) for s in datasets}
+        out = run_dir / method_cls.name
+        log.info("%s: training (%d trainable params)", method_cls.name,
+                 sum(p.numel() for p in method.parameters() if p.requires_grad))
+        fitted = fit(method, splits["train"], splits["val"], cfg.train, out, device, resume=resume)
+        method.load_state_dict(load_checkpoint(out / "best.pt")["method"])
+        test = evaluate(method, splits["test"], cfg.train, device)
+        test["best_epoch"] = fitted.best_epoch
+        write_json(out / "test_metrics.json", test)
+        params, gflops, lat = _measure_deployed(method, device)
+        result.results.append(MethodResult(method_cls.name, test, fitted.best_epoch, fitted.train_time_s, params,
+                                           gflops, lat, peak_rss_mb()))
+        log.info("%s: test acc %.4f bal-acc %.4f macro-F1 %.4f AUC %.4f (best epoch %d)", method_cls.name,
+                 test["accuracy"], test["balanced_accuracy"], test["macro_f1"], test["auc"], fitted.best_epoch)
+    result.wall_time_s = time.perf_counter() - t_start
+    _write_results(run_dir, result, data)
+    return result

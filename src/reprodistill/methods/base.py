@@ -1,0 +1,119 @@
+"""The Method interface every training method implements, and the registry that names them.
+
+A method is an ``nn.Module`` that owns its trainable parts (student, heads, reprogrammers) and holds the frozen
+teacher; ``forward(batch)`` returns ``{'loss', 'logits', 'parts': {name: value}}`` and the one training loop in
+:mod:`reprodistill.engine.loop` does the rest. Adding a method is one new file with ``@METHODS.register(name)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from reprodistill.config import RunConfig, from_dict
+from reprodistill.data.transforms import preprocess
+from reprodistill.models.student import Student
+from reprodistill.models.teacher import Teacher
+from reprodistill.registry import Registry
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class NoOptions:
+    """A method without options of its own."""
+
+
+@dataclass
+class MethodContext:
+    """What the engine hands a method when it builds it.
+
+    Attributes:
+        cfg: The resolved run config.
+        num_classes: K.
+        student: A freshly initialised student (None for teacher-only methods such as a linear probe).
+        teacher: The frozen teacher, or None if the method does not use one.
+        class_weights: Cross-entropy class weights (or None), already on the right device.
+    """
+
+    cfg: RunConfig
+    num_classes: int
+    student: Optional[Student] = None
+    teacher: Optional[Teacher] = None
+    class_weights: Optional[torch.Tensor] = None
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set the class attributes and implement :meth:`forward`.
+
+    Class attributes:
+        uses_student: The engine builds a student for this method.
+        uses_teacher: The engine builds the frozen teacher.
+        teacher_features: 'pooled' if the method reads fixed-view pooled teacher features from
+            ``batch['teacher_features']`` (the engine computes them once per split instead of every step).
+        Options: Dataclass of method options, filled from ``method_options.<name>`` in the config.
+    """
+
+    name: ClassVar[str] = ""
+    uses_student: ClassVar[bool] = True
+    uses_teacher: ClassVar[bool] = False
+    teacher_features: ClassVar[Optional[str]] = None
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, ctx: MethodContext, options: Any) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.options = options
+        self.num_classes = ctx.num_classes
+        self.student = ctx.student
+        # Keep the frozen teacher out of this module's parameters/state_dict: it is never trained or checkpointed.
+        object.__setattr__(self, "teacher", ctx.teacher)
+        self.register_buffer("class_weights", ctx.class_weights, persistent=False)
+
+    @classmethod
+    def parse_options(cls, data: dict[str, Any] | None) -> Any:
+        """Validate ``method_options.<name>`` against :attr:`Options`."""
+        return from_dict(cls.Options, data or {}, f"method_options.{cls.name}")
+
+    @classmethod
+    def describe_options(cls) -> dict[str, Any]:
+        return dataclasses.asdict(cls.Options())
+
+    def student_input(self, batch: Batch) -> torch.Tensor:
+        """The student's preprocessed view of the batch's uint8 images."""
+        return preprocess(batch["image"], self.student.spec)
+
+    def task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy with the run's class weights and label smoothing (the same for every method)."""
+        return F.cross_entropy(logits, labels, weight=self.class_weights,
+                               label_smoothing=self.ctx.cfg.train.label_smoothing)
+
+    def forward(self, batch: Batch) -> dict[str, Any]:
+        """Training step outputs: ``loss`` (scalar), ``logits`` [B,K], ``parts`` {name: scalar tensor}."""
+        raise NotImplementedError
+
+    def predict(self, batch: Batch) -> torch.Tensor:
+        """Logits of the deployed model for a batch (called under eval mode and inference mode)."""
+        return self.forward(batch)["logits"]
+
+    def deployed(self) -> nn.Module:
+        """The model a user would ship after this method (used for size, FLOPs and latency)."""
+        return self.student
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register_method(name: str):
+    """Class decorator: register a Method subclass under ``name`` and set its ``name``."""
+
+    def wrap(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return wrap
