@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
                         ("config", "print the resolved config and exit")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("--config", "-c", default="default", help=f"preset ({', '.join(preset_names())}) or YAML file")
-        s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=5 student.name=resnet18")
+        s.epilog = "Any number of dotted overrides may follow, e.g. train.epochs=5 student.name=resnet18"
         if name == "distill":
             s.add_argument("--run-dir", type=Path, help="run folder to use (default: a new one under out_dir)")
             s.add_argument("--resume", action="store_true", help="continue the methods of --run-dir from last.pt")
@@ -37,7 +37,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # Overrides (key=value) may stand anywhere among the options, so collect them from the unknown arguments.
+    args, extra = parser.parse_known_args(argv)
+    bad = [a for a in extra if a.startswith("-") or "=" not in a]
+    if bad or (extra and args.command == "list"):
+        parser.error(f"unrecognized arguments: {' '.join(bad or extra)} (overrides look like section.key=value)")
+    args.overrides = extra
     try:
         if args.command == "list":
             from reprodistill.methods import METHODS

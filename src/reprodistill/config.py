@@ -146,6 +146,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw != "" else None
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads "3e-4" as a string; users mean a number
+            value = float(value)
+        except ValueError:
+            pass
     return key.strip().split("."), value
 
 

@@ -51,5 +51,8 @@ class ImageDataset(Dataset):
         return _convert_channels(arr, self.channels)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        img = torch.from_numpy(np.ascontiguousarray(self.load(i))).permute(2, 0, 1)
+        arr = self.load(i)
+        if not arr.flags.writeable or not arr.flags.c_contiguous:  # PIL hands out read-only buffers
+            arr = np.ascontiguousarray(arr).copy()
+        img = torch.from_numpy(arr).permute(2, 0, 1)
         return {"image": img, "label": torch.tensor(int(self.split.labels[i])), "index": torch.tensor(i)}

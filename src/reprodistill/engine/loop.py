@@ -196,12 +196,12 @@ def fit(method: Method, train: Split, val: Split, cfg: TrainConfig, out_dir: Pat
                 sums[k] = sums.get(k, 0.0) + float(v) * b
             bar.set_postfix(loss=f"{sums['loss'] / n_seen:.4f}")
         train_time += time.perf_counter() - t0
-        val = evaluate(method, val, cfg, device)
+        val_metrics = evaluate(method, val, cfg, device)
         row = {"epoch": epoch + 1, **{f"train_{k}": v / n_seen for k, v in sums.items()},
-               "val_loss": val["loss"], **{f"val_{k}": val[k] for k in SCALAR_METRICS},
+               "val_loss": val_metrics["loss"], **{f"val_{k}": val_metrics[k] for k in SCALAR_METRICS},
                "lr": opt.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - t0}
         history.append(row)
-        score = _score(val, cfg.select_metric)
+        score = _score(val_metrics, cfg.select_metric)
         if score > best_score:
             best_score, best_epoch = score, epoch + 1
             save_checkpoint(out_dir / "best.pt", {"method": method.state_dict(), "epoch": epoch, "score": score})
@@ -213,6 +213,7 @@ def fit(method: Method, train: Split, val: Split, cfg: TrainConfig, out_dir: Pat
         })
         _write_history(out_dir / "metrics.csv", history)
         log.info("%s epoch %d/%d: train loss %.4f | val acc %.4f bal-acc %.4f auc %.4f | %.1fs", method.name,
-                 epoch + 1, cfg.epochs, row["train_loss"], val["accuracy"], val["balanced_accuracy"], val["auc"],
+                 epoch + 1, cfg.epochs, row["train_loss"], val_metrics["accuracy"], val_metrics["balanced_accuracy"],
+                 val_metrics["auc"],
                  row["epoch_time_s"])
     return FitResult(best_epoch=best_epoch, best_score=best_score, history=history, train_time_s=train_time)

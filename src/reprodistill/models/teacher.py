@@ -123,10 +123,13 @@ def timm_from_checkpoint(arch: str, path: str | Path, **kwargs) -> nn.Module:
     import timm  # noqa: PLC0415
 
     sd = read_state_dict(path)
+    if not timm.is_model(arch):
+        raise ConfigError(f"unknown timm architecture {arch!r}")
     try:
         model = timm.create_model(arch, pretrained=False, **kwargs)
-    except RuntimeError as e:
-        raise ConfigError(f"unknown timm architecture {arch!r} ({e})") from None
+    except TypeError:  # CNNs take no img_size; transformers need it to size their position embeddings
+        kwargs.pop("img_size", None)
+        model = timm.create_model(arch, pretrained=False, **kwargs)
     head = model.pretrained_cfg.get("classifier", "")
     head = head[0] if isinstance(head, (list, tuple)) else head
     w = sd.get(f"{head}.weight")
@@ -140,6 +143,10 @@ def timm_from_checkpoint(arch: str, path: str | Path, **kwargs) -> nn.Module:
     return model
 
 
+def _size_kwargs(cfg: TeacherConfig) -> dict:
+    return {"img_size": cfg.image_size} if cfg.image_size else {}
+
+
 def create_teacher(cfg: TeacherConfig) -> Teacher:
     """Build the frozen teacher named by ``cfg.name`` (see module docstring for the resolution order)."""
     import timm  # noqa: PLC0415
@@ -150,10 +157,11 @@ def create_teacher(cfg: TeacherConfig) -> Teacher:
     if as_path.suffix in (".pt", ".pth", ".bin", ".safetensors") or as_path.is_file():
         if not cfg.arch:
             raise ConfigError(f"teacher {cfg.name} is a checkpoint file: also set teacher.arch=<timm architecture>")
-        return TimmTeacher(as_path.stem, timm_from_checkpoint(cfg.arch, as_path), cfg.image_size)
+        model = timm_from_checkpoint(cfg.arch, as_path, **_size_kwargs(cfg))
+        return TimmTeacher(as_path.stem, model, cfg.image_size)
     if cfg.name.startswith("hf-hub:") or timm.is_model(cfg.name):
         if cfg.weights:
-            return TimmTeacher(cfg.name, timm_from_checkpoint(cfg.name, cfg.weights), cfg.image_size)
+            return TimmTeacher(cfg.name, timm_from_checkpoint(cfg.name, cfg.weights, **_size_kwargs(cfg)), cfg.image_size)
         try:
             model = timm.create_model(cfg.name, pretrained=True)
         except Exception as e:  # noqa: BLE001 - offline hub access fails in many ways

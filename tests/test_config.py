@@ -1,0 +1,47 @@
+import pytest
+
+from reprodistill.config import RunConfig, load_config, parse_override
+from reprodistill.errors import ConfigError
+
+
+def test_default_preset_loads_and_overrides_apply():
+    cfg = load_config("default", ["train.epochs=3", "student.name=mobilenetv3_small_100", "data.fraction=0.1",
+                                  "methods=student"])
+    assert isinstance(cfg, RunConfig)
+    assert cfg.train.epochs == 3 and cfg.student.name == "mobilenetv3_small_100"
+    assert cfg.data.fraction == 0.1 and cfg.methods == ["student"]
+    assert cfg.teacher.name == "merlin"
+
+
+def test_override_values_are_parsed_as_yaml():
+    assert parse_override("train.lr=3e-4") == (["train", "lr"], 3e-4)
+    assert parse_override("methods=[a,b]") == (["methods"], ["a", "b"])
+    assert parse_override("data.root=") == (["data", "root"], None)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=3", "unknown key(s) ['epoch']; valid keys: ['epochs'"),
+    ("trian.epochs=3", "unknown key(s) ['trian']"),
+    ("train.optimizer=adam", "choose one of ['adamw', 'sgd']"),
+    ("train.epochs=three", "train.epochs: expected an integer"),
+    ("student.pretrained=maybe", "expected true or false"),
+    ("data.fraction=1.5", "data.fraction must be in (0, 1]"),
+    ("methods=[nope]", "unknown method 'nope'; valid names: linear_probe, student"),
+    ("method_options.student.foo=1", "method_options.student: unknown key(s) ['foo']"),
+    ("train.epochs", "must look like section.key=value"),
+])
+def test_bad_config_gives_clear_error(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config("default", [override])
+    assert message in str(e.value)
+
+
+def test_unknown_preset_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets: \\['default'"):
+        load_config("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(bad))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(str(tmp_path / "missing.yaml"))

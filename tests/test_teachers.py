@@ -1,0 +1,126 @@
+"""Teacher weights: exact key mapping, exact 2D collapse of the 3D Merlin encoder, checksums, sensible outputs."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from skimage import data as skdata
+
+from reprodistill.config import TeacherConfig
+from reprodistill.data.transforms import preprocess
+from reprodistill.errors import ConfigError, WeightsError
+from reprodistill.models.merlin import (MerlinEncoder, build_merlin, collapse_state_dict_to_2d, load_merlin_state_dict,
+                                        load_strict)
+from reprodistill.models.teacher import create_teacher
+
+
+@pytest.fixture(scope="module")
+def merlin_sd():
+    return load_merlin_state_dict("astra")  # also verifies the SHA-256 of the joined file
+
+
+def test_merlin_weights_map_exactly_onto_our_i3resnet(merlin_sd):
+    model = MerlinEncoder(dims=3)
+    own = model.state_dict()
+    assert set(own) == set(merlin_sd) and len(merlin_sd) == 930
+    assert all(own[k].shape == merlin_sd[k].shape for k in own)
+    assert sum(v.numel() for k, v in merlin_sd.items() if not k.endswith("num_batches_tracked")) == 117_517_632
+    load_strict(model, merlin_sd, "test")
+
+
+def test_one_slice_2d_form_equals_3d_encoder(merlin_sd):
+    m3 = MerlinEncoder(dims=3)
+    m3.load_state_dict(merlin_sd)
+    m2 = MerlinEncoder(dims=2)
+    m2.load_state_dict(collapse_state_dict_to_2d(merlin_sd))
+    x = torch.rand(2, 1, 48, 40)
+    with torch.inference_mode():
+        f3 = m3.eval()(x[..., None])  # a one-slice volume [B,1,X,Y,1]
+        f2 = m2.eval()(x)
+    assert f3.shape == (2, 2048, 1, 2, 2) and f2.shape == (2, 2048, 2, 2)
+    assert torch.allclose(f3[:, :, 0], f2, atol=1e-4, rtol=1e-4)
+    assert f2.abs().mean() > 1e-2  # real, non-degenerate activations
+
+
+def test_bad_checksum_and_bad_state_dict_are_refused(tmp_path, merlin_sd, monkeypatch):
+    import reprodistill.models.merlin as merlin
+
+    fake = tmp_path / "astra_encoder.pt"
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}}, fake)
+    monkeypatch.setattr(merlin, "packaged_weights_path", lambda name: fake)
+    with pytest.raises(WeightsError, match="does not match the published"):
+        load_merlin_state_dict("astra")
+    with pytest.raises(WeightsError, match="1 unexpected|missing"):
+        build_merlin(str(fake), verify=False)
+    pickled = tmp_path / "code.pt"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "obj": np.dtype("float32").type}, pickled)
+    with pytest.raises(WeightsError, match="weights-only"):
+        load_merlin_state_dict(str(pickled))
+
+
+def test_merlin_features_separate_pneumonia_from_normal(pneumonia_arrays):
+    """The packaged FM yields features a linear model can use: AUC well above chance on real X-rays."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    teacher = create_teacher(TeacherConfig(name="merlin", image_size=64))
+    assert teacher.feature_dim == 2048 and not any(p.requires_grad for p in teacher.parameters())
+    rng = np.random.default_rng(0)
+
+    def feats(split, n):
+        labels = pneumonia_arrays[f"{split}_labels"][:, 0]
+        idx = np.concatenate([rng.choice(np.flatnonzero(labels == c), n, replace=False) for c in (0, 1)])
+        images = torch.from_numpy(pneumonia_arrays[f"{split}_images"][idx])[:, None]
+        return teacher.features(images).numpy(), labels[idx]
+
+    xtr, ytr = feats("train", 100)
+    xte, yte = feats("test", 60)
+    clf = LogisticRegression(max_iter=2000, C=0.1).fit((xtr - xtr.mean(0)) / (xtr.std(0) + 1e-6), ytr)
+    auc = roc_auc_score(yte, clf.predict_proba((xte - xtr.mean(0)) / (xtr.std(0) + 1e-6))[:, 1])
+    assert auc > 0.85, auc
+
+
+def test_efficientnet_lite0_classifies_real_photos():
+    teacher = create_teacher(TeacherConfig(name="efficientnet_lite0"))
+    assert teacher.spec.size == (224, 224) and teacher.spec.mean == (0.5, 0.5, 0.5)
+    photos = [skdata.chelsea()[:, 50:350], skdata.coffee()[:, 100:500]]  # a cat, an espresso cup (square crops)
+    images = torch.cat([F.interpolate(torch.from_numpy(p).permute(2, 0, 1)[None].float(), size=(300, 300),
+                                      mode="area") for p in photos]).round().to(torch.uint8)
+    with torch.inference_mode():
+        top = teacher.logits(preprocess(images, teacher.spec)).argmax(-1).tolist()
+    assert top[0] in (281, 282, 285)  # tabby / tiger cat / Egyptian cat
+    assert top[1] in (967, 968)  # espresso / cup
+    assert teacher.features(images).shape == (2, 1280)
+
+
+def test_timm_teacher_from_local_checkpoint(tmp_path):
+    """A transformer FM given as timm arch + local file (hub downloads are impossible here)."""
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=32)
+    path = tmp_path / "vit.pt"
+    torch.save({"state_dict": vit.state_dict()}, path)
+    with pytest.raises(ConfigError, match="teacher.arch"):
+        create_teacher(TeacherConfig(name=str(path)))
+    with pytest.raises(WeightsError):
+        create_teacher(TeacherConfig(name=str(path), arch="resnet18"))
+    teacher = create_teacher(TeacherConfig(name=str(path), arch="vit_tiny_patch16_224", image_size=32))
+    x = torch.rand(2, 3, 32, 32)
+    fmap = teacher.forward_map(x)
+    assert fmap.ndim == 3  # tokens
+    with torch.inference_mode():
+        assert torch.allclose(teacher(x), vit.eval().forward_head(vit.forward_features(x), pre_logits=True), atol=1e-5)
+
+
+def test_hub_teacher_offline_gives_actionable_error():
+    code = ("from reprodistill.models.teacher import create_teacher; from reprodistill.config import TeacherConfig; "
+            "create_teacher(TeacherConfig(name='hf-hub:timm/resnet18.a1_in1k'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode != 0 and "teacher.weights=<local checkpoint>" in proc.stderr, proc.stderr[-1500:]
+    with pytest.raises(ConfigError, match="unknown teacher 'no-such-model'"):
+        create_teacher(TeacherConfig(name="no-such-model"))
