@@ -7,8 +7,9 @@ from torch import nn
 
 from reprodistill.config import StudentConfig
 from reprodistill.data.transforms import InputSpec
-from reprodistill.errors import ConfigError, WeightsError
+from reprodistill.errors import WeightsError
 from reprodistill.models.pretrained import load_efficientnet_lite0, read_state_dict
+from reprodistill.models.timm_factory import create_timm_model
 
 # Student names whose ImageNet weights ship offline, mapped to the timm architecture they load into.
 OFFLINE_PRETRAINED = {"efficientnet_lite0": "tf_efficientnet_lite0", "tf_efficientnet_lite0": "tf_efficientnet_lite0"}
@@ -27,7 +28,8 @@ class Student(nn.Module):
         self.arch = arch
         self.model = model
         self.spec = spec
-        self.feature_dim = model.num_features
+        # what forward_head(pre_logits=True) returns: for MobileNetV3 that is after conv_head (1024, not 576)
+        self.feature_dim = getattr(model, "head_hidden_size", None) or model.num_features
 
     @property
     def head(self) -> nn.Module:
@@ -42,14 +44,10 @@ class Student(nn.Module):
 
 def create_student(cfg: StudentConfig, num_classes: int, default_size: tuple[int, int]) -> Student:
     """Build the student ``cfg.name`` with ``num_classes`` outputs, from scratch or from pretrained weights."""
-    import timm  # noqa: PLC0415
-
     arch = OFFLINE_PRETRAINED.get(cfg.name, cfg.name) if cfg.pretrained else cfg.name
-    if not timm.is_model(arch):
-        close = timm.list_models(f"*{arch.split('_')[0]}*")[:8]
-        raise ConfigError(f"unknown student architecture {cfg.name!r} (timm names, e.g. {close or ['resnet18']})")
-    kwargs = dict(num_classes=num_classes, in_chans=cfg.in_chans, drop_rate=cfg.drop_rate)
-    model = timm.create_model(arch, pretrained=False, **kwargs)
+    size = (cfg.image_size, cfg.image_size) if cfg.image_size else default_size
+    kwargs = dict(num_classes=num_classes, in_chans=cfg.in_chans, drop_rate=cfg.drop_rate, img_size=size[0])
+    model = create_timm_model(arch, **kwargs)
     if cfg.checkpoint:
         sd = read_state_dict(cfg.checkpoint)
         own = model.state_dict()
@@ -63,13 +61,12 @@ def create_student(cfg: StudentConfig, num_classes: int, default_size: tuple[int
             load_efficientnet_lite0(model, keep_classifier=False)
         else:
             try:
-                model = timm.create_model(arch, pretrained=True, **kwargs)
+                model = create_timm_model(arch, pretrained=True, **kwargs)
             except Exception as e:  # noqa: BLE001
                 raise WeightsError(
                     f"student {arch}: no offline ImageNet weights ({type(e).__name__}). Use student.checkpoint=<file>, "
                     f"student.pretrained=false, or a student with packaged weights: {sorted(OFFLINE_PRETRAINED)}"
                 ) from None
-    size = (cfg.image_size, cfg.image_size) if cfg.image_size else default_size
     dc = model.pretrained_cfg
     if cfg.pretrained or cfg.checkpoint:
         mean, std = tuple(dc.get("mean", (0.5,) * 3)), tuple(dc.get("std", (0.5,) * 3))

@@ -18,6 +18,7 @@ from reprodistill.data.transforms import InputSpec, preprocess
 from reprodistill.errors import ConfigError, WeightsError
 from reprodistill.models.merlin import FEATURE_DIM, build_merlin
 from reprodistill.models.pretrained import load_efficientnet_lite0, read_state_dict
+from reprodistill.models.timm_factory import create_timm_model
 from reprodistill.registry import Registry
 
 TEACHERS: Registry[Callable[[TeacherConfig], "Teacher"]] = Registry("teacher")
@@ -112,24 +113,14 @@ def _merlin(cfg: TeacherConfig) -> Teacher:
 
 @TEACHERS.register("efficientnet_lite0")
 def _efficientnet_lite0(cfg: TeacherConfig) -> Teacher:
-    import timm  # noqa: PLC0415
-
-    model = load_efficientnet_lite0(timm.create_model("tf_efficientnet_lite0", pretrained=False))
+    model = load_efficientnet_lite0(create_timm_model("tf_efficientnet_lite0"))
     return TimmTeacher("efficientnet_lite0", model, cfg.image_size)
 
 
 def timm_from_checkpoint(arch: str, path: str | Path, **kwargs) -> nn.Module:
     """Create timm ``arch`` and load a local checkpoint into it; the classifier size follows the checkpoint."""
-    import timm  # noqa: PLC0415
-
     sd = read_state_dict(path)
-    if not timm.is_model(arch):
-        raise ConfigError(f"unknown timm architecture {arch!r}")
-    try:
-        model = timm.create_model(arch, pretrained=False, **kwargs)
-    except TypeError:  # CNNs take no img_size; transformers need it to size their position embeddings
-        kwargs.pop("img_size", None)
-        model = timm.create_model(arch, pretrained=False, **kwargs)
+    model = create_timm_model(arch, **kwargs)
     head = model.pretrained_cfg.get("classifier", "")
     head = head[0] if isinstance(head, (list, tuple)) else head
     w = sd.get(f"{head}.weight")
@@ -163,7 +154,7 @@ def create_teacher(cfg: TeacherConfig) -> Teacher:
         if cfg.weights:
             return TimmTeacher(cfg.name, timm_from_checkpoint(cfg.name, cfg.weights, **_size_kwargs(cfg)), cfg.image_size)
         try:
-            model = timm.create_model(cfg.name, pretrained=True)
+            model = create_timm_model(cfg.name, pretrained=True, **_size_kwargs(cfg))
         except Exception as e:  # noqa: BLE001 - offline hub access fails in many ways
             raise WeightsError(
                 f"teacher {cfg.name}: could not fetch pretrained weights ({type(e).__name__}: {str(e)[:160]}). "
