@@ -12,16 +12,20 @@ import yaml
 @pytest.mark.slow
 def test_distill_end_to_end_writes_run_folder(small_npz, tmp_path):
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "reprodistill", "distill", f"data.source={small_npz}", "train.epochs=2",
-           "train.batch_size=16", "teacher.image_size=64", f"--run-dir={run_dir}", "data.class_names=[normal,pneumonia]"]
+    base = [sys.executable, "-m", "reprodistill", "distill", f"data.source={small_npz}", "train.epochs=2",
+            "train.batch_size=16", f"teacher.cache_dir={tmp_path / 'cache'}", "data.class_names=[normal,pneumonia]"]
+    cmd = base + ["teacher.image_size=64", f"--run-dir={run_dir}", "methods=[student,linear_probe,rd]"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| student |" in proc.stdout and "| linear_probe |" in proc.stdout
+    assert "| student |" in proc.stdout and "| linear_probe |" in proc.stdout and "| rd |" in proc.stdout
+    assert "cache hit" not in proc.stderr and len(list((tmp_path / "cache").glob("*.npy"))) == 3
     assert f"run folder: {run_dir}" in proc.stdout
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert cfg["train"]["epochs"] == 2 and cfg["teacher"]["name"] == "merlin"
     rows = list(csv.DictReader(open(run_dir / "results.csv")))
-    assert [r["method"] for r in rows] == ["student", "linear_probe"]
+    assert [r["method"] for r in rows] == ["student", "linear_probe", "rd"]
+    assert int(rows[2]["params"]) == int(rows[0]["params"])  # RD deploys only the student (with g as its head)
+    assert "train_cka" in (run_dir / "rd" / "metrics.csv").read_text().splitlines()[0]
     probe = json.loads((run_dir / "linear_probe" / "test_metrics.json").read_text())
     assert probe["auc"] > 0.75, probe["auc"]  # 60 training images of frozen-FM features already separate the classes
     assert int(rows[1]["params"]) > 50e6 > int(rows[0]["params"])  # FM + head vs. resnet18
@@ -30,6 +34,15 @@ def test_distill_end_to_end_writes_run_folder(small_npz, tmp_path):
             assert (run_dir / method / name).is_file(), (method, name)
     assert "linear_probe epoch 2/2" in (run_dir / "log.txt").read_text()
     assert json.loads((run_dir / "env.json").read_text())["seed"] == 0
+
+    # a second run reuses the cached teacher features; a different teacher input size does not
+    again = subprocess.run(base + ["teacher.image_size=64", f"--run-dir={tmp_path / 'run2'}", "methods=[linear_probe]"],
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stderr.count("cache hit") == 3, again.stderr[-2000:]
+    assert json.loads((tmp_path / "run2" / "linear_probe" / "test_metrics.json").read_text())["auc"] == probe["auc"]
+    other = subprocess.run(base + ["teacher.image_size=48", f"--run-dir={tmp_path / 'run3'}", "methods=[linear_probe]"],
+                           capture_output=True, text=True, timeout=600)
+    assert other.returncode == 0 and "cache hit" not in other.stderr
 
 
 def test_cli_reports_config_errors_without_traceback():

@@ -56,6 +56,8 @@ class TeacherConfig:
     # Input size; None uses the teacher's own default (112 for merlin, 224 for efficientnet_lite0).
     image_size: Optional[int] = None
     batch_size: int = 64
+    # Where fixed-view teacher features are cached across runs (fp16 .npy, keyed by teacher/data/transform); null: off.
+    cache_dir: Optional[str] = "~/.cache/reprodistill/features"
 
 
 @dataclass

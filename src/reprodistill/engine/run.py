@@ -29,6 +29,7 @@ from reprodistill.config import RunConfig, to_dict
 from reprodistill.data import ImageDataset, load_data
 from reprodistill.data.sources import DataBundle
 from reprodistill.engine.checkpoint import load_checkpoint, write_json, write_text
+from reprodistill.engine.feature_cache import cached_features
 from reprodistill.engine.features import extract_features
 from reprodistill.engine.loop import Split, class_weights, evaluate, fit, resolve_device, seed_everything
 from reprodistill.engine.metrics import SCALAR_METRICS
@@ -123,8 +124,11 @@ def _teacher_features(teacher: Teacher, data: DataBundle, cfg: RunConfig, device
     feats = {}
     for name in ("train", "val", "test"):
         ds = ImageDataset(getattr(data, name), data.channels, data.load_size)
-        feats[name] = extract_features(teacher, ds, cfg.teacher.batch_size, device, desc=f"{teacher.name} {name}",
-                                       num_workers=cfg.train.num_workers)
+        feats[name] = cached_features(
+            teacher, ds, cfg.teacher.cache_dir, name=name,
+            compute=lambda ds=ds, name=name: extract_features(teacher, ds, cfg.teacher.batch_size, device,
+                                                             desc=f"{teacher.name} {name}",
+                                                             num_workers=cfg.train.num_workers))
     return feats
 
 

@@ -30,13 +30,15 @@ class Teacher(nn.Module):
     Attributes:
         spec: The teacher's own input preprocessing.
         feature_dim: Size of the pooled feature vector.
+        identity: A string that changes whenever the weights may differ (keys the feature cache).
     """
 
-    def __init__(self, name: str, spec: InputSpec, feature_dim: int) -> None:
+    def __init__(self, name: str, spec: InputSpec, feature_dim: int, identity: str = "") -> None:
         super().__init__()
         self.name = name
         self.spec = spec
         self.feature_dim = feature_dim
+        self.identity = identity or name
 
     def freeze(self) -> "Teacher":
         """Stop all gradients and keep BatchNorm/Dropout in eval mode for good."""
@@ -72,7 +74,8 @@ class MerlinTeacher(Teacher):
 
     def __init__(self, cfg: TeacherConfig) -> None:
         size = cfg.image_size or 112
-        super().__init__("merlin", InputSpec(size=(size, size), channels=1, mean=(0.0,), std=(1.0,)), FEATURE_DIM)
+        spec = InputSpec(size=(size, size), channels=1, mean=(0.0,), std=(1.0,))
+        super().__init__("merlin", spec, FEATURE_DIM, identity=f"merlin:{_file_identity(cfg.weights or 'astra')}")
         # channels_last makes the CPU convolutions ~30% faster here (oneDNN blocked layouts)
         self.encoder = build_merlin(cfg.weights, dims=2).to(memory_format=torch.channels_last)
         self.freeze()
@@ -84,14 +87,14 @@ class MerlinTeacher(Teacher):
 class TimmTeacher(Teacher):
     """Any timm model as a frozen teacher: ``forward_features`` for maps, ``forward_head(pre_logits)`` for pooling."""
 
-    def __init__(self, name: str, model: nn.Module, image_size: int | None) -> None:
+    def __init__(self, name: str, model: nn.Module, image_size: int | None, identity: str = "") -> None:
         import timm.data  # noqa: PLC0415
 
         dc = timm.data.resolve_data_config({}, model=model)
         size = (image_size, image_size) if image_size else tuple(dc["input_size"][1:])
         spec = InputSpec(size=size, channels=dc["input_size"][0], mean=tuple(dc["mean"]), std=tuple(dc["std"]),
                          interpolation=dc.get("interpolation", "bilinear") if dc.get("interpolation") in ("bilinear", "bicubic") else "bilinear")
-        super().__init__(name, spec, getattr(model, "head_hidden_size", None) or model.num_features)
+        super().__init__(name, spec, getattr(model, "head_hidden_size", None) or model.num_features, identity)
         self.model = model
         self.freeze()
 
@@ -114,7 +117,7 @@ def _merlin(cfg: TeacherConfig) -> Teacher:
 @TEACHERS.register("efficientnet_lite0")
 def _efficientnet_lite0(cfg: TeacherConfig) -> Teacher:
     model = load_efficientnet_lite0(create_timm_model("tf_efficientnet_lite0"))
-    return TimmTeacher("efficientnet_lite0", model, cfg.image_size)
+    return TimmTeacher("efficientnet_lite0", model, cfg.image_size, identity="efficientnet-lite0-57934424")
 
 
 def timm_from_checkpoint(arch: str, path: str | Path, **kwargs) -> nn.Module:
@@ -134,6 +137,15 @@ def timm_from_checkpoint(arch: str, path: str | Path, **kwargs) -> nn.Module:
     return model
 
 
+def _file_identity(name: str) -> str:
+    """A weights name as is, or a file's path + size + mtime (changes when the file is replaced)."""
+    p = Path(name).expanduser()
+    if p.is_file():
+        st = p.stat()
+        return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    return name
+
+
 def _size_kwargs(cfg: TeacherConfig) -> dict:
     return {"img_size": cfg.image_size} if cfg.image_size else {}
 
@@ -149,10 +161,11 @@ def create_teacher(cfg: TeacherConfig) -> Teacher:
         if not cfg.arch:
             raise ConfigError(f"teacher {cfg.name} is a checkpoint file: also set teacher.arch=<timm architecture>")
         model = timm_from_checkpoint(cfg.arch, as_path, **_size_kwargs(cfg))
-        return TimmTeacher(as_path.stem, model, cfg.image_size)
+        return TimmTeacher(as_path.stem, model, cfg.image_size, f"{cfg.arch}:{_file_identity(str(as_path))}")
     if cfg.name.startswith("hf-hub:") or timm.is_model(cfg.name):
         if cfg.weights:
-            return TimmTeacher(cfg.name, timm_from_checkpoint(cfg.name, cfg.weights, **_size_kwargs(cfg)), cfg.image_size)
+            model = timm_from_checkpoint(cfg.name, cfg.weights, **_size_kwargs(cfg))
+            return TimmTeacher(cfg.name, model, cfg.image_size, f"{cfg.name}:{_file_identity(cfg.weights)}")
         try:
             model = create_timm_model(cfg.name, pretrained=True, **_size_kwargs(cfg))
         except Exception as e:  # noqa: BLE001 - offline hub access fails in many ways

@@ -1,0 +1,81 @@
+"""On-disk cache of fixed-view teacher features, so a frozen FM pass over a data set is paid once, not per run.
+
+Key = SHA-256 of (teacher identity incl. weights, teacher preprocessing, the split's content, load size/channels,
+view id, format version). A changed teacher, data set or transform gives a new key, so stale features are never
+reused. Entries are fp16 ``.npy`` files read memory-mapped, written atomically, with a JSON sidecar that is checked
+on read (shape, dtype) so a truncated or foreign file is recomputed instead of trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from reprodistill.data.dataset import ImageDataset
+from reprodistill.engine.checkpoint import atomic_write, write_json
+from reprodistill.models.teacher import Teacher
+
+log = logging.getLogger("reprodistill")
+FORMAT_VERSION = 1
+DEFAULT_CACHE_DIR = "~/.cache/reprodistill/features"
+
+
+def split_fingerprint(dataset: ImageDataset) -> str:
+    """Content hash of a split as the dataset serves it: pixels (or file names, sizes, mtimes) and labels."""
+    h = hashlib.sha256()
+    s = dataset.split
+    h.update(np.ascontiguousarray(s.labels).tobytes())
+    if s.images is not None:
+        h.update(str(s.images.shape).encode())
+        h.update(np.ascontiguousarray(s.images).tobytes())
+    for p in s.paths or []:
+        st = os.stat(p)
+        h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update(f"{dataset.size}:{dataset.channels}".encode())
+    return h.hexdigest()
+
+
+def cache_key(teacher: Teacher, dataset: ImageDataset, view: str = "fixed") -> str:
+    desc = json.dumps({"teacher": teacher.identity, "spec": teacher.spec.describe(), "data": split_fingerprint(dataset),
+                       "view": view, "version": FORMAT_VERSION}, sort_keys=True)
+    return hashlib.sha256(desc.encode()).hexdigest()[:32]
+
+
+def cached_features(teacher: Teacher, dataset: ImageDataset, cache_dir: Optional[str],
+                    compute: Callable[[], torch.Tensor], name: str = "") -> torch.Tensor:
+    """Features from the cache if a valid entry exists, else ``compute()`` and store them (fp16)."""
+    if not cache_dir:
+        return compute()
+    root = Path(cache_dir).expanduser()
+    key = cache_key(teacher, dataset)
+    npy, meta = root / f"{key}.npy", root / f"{key}.json"
+    expected = [len(dataset), teacher.feature_dim]
+    if npy.is_file() and meta.is_file():
+        try:
+            info = json.loads(meta.read_text())
+            arr = np.load(npy, mmap_mode="r")
+            if list(arr.shape) == expected == info["shape"] and str(arr.dtype) == "float16":
+                log.info("teacher features %s: cache hit %s", name, npy)
+                return torch.from_numpy(np.asarray(arr, dtype=np.float32))
+            log.warning("teacher features %s: cache entry %s has shape %s, expected %s; recomputing",
+                        name, npy, list(arr.shape), expected)
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+            log.warning("teacher features %s: unreadable cache entry %s (%s); recomputing", name, npy, e)
+    half = compute().numpy().astype(np.float16)
+
+    def save(path: str) -> None:
+        with open(path, "wb") as f:
+            np.save(f, half)
+
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write(npy, save)
+    write_json(meta, {"shape": expected, "dtype": "float16", "teacher": teacher.identity, "split": name})
+    # hand back the fp16-rounded values, so a first run and a cached rerun train on identical inputs
+    return torch.from_numpy(half.astype(np.float32))

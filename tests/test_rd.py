@@ -1,0 +1,78 @@
+"""RD wiring: the shared classifier, where gradients go (phi, g, student; never the FM), and the loss sum."""
+
+import pytest
+import timm
+import torch
+
+from reprodistill.config import RunConfig, StudentConfig, TeacherConfig
+from reprodistill.methods import METHODS, MethodContext
+from reprodistill.models import create_student, create_teacher
+
+
+@pytest.fixture()
+def rd_setup(tmp_path):
+    torch.manual_seed(0)
+    fm = timm.create_model("resnet10t", pretrained=False, num_classes=0)
+    torch.save(fm.state_dict(), tmp_path / "fm.pt")
+    teacher = create_teacher(TeacherConfig(name=str(tmp_path / "fm.pt"), arch="resnet10t", image_size=32))
+    student = create_student(StudentConfig(name="resnet10t"), num_classes=3, default_size=(28, 28))
+    cfg = RunConfig(methods=["rd"])
+    ctx = MethodContext(cfg=cfg, num_classes=3, student=student, teacher=teacher)
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    batch = {"image": images, "label": torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]),
+             "teacher_features": teacher.features(images)}
+    return ctx, batch
+
+
+def _rd(ctx, **opts):
+    cls = METHODS.get("rd")
+    return cls(ctx, cls.parse_options(opts))
+
+
+def test_gradients_reach_phi_head_and_student_never_the_fm(rd_setup):
+    ctx, batch = rd_setup
+    method = _rd(ctx)
+    fm_before = {k: v.clone() for k, v in ctx.teacher.state_dict().items()}
+    out = method(batch)
+    out["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.phi.parameters())
+    assert method.student.head.weight.grad.abs().sum() > 0
+    assert method.student.model.conv1[0].weight.grad.abs().sum() > 0
+    assert not any(p.requires_grad or p.grad is not None for p in ctx.teacher.parameters())
+    assert "teacher" not in dict(method.named_modules()) and not any(k.startswith("teacher") for k in method.state_dict())
+    torch.optim.SGD([p for p in method.parameters()], lr=0.1).step()
+    assert all(torch.equal(v, fm_before[k]) for k, v in ctx.teacher.state_dict().items())
+
+
+def test_one_classifier_scores_both_branches(rd_setup):
+    ctx, batch = rd_setup
+    method = _rd(ctx).eval()
+    with torch.no_grad():
+        out = method(batch)
+        f_s = method.student.features(method.student_input(batch))
+        r_t = method.phi(batch["teacher_features"])
+        g = method.student.head
+        assert torch.allclose(out["logits"], g(f_s), atol=1e-6)
+        assert torch.allclose(out["teacher_logits"], g(r_t), atol=1e-6)
+        assert torch.allclose(method.predict(batch), out["logits"], atol=1e-6)  # deployment = student with g
+
+
+def test_loss_is_the_weighted_sum_of_its_parts(rd_setup):
+    ctx, batch = rd_setup
+    w = dict(teacher_ce_weight=0.5, student_ce_weight=2.0, kd_weight=0.3, cka_weight=4.0)
+    out = _rd(ctx, **w)(batch)
+    p = out["parts"]
+    expected = (0.5 * p["ce_teacher"] + 2.0 * p["ce_student"] + 0.3 * p["kd"] + 4.0 * p["cka"])
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert 0.0 <= p["cka"].item() <= 1.0 and p["kd"].item() >= 0.0
+
+
+def test_detach_option_controls_kd_gradient_into_phi(rd_setup):
+    ctx, batch = rd_setup
+    grads = {}
+    for detach in (True, False):
+        torch.manual_seed(0)
+        method = _rd(ctx, teacher_ce_weight=0.0, student_ce_weight=0.0, cka_weight=0.0, detach_teacher_logits=detach)
+        method(batch)["loss"].backward()
+        grads[detach] = sum(float(p.grad.abs().sum()) for p in method.phi.parameters() if p.grad is not None)
+    assert grads[True] == 0.0 and grads[False] > 0.0
