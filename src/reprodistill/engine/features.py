@@ -13,15 +13,26 @@ from reprodistill.data.dataset import ImageDataset
 from reprodistill.models.teacher import Teacher
 
 
+FEATURE_KINDS = ("pooled", "map")
+
+
 @torch.inference_mode()
 def extract_features(teacher: Teacher, dataset: ImageDataset, batch_size: int, device: torch.device,
-                     desc: str = "teacher features", num_workers: int = 0) -> torch.Tensor:
-    """Pooled teacher features [N, D] (float32, CPU) of every image of ``dataset`` in order."""
+                     kind: str = "pooled", desc: str = "teacher features", num_workers: int = 0) -> torch.Tensor:
+    """Teacher features of every image of ``dataset`` in order (float32, CPU).
+
+    Args:
+        kind: 'pooled' for [N, D] vectors, 'map' for the last feature map [N, C, h, w] (or tokens [N, T, C]).
+    """
+    if kind not in FEATURE_KINDS:
+        raise ValueError(f"unknown teacher feature kind {kind!r}; use one of {FEATURE_KINDS}")
+    fn = teacher.features if kind == "pooled" else teacher.feature_maps
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    out = torch.empty(len(dataset), teacher.feature_dim)
-    pos = 0
+    out, pos = None, 0
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
-        f = teacher.features(batch["image"].to(device)).cpu()
+        f = fn(batch["image"].to(device)).cpu()
+        if out is None:  # allocate once the per-image shape is known (maps depend on the input size)
+            out = torch.empty(len(dataset), *f.shape[1:])
         out[pos: pos + len(f)] = f
         pos += len(f)
     return out

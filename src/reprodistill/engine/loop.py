@@ -65,8 +65,8 @@ class FitResult:
 
 
 def _to_device(batch: dict[str, torch.Tensor], split: Split, device: torch.device) -> dict[str, torch.Tensor]:
-    if split.teacher_features is not None:
-        batch["teacher_features"] = split.teacher_features[batch["index"]]
+    if split.teacher_features is not None:  # cached in fp16; compute in fp32
+        batch["teacher_features"] = split.teacher_features[batch["index"]].float()
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
@@ -175,6 +175,7 @@ def fit(method: Method, train: Split, val: Split, cfg: TrainConfig, out_dir: Pat
         for batch in bar:
             batch["image"] = augment(batch["image"], cfg.augment_shift, cfg.augment_flip, aug_gen)
             batch = _to_device(batch, train, device)
+            method.progress = (epoch + n_seen / len(train.dataset)) / cfg.epochs  # for schedules that decay in training
             out = method(batch)
             loss = out["loss"]
             if not torch.isfinite(loss):

@@ -120,14 +120,15 @@ def _measure_deployed(method: Method, device: torch.device) -> tuple[int, float,
     return result
 
 
-def _teacher_features(teacher: Teacher, data: DataBundle, cfg: RunConfig, device: torch.device) -> dict[str, torch.Tensor]:
+def _teacher_features(teacher: Teacher, datasets: dict[str, ImageDataset], kind: str, cfg: RunConfig,
+                      device: torch.device) -> dict[str, torch.Tensor]:
+    """Fixed-view teacher features of every split, from the on-disk cache when possible."""
     feats = {}
-    for name in ("train", "val", "test"):
-        ds = ImageDataset(getattr(data, name), data.channels, data.load_size)
+    for name, ds in datasets.items():
         feats[name] = cached_features(
-            teacher, ds, cfg.teacher.cache_dir, name=name,
-            compute=lambda ds=ds, name=name: extract_features(teacher, ds, cfg.teacher.batch_size, device,
-                                                             desc=f"{teacher.name} {name}",
+            teacher, ds, cfg.teacher.cache_dir, kind=kind, name=name,
+            compute=lambda ds=ds, name=name: extract_features(teacher, ds, cfg.teacher.batch_size, device, kind=kind,
+                                                             desc=f"{teacher.name} {kind} {name}",
                                                              num_workers=cfg.train.num_workers))
     return feats
 
@@ -180,18 +181,18 @@ def run(cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False) ->
 
     result = RunResult(run_dir=run_dir)
     teacher: Optional[Teacher] = None
-    feats: dict[str, torch.Tensor] = {}
+    feats: dict[str, dict[str, torch.Tensor]] = {}  # kind -> split -> features
     if any(m.uses_teacher for m in methods):
         log.info("teacher: building %s", cfg.teacher.name)
         teacher = create_teacher(cfg.teacher).to(device)
         log.info("teacher: %s, %.1fM params, input %s", teacher.name, count_params(teacher) / 1e6, teacher.spec.describe())
-    if any(m.teacher_features for m in methods):
+    for kind in dict.fromkeys(m.teacher_features for m in methods if m.teacher_features):
         t0 = time.perf_counter()
-        feats = _teacher_features(teacher, data, cfg, device)
-        result.teacher_feature_time_s = time.perf_counter() - t0
-        n = sum(len(f) for f in feats.values())
-        log.info("teacher: features of %d images in %.1fs (%.1f img/s)", n, result.teacher_feature_time_s,
-                 n / result.teacher_feature_time_s)
+        feats[kind] = _teacher_features(teacher, datasets, kind, cfg, device)
+        elapsed = time.perf_counter() - t0
+        result.teacher_feature_time_s += elapsed
+        n = sum(len(f) for f in feats[kind].values())
+        log.info("teacher: %s features of %d images ready in %.1fs", kind, n, elapsed)
 
     weights = class_weights(data.train.labels, data.num_classes, cfg.train.class_weights)
     for method_cls in methods:
@@ -201,8 +202,8 @@ def run(cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False) ->
                             teacher=teacher if method_cls.uses_teacher else None,
                             class_weights=None if weights is None else weights.to(device))
         method = method_cls(ctx, method_cls.parse_options(cfg.method_options.get(method_cls.name))).to(device)
-        use = {s: feats.get(s) if method_cls.teacher_features else None for s in datasets}
-        splits = {s: Split(datasets[s], use[s]) for s in datasets}
+        use = feats.get(method_cls.teacher_features, {})
+        splits = {s: Split(datasets[s], use.get(s)) for s in datasets}
         out = run_dir / method_cls.name
         log.info("%s: training (%d trainable params)", method_cls.name,
                  sum(p.numel() for p in method.parameters() if p.requires_grad))

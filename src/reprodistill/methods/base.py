@@ -54,8 +54,9 @@ class Method(nn.Module):
     Class attributes:
         uses_student: The engine builds a student for this method.
         uses_teacher: The engine builds the frozen teacher.
-        teacher_features: 'pooled' if the method reads fixed-view pooled teacher features from
-            ``batch['teacher_features']`` (the engine computes them once per split instead of every step).
+        teacher_features: 'pooled' (vectors) or 'map' (last feature map) if the method reads fixed-view teacher
+            features from ``batch['teacher_features']``; the engine computes them once per split (cached on disk)
+            instead of running the FM every step.
         Options: Dataclass of method options, filled from ``method_options.<name>`` in the config.
     """
 
@@ -74,6 +75,8 @@ class Method(nn.Module):
         # Keep the frozen teacher out of this module's parameters/state_dict: it is never trained or checkpointed.
         object.__setattr__(self, "teacher", ctx.teacher)
         self.register_buffer("class_weights", ctx.class_weights, persistent=False)
+        # Fraction of training done, in [0, 1]; the loop updates it before every step (for decaying loss weights).
+        self.progress = 0.0
 
     @classmethod
     def parse_options(cls, data: dict[str, Any] | None) -> Any:

@@ -63,10 +63,17 @@ class Teacher(nn.Module):
         """uint8 images [B,C,H,W] -> the teacher's input tensor."""
         return preprocess(images, self.spec)
 
-    @torch.inference_mode()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled features of a uint8 batch, without autograd."""
-        return self(self.prepare(images)).float()
+        """Pooled features of a uint8 batch, computed without autograd."""
+        with torch.inference_mode():
+            out = self(self.prepare(images)).float()
+        return out.clone()  # a normal tensor, so trainable modules may consume it
+
+    def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """Feature maps [B,C,h,w] (or tokens [B,N,C]) of a uint8 batch, computed without autograd."""
+        with torch.inference_mode():
+            out = self.forward_map(self.prepare(images)).float()
+        return out.contiguous().clone()
 
 
 class MerlinTeacher(Teacher):

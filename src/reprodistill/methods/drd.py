@@ -1,0 +1,100 @@
+"""`drd`: Deep Reprogramming Distillation (arXiv 2605.04447), the multi-stage extension of RD.
+
+For each chosen student stage i, a conv projector P_i maps the frozen FM's feature map to the shape of that stage's
+input. A *hybrid* pass feeds P_i(f_t) into the student from stage i on, through the student's own later stages and
+head g, giving one extra set of logits per stage::
+
+    L = CE(z_s, y) + alpha * mean_i CE(z_h_i, y) + beta * mean_i T^2 KL(z_h_i || z_s) + w_cka * mean_i (1 - CKA(P_i(f_t), x_i))
+
+where x_i is the student's own input to stage i, and alpha = beta decay linearly from 1 to ``decay_to`` over
+training (the FM guides early, the student stands alone at the end). Hybrid logits are detached in the KL term by
+default, so it teaches the student. Only the student is deployed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+import torch
+from torch import nn
+
+from reprodistill.distill import cka_loss, kd_loss
+from reprodistill.errors import ConfigError
+from reprodistill.methods.base import Batch, Method, MethodContext, register_method
+from reprodistill.models.stages import staged
+from reprodistill.reprogram import MapProjector
+
+
+@dataclass
+class DRDOptions:
+    # Student stage indices that get a projector and a hybrid pass; null: every stage.
+    stages: Optional[list[int]] = None
+    temperature: float = 4.0
+    hybrid_weight: float = 1.0
+    kd_weight: float = 1.0
+    # alpha and beta move linearly from their weights at the start to weight * decay_to at the end of training.
+    decay_to: float = 0.0
+    cka_weight: float = 1.0
+    cka_kernel: Literal["linear", "rbf"] = "linear"
+    cka_unbiased: bool = False
+    detach_hybrid_logits: bool = True
+
+
+@register_method("drd")
+class DeepReprogrammingDistillation(Method):
+    uses_teacher = True
+    teacher_features = "map"
+    Options = DRDOptions
+
+    def __init__(self, ctx: MethodContext, options: DRDOptions) -> None:
+        super().__init__(ctx, options)
+        self.staged = staged(self.student)
+        n = len(self.staged.stages)
+        self.stage_ids = list(range(n)) if options.stages is None else list(options.stages)
+        if not self.stage_ids or any(not 0 <= i < n for i in self.stage_ids):
+            raise ConfigError(f"method_options.drd.stages={options.stages}: the student has stages 0..{n - 1}")
+        shapes = self._stage_input_shapes()
+        c_t = self._teacher_channels()
+        self.projectors = nn.ModuleList(MapProjector(c_t, shapes[i][0], shapes[i][1:]) for i in self.stage_ids)
+
+    def _stage_input_shapes(self) -> list[tuple[int, int, int]]:
+        spec = self.student.spec
+        was = self.student.training
+        self.student.eval()
+        with torch.no_grad():
+            _, inputs = self.staged.forward_with_stage_inputs(torch.zeros(1, spec.channels, *spec.size))
+        self.student.train(was)
+        return [tuple(x.shape[1:]) for x in inputs]
+
+    def _teacher_channels(self) -> int:
+        spec = self.teacher.spec
+        fmap = self.teacher.feature_maps(torch.zeros(1, spec.channels, *spec.size, dtype=torch.uint8))
+        if fmap.ndim != 4:
+            raise ConfigError(f"drd needs a teacher with spatial feature maps; {self.teacher.name} gives {tuple(fmap.shape)}")
+        return fmap.shape[1]
+
+    def forward(self, batch: Batch) -> dict[str, Any]:
+        o = self.options
+        g = self.student.head
+        y = batch["label"]
+        f_s, stage_inputs = self.staged.forward_with_stage_inputs(self.student_input(batch))
+        z_s = g(f_s)
+        fmap = batch["teacher_features"]
+        ce_h, kd, cka = [], [], []
+        for proj, i in zip(self.projectors, self.stage_ids):
+            h = proj(fmap)
+            z_h = g(self.staged.run_from(h, i))
+            ce_h.append(self.task_loss(z_h, y))
+            kd.append(kd_loss(z_s, z_h.detach() if o.detach_hybrid_logits else z_h, o.temperature))
+            cka.append(cka_loss(h, stage_inputs[i], o.cka_kernel, unbiased=o.cka_unbiased))
+        decay = 1.0 - (1.0 - o.decay_to) * min(1.0, self.progress)
+        parts = {"ce": self.task_loss(z_s, y), "hybrid": torch.stack(ce_h).mean(), "kd": torch.stack(kd).mean(),
+                 "cka": torch.stack(cka).mean()}
+        loss = (parts["ce"] + o.hybrid_weight * decay * parts["hybrid"] + o.kd_weight * decay * parts["kd"]
+                + o.cka_weight * parts["cka"])
+        return {"loss": loss, "logits": z_s, "parts": {**{k: v.detach() for k, v in parts.items()},
+                                                        "decay": torch.tensor(decay)}}
+
+    def predict(self, batch: Batch) -> torch.Tensor:
+        return self.student(self.student_input(batch))
