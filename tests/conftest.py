@@ -23,16 +23,37 @@ def pneumonia_arrays(pneumonia_path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-@pytest.fixture()
-def small_npz(tmp_path, pneumonia_arrays) -> Path:
-    """A real 2-class subset in MedMNIST layout: 60 train / 40 val / 40 test images, both classes in each."""
+def balanced_subset_npz(path: Path, arrays: dict[str, np.ndarray], sizes: dict[str, int], seed: int) -> Path:
+    """Write a class-balanced real subset in MedMNIST layout with ``sizes[split]`` images per split."""
     out = {}
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 60), ("val", 40), ("test", 40)):
-        labels = pneumonia_arrays[f"{split}_labels"][:, 0]
+    rng = np.random.default_rng(seed)
+    for split, n in sizes.items():
+        labels = arrays[f"{split}_labels"][:, 0]
         idx = np.concatenate([rng.choice(np.flatnonzero(labels == c), n // 2, replace=False) for c in (0, 1)])
-        out[f"{split}_images"] = pneumonia_arrays[f"{split}_images"][idx]
-        out[f"{split}_labels"] = pneumonia_arrays[f"{split}_labels"][idx]
-    path = tmp_path / "small.npz"
+        out[f"{split}_images"] = arrays[f"{split}_images"][idx]
+        out[f"{split}_labels"] = arrays[f"{split}_labels"][idx]
     np.savez(path, **out)
     return path
+
+
+@pytest.fixture()
+def small_npz(tmp_path, pneumonia_arrays) -> Path:
+    """A real 2-class subset: 60 train / 40 val / 40 test images, both classes in each."""
+    return balanced_subset_npz(tmp_path / "small.npz", pneumonia_arrays, {"train": 60, "val": 40, "test": 40}, seed=0)
+
+
+@pytest.fixture()
+def tiny_teacher(tmp_path):
+    """Factory of a small randomly initialised CNN FM (resnet10t) loaded from a local checkpoint file."""
+    import timm
+    import torch
+
+    from reprodistill.config import TeacherConfig
+    from reprodistill.models import create_teacher
+
+    def make(image_size: int):
+        torch.manual_seed(0)
+        torch.save(timm.create_model("resnet10t", pretrained=False, num_classes=0).state_dict(), tmp_path / "fm.pt")
+        return create_teacher(TeacherConfig(name=str(tmp_path / "fm.pt"), arch="resnet10t", image_size=image_size))
+
+    return make

@@ -1,13 +1,12 @@
 """DRD: stage-wise student access, projector shapes, hybrid passes, the alpha/beta decay and gradient routing."""
 
 import pytest
-import timm
 import torch
 
-from reprodistill.config import RunConfig, StudentConfig, TeacherConfig
+from reprodistill.config import RunConfig, StudentConfig
 from reprodistill.errors import ConfigError
 from reprodistill.methods import METHODS, MethodContext
-from reprodistill.models import create_student, create_teacher
+from reprodistill.models import create_student
 from reprodistill.models.stages import staged
 
 
@@ -21,11 +20,8 @@ def test_staged_student_reproduces_features(name):
 
 
 @pytest.fixture()
-def drd_ctx(tmp_path):
-    torch.manual_seed(0)
-    fm = timm.create_model("resnet10t", pretrained=False, num_classes=0)
-    torch.save(fm.state_dict(), tmp_path / "fm.pt")
-    teacher = create_teacher(TeacherConfig(name=str(tmp_path / "fm.pt"), arch="resnet10t", image_size=64))
+def drd_ctx(tiny_teacher):
+    teacher = tiny_teacher(64)
     student = create_student(StudentConfig(name="resnet18"), num_classes=2, default_size=(28, 28))
     ctx = MethodContext(cfg=RunConfig(methods=["drd"]), num_classes=2, student=student, teacher=teacher)
     images = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)

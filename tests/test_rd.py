@@ -1,20 +1,16 @@
 """RD wiring: the shared classifier, where gradients go (phi, g, student; never the FM), and the loss sum."""
 
 import pytest
-import timm
 import torch
 
-from reprodistill.config import RunConfig, StudentConfig, TeacherConfig
+from reprodistill.config import RunConfig, StudentConfig
 from reprodistill.methods import METHODS, MethodContext
-from reprodistill.models import create_student, create_teacher
+from reprodistill.models import create_student
 
 
 @pytest.fixture()
-def rd_setup(tmp_path):
-    torch.manual_seed(0)
-    fm = timm.create_model("resnet10t", pretrained=False, num_classes=0)
-    torch.save(fm.state_dict(), tmp_path / "fm.pt")
-    teacher = create_teacher(TeacherConfig(name=str(tmp_path / "fm.pt"), arch="resnet10t", image_size=32))
+def rd_setup(tiny_teacher):
+    teacher = tiny_teacher(32)
     student = create_student(StudentConfig(name="resnet10t"), num_classes=3, default_size=(28, 28))
     cfg = RunConfig(methods=["rd"])
     ctx = MethodContext(cfg=cfg, num_classes=3, student=student, teacher=teacher)

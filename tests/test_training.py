@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import balanced_subset_npz
 from reprodistill.config import DataConfig, RunConfig, StudentConfig, TrainConfig
 from reprodistill.data import ImageDataset, load_data
 from reprodistill.engine.checkpoint import load_checkpoint
@@ -18,16 +19,7 @@ from reprodistill.models import create_student
 @pytest.fixture()
 def medium_npz(tmp_path, pneumonia_arrays) -> Path:
     """Real balanced subset: 300 train / 100 val / 200 test images."""
-    rng = np.random.default_rng(1)
-    out = {}
-    for split, n in (("train", 300), ("val", 100), ("test", 200)):
-        labels = pneumonia_arrays[f"{split}_labels"][:, 0]
-        idx = np.concatenate([rng.choice(np.flatnonzero(labels == c), n // 2, replace=False) for c in (0, 1)])
-        out[f"{split}_images"] = pneumonia_arrays[f"{split}_images"][idx]
-        out[f"{split}_labels"] = pneumonia_arrays[f"{split}_labels"][idx]
-    path = tmp_path / "medium.npz"
-    np.savez(path, **out)
-    return path
+    return balanced_subset_npz(tmp_path / "medium.npz", pneumonia_arrays, {"train": 300, "val": 100, "test": 200}, seed=1)
 
 
 def _setup(npz: Path, train_cfg: TrainConfig, student: str = "resnet18"):
