@@ -26,6 +26,8 @@ def test_distill_end_to_end_writes_run_folder(small_npz, tmp_path):
     assert [r["method"] for r in rows] == ["student", "linear_probe", "rd"]
     assert int(rows[2]["params"]) == int(rows[0]["params"])  # RD deploys only the student (with g as its head)
     assert "train_cka" in (run_dir / "rd" / "metrics.csv").read_text().splitlines()[0]
+    rd = json.loads((run_dir / "rd" / "test_metrics.json").read_text())
+    assert 0.0 <= rd["extra"]["reprogrammed_fm"]["auc"] <= 1.0  # the FM branch is reported, not deployed
     probe = json.loads((run_dir / "linear_probe" / "test_metrics.json").read_text())
     assert probe["auc"] > 0.75, probe["auc"]  # 60 training images of frozen-FM features already separate the classes
     assert int(rows[1]["params"]) > 50e6 > int(rows[0]["params"])  # FM + head vs. resnet18

@@ -77,24 +77,31 @@ def make_loader(split: Split, cfg: TrainConfig, shuffle: bool, seed: int) -> Dat
 
 
 @torch.inference_mode()
-def predict(method: Method, split: Split, cfg: TrainConfig, device: torch.device) -> tuple[np.ndarray, np.ndarray, float]:
-    """(probabilities [N,K], labels [N], mean task loss) of the method's deployed model on a split."""
+def predict(method: Method, split: Split, cfg: TrainConfig, device: torch.device,
+            extra: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+    """({'model': probabilities [N,K], <extra branch>: ...}, labels [N], mean task loss of the deployed model)."""
     method.eval()
-    probs, labels, loss_sum = [], [], 0.0
+    probs: dict[str, list[np.ndarray]] = {}
+    labels, loss_sum = [], 0.0
     for batch in make_loader(split, cfg, shuffle=False, seed=0):
         batch = _to_device(batch, split, device)
         logits = method.predict(batch).float()
         loss_sum += float(torch.nn.functional.cross_entropy(logits, batch["label"], reduction="sum"))
-        probs.append(logits.softmax(-1).cpu().numpy())
+        outputs = {"model": logits, **(method.extra_logits(batch) if extra else {})}
+        for name, z in outputs.items():
+            probs.setdefault(name, []).append(z.float().softmax(-1).cpu().numpy())
         labels.append(batch["label"].cpu().numpy())
     n = sum(len(x) for x in labels)
-    return np.concatenate(probs), np.concatenate(labels), loss_sum / max(1, n)
+    return {k: np.concatenate(v) for k, v in probs.items()}, np.concatenate(labels), loss_sum / max(1, n)
 
 
-def evaluate(method: Method, split: Split, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
-    probs, labels, loss = predict(method, split, cfg, device)
-    metrics = classification_metrics(probs, labels)
+def evaluate(method: Method, split: Split, cfg: TrainConfig, device: torch.device, extra: bool = False) -> dict[str, Any]:
+    """Metrics of the deployed model; with ``extra``, also of the method's other branches under 'extra'."""
+    probs, labels, loss = predict(method, split, cfg, device, extra)
+    metrics = classification_metrics(probs.pop("model"), labels)
     metrics["loss"] = loss
+    if extra and probs:
+        metrics["extra"] = {name: classification_metrics(p, labels) for name, p in probs.items()}
     return metrics
 
 

@@ -209,7 +209,7 @@ def run(cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False) ->
                  sum(p.numel() for p in method.parameters() if p.requires_grad))
         fitted = fit(method, splits["train"], splits["val"], cfg.train, out, device, resume=resume)
         method.load_state_dict(load_checkpoint(out / "best.pt")["method"])
-        test = evaluate(method, splits["test"], cfg.train, device)
+        test = evaluate(method, splits["test"], cfg.train, device, extra=True)
         test["best_epoch"] = fitted.best_epoch
         write_json(out / "test_metrics.json", test)
         params, gflops, lat = _measure_deployed(method, device)
@@ -217,6 +217,9 @@ def run(cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False) ->
                                            gflops, lat, peak_rss_mb()))
         log.info("%s: test acc %.4f bal-acc %.4f macro-F1 %.4f AUC %.4f (best epoch %d)", method_cls.name,
                  test["accuracy"], test["balanced_accuracy"], test["macro_f1"], test["auc"], fitted.best_epoch)
+        for branch, m in test.get("extra", {}).items():
+            log.info("%s: %s branch (not deployed): test acc %.4f bal-acc %.4f AUC %.4f", method_cls.name, branch,
+                     m["accuracy"], m["balanced_accuracy"], m["auc"])
     result.wall_time_s = time.perf_counter() - t_start
     _write_results(run_dir, result, data)
     return result

@@ -104,6 +104,10 @@ class Method(nn.Module):
         """Logits of the deployed model for a batch (called under eval mode and inference mode)."""
         return self.forward(batch)["logits"]
 
+    def extra_logits(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Named logits of non-deployed branches (e.g. RD's reprogrammed FM), reported beside the student's."""
+        return {}
+
     def deployed(self) -> nn.Module:
         """The model a user would ship after this method (used for size, FLOPs and latency)."""
         return self.student

@@ -71,3 +71,6 @@ class ReprogrammingDistillation(Method):
 
     def predict(self, batch: Batch) -> Any:
         return self.student(self.student_input(batch))
+
+    def extra_logits(self, batch: Batch) -> dict[str, Any]:
+        return {"reprogrammed_fm": self.student.head(self.phi(batch["teacher_features"]))}
