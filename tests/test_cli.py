@@ -12,8 +12,17 @@ import yaml
 @pytest.mark.slow
 def test_distill_end_to_end_writes_run_folder(small_npz, tmp_path):
     run_dir = tmp_path / "run"
-    base = [sys.executable, "-m", "reprodistill", "distill", f"data.source={small_npz}", "train.epochs=2",
-            "train.batch_size=16", f"teacher.cache_dir={tmp_path / 'cache'}", "data.class_names=[normal,pneumonia]"]
+    base = [
+        sys.executable,
+        "-m",
+        "reprodistill",
+        "distill",
+        f"data.source={small_npz}",
+        "train.epochs=2",
+        "train.batch_size=16",
+        f"teacher.cache_dir={tmp_path / 'cache'}",
+        "data.class_names=[normal,pneumonia]",
+    ]
     cmd = base + ["teacher.image_size=64", f"--run-dir={run_dir}", "methods=[student,linear_probe,rd]"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -38,18 +47,51 @@ def test_distill_end_to_end_writes_run_folder(small_npz, tmp_path):
     assert json.loads((run_dir / "env.json").read_text())["seed"] == 0
 
     # a second run reuses the cached teacher features; a different teacher input size does not
-    again = subprocess.run(base + ["teacher.image_size=64", f"--run-dir={tmp_path / 'run2'}", "methods=[linear_probe]"],
-                           capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        base + ["teacher.image_size=64", f"--run-dir={tmp_path / 'run2'}", "methods=[linear_probe]"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 0 and again.stderr.count("cache hit") == 3, again.stderr[-2000:]
     assert json.loads((tmp_path / "run2" / "linear_probe" / "test_metrics.json").read_text())["auc"] == probe["auc"]
-    other = subprocess.run(base + ["teacher.image_size=48", f"--run-dir={tmp_path / 'run3'}", "methods=[linear_probe]"],
-                           capture_output=True, text=True, timeout=600)
+    other = subprocess.run(
+        base + ["teacher.image_size=48", f"--run-dir={tmp_path / 'run3'}", "methods=[linear_probe]"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert other.returncode == 0 and "cache hit" not in other.stderr
 
 
 def test_cli_reports_config_errors_without_traceback():
-    proc = subprocess.run([sys.executable, "-m", "reprodistill", "distill", "train.epochz=1"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reprodistill", "distill", "train.epochz=1"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert "reprodistill: error: train: unknown key(s) ['epochz']" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_rd_and_drd_with_efficientnet_teacher_and_mobilenet_student(small_npz, tmp_path):
+    """The other packaged FM (ImageNet EfficientNet-Lite0, RGB 224 px) and a MobileNetV3 student, end to end."""
+    from reprodistill.config import load_config
+    from reprodistill.engine.run import run
+
+    cfg = load_config(
+        "default",
+        [
+            f"data.source={small_npz}",
+            "methods=[rd,drd]",
+            "teacher.name=efficientnet_lite0",
+            "teacher.image_size=96",
+            "student.name=mobilenetv3_small_100",
+            "train.epochs=1",
+            "train.batch_size=16",
+            "teacher.cache_dir=null",
+        ],
+    )
+    result = run(cfg, run_dir=tmp_path / "run")
+    assert [r.method for r in result.results] == ["rd", "drd"]
+    assert all(0.0 <= r.test["auc"] <= 1.0 and r.params < 2e6 for r in result.results)  # the student is deployed

@@ -5,8 +5,9 @@ from reprodistill.errors import ConfigError
 
 
 def test_default_preset_loads_and_overrides_apply():
-    cfg = load_config("default", ["train.epochs=3", "student.name=mobilenetv3_small_100", "data.fraction=0.1",
-                                  "methods=student"])
+    cfg = load_config(
+        "default", ["train.epochs=3", "student.name=mobilenetv3_small_100", "data.fraction=0.1", "methods=student"]
+    )
     assert isinstance(cfg, RunConfig)
     assert cfg.train.epochs == 3 and cfg.student.name == "mobilenetv3_small_100"
     assert cfg.data.fraction == 0.1 and cfg.methods == ["student"]
@@ -19,17 +20,20 @@ def test_override_values_are_parsed_as_yaml():
     assert parse_override("data.root=") == (["data", "root"], None)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.epoch=3", "unknown key(s) ['epoch']; valid keys: ['epochs'"),
-    ("trian.epochs=3", "unknown key(s) ['trian']"),
-    ("train.optimizer=adam", "choose one of ['adamw', 'sgd']"),
-    ("train.epochs=three", "train.epochs: expected an integer"),
-    ("student.pretrained=maybe", "expected true or false"),
-    ("data.fraction=1.5", "data.fraction must be in (0, 1]"),
-    ("methods=[nope]", "unknown method 'nope'; valid names: drd, linear_probe, rd, student"),
-    ("method_options.student.foo=1", "method_options.student: unknown key(s) ['foo']"),
-    ("train.epochs", "must look like section.key=value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=3", "unknown key(s) ['epoch']; valid keys: ['epochs'"),
+        ("trian.epochs=3", "unknown key(s) ['trian']"),
+        ("train.optimizer=adam", "choose one of ['adamw', 'sgd']"),
+        ("train.epochs=three", "train.epochs: expected an integer"),
+        ("student.pretrained=maybe", "expected true or false"),
+        ("data.fraction=1.5", "data.fraction must be in (0, 1]"),
+        ("methods=[nope]", "unknown method 'nope'; valid names: drd, linear_probe, rd, student"),
+        ("method_options.student.foo=1", "method_options.student: unknown key(s) ['foo']"),
+        ("train.epochs", "must look like section.key=value"),
+    ],
+)
 def test_bad_config_gives_clear_error(override, message):
     with pytest.raises(ConfigError) as e:
         load_config("default", [override])

@@ -25,7 +25,11 @@ def drd_ctx(tiny_teacher):
     student = create_student(StudentConfig(name="resnet18"), num_classes=2, default_size=(28, 28))
     ctx = MethodContext(cfg=RunConfig(methods=["drd"]), num_classes=2, student=student, teacher=teacher)
     images = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
-    batch = {"image": images, "label": torch.tensor([0, 1, 0, 1, 0, 1]), "teacher_features": teacher.feature_maps(images)}
+    batch = {
+        "image": images,
+        "label": torch.tensor([0, 1, 0, 1, 0, 1]),
+        "teacher_features": teacher.feature_maps(images),
+    }
     return ctx, batch
 
 

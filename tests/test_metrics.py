@@ -17,8 +17,11 @@ def test_metrics_match_sklearn(k, n, seed):
     assert m["accuracy"] == pytest.approx(skm.accuracy_score(labels, preds))
     assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(labels, preds))
     assert m["macro_f1"] == pytest.approx(skm.f1_score(labels, preds, average="macro"))
-    expected_auc = (skm.roc_auc_score(labels, probs[:, 1]) if k == 2
-                    else skm.roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
+    expected_auc = (
+        skm.roc_auc_score(labels, probs[:, 1])
+        if k == 2
+        else skm.roc_auc_score(labels, probs, multi_class="ovr", average="macro")
+    )
     assert m["auc"] == pytest.approx(expected_auc)
     assert np.array_equal(m["confusion_matrix"], skm.confusion_matrix(labels, preds, labels=range(k)))
     p, r, f, s = skm.precision_recall_fscore_support(labels, preds, labels=range(k), zero_division=0)

@@ -15,8 +15,11 @@ def rd_setup(tiny_teacher):
     cfg = RunConfig(methods=["rd"])
     ctx = MethodContext(cfg=cfg, num_classes=3, student=student, teacher=teacher)
     images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
-    batch = {"image": images, "label": torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]),
-             "teacher_features": teacher.features(images)}
+    batch = {
+        "image": images,
+        "label": torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]),
+        "teacher_features": teacher.features(images),
+    }
     return ctx, batch
 
 
@@ -35,7 +38,9 @@ def test_gradients_reach_phi_head_and_student_never_the_fm(rd_setup):
     assert method.student.head.weight.grad.abs().sum() > 0
     assert method.student.model.conv1[0].weight.grad.abs().sum() > 0
     assert not any(p.requires_grad or p.grad is not None for p in ctx.teacher.parameters())
-    assert "teacher" not in dict(method.named_modules()) and not any(k.startswith("teacher") for k in method.state_dict())
+    assert "teacher" not in dict(method.named_modules()) and not any(
+        k.startswith("teacher") for k in method.state_dict()
+    )
     torch.optim.SGD([p for p in method.parameters()], lr=0.1).step()
     assert all(torch.equal(v, fm_before[k]) for k, v in ctx.teacher.state_dict().items())
 
@@ -58,7 +63,7 @@ def test_loss_is_the_weighted_sum_of_its_parts(rd_setup):
     w = dict(teacher_ce_weight=0.5, student_ce_weight=2.0, kd_weight=0.3, cka_weight=4.0)
     out = _rd(ctx, **w)(batch)
     p = out["parts"]
-    expected = (0.5 * p["ce_teacher"] + 2.0 * p["ce_student"] + 0.3 * p["kd"] + 4.0 * p["cka"])
+    expected = 0.5 * p["ce_teacher"] + 2.0 * p["ce_student"] + 0.3 * p["kd"] + 4.0 * p["cka"]
     assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert 0.0 <= p["cka"].item() <= 1.0 and p["kd"].item() >= 0.0
 

@@ -7,8 +7,15 @@ from reprodistill.models import create_student
 from reprodistill.models.pretrained import read_state_dict
 
 
-@pytest.mark.parametrize("name, size, dim", [("resnet18", 28, 512), ("mobilenetv3_small_100", 28, 1024),
-                                             ("efficientnet_lite0", 28, 1280), ("vit_tiny_patch16_224", 32, 192)])
+@pytest.mark.parametrize(
+    "name, size, dim",
+    [
+        ("resnet18", 28, 512),
+        ("mobilenetv3_small_100", 28, 1024),
+        ("efficientnet_lite0", 28, 1280),
+        ("vit_tiny_patch16_224", 32, 192),
+    ],
+)
 def test_students_split_into_features_and_head(name, size, dim):
     st = create_student(StudentConfig(name=name, image_size=size), num_classes=3, default_size=(28, 28))
     x = torch.rand(2, 3, size, size)

@@ -14,8 +14,13 @@ from skimage import data as skdata
 from reprodistill.config import TeacherConfig
 from reprodistill.data.transforms import preprocess
 from reprodistill.errors import ConfigError, WeightsError
-from reprodistill.models.merlin import (MerlinEncoder, build_merlin, collapse_state_dict_to_2d, load_merlin_state_dict,
-                                        load_strict)
+from reprodistill.models.merlin import (
+    MerlinEncoder,
+    build_merlin,
+    collapse_state_dict_to_2d,
+    load_merlin_state_dict,
+    load_strict,
+)
 from reprodistill.models.teacher import create_teacher
 
 
@@ -89,8 +94,16 @@ def test_efficientnet_lite0_classifies_real_photos():
     teacher = create_teacher(TeacherConfig(name="efficientnet_lite0"))
     assert teacher.spec.size == (224, 224) and teacher.spec.mean == (0.5, 0.5, 0.5)
     photos = [skdata.chelsea()[:, 50:350], skdata.coffee()[:, 100:500]]  # a cat, an espresso cup (square crops)
-    images = torch.cat([F.interpolate(torch.from_numpy(p).permute(2, 0, 1)[None].float(), size=(300, 300),
-                                      mode="area") for p in photos]).round().to(torch.uint8)
+    images = (
+        torch.cat(
+            [
+                F.interpolate(torch.from_numpy(p).permute(2, 0, 1)[None].float(), size=(300, 300), mode="area")
+                for p in photos
+            ]
+        )
+        .round()
+        .to(torch.uint8)
+    )
     with torch.inference_mode():
         top = teacher.logits(preprocess(images, teacher.spec)).argmax(-1).tolist()
     assert top[0] in (281, 282, 285)  # tabby / tiger cat / Egyptian cat
@@ -117,10 +130,17 @@ def test_timm_teacher_from_local_checkpoint(tmp_path):
 
 
 def test_hub_teacher_offline_gives_actionable_error():
-    code = ("from reprodistill.models.teacher import create_teacher; from reprodistill.config import TeacherConfig; "
-            "create_teacher(TeacherConfig(name='hf-hub:timm/resnet18.a1_in1k'))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    code = (
+        "from reprodistill.models.teacher import create_teacher; from reprodistill.config import TeacherConfig; "
+        "create_teacher(TeacherConfig(name='hf-hub:timm/resnet18.a1_in1k'))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode != 0 and "teacher.weights=<local checkpoint>" in proc.stderr, proc.stderr[-1500:]
     with pytest.raises(ConfigError, match="unknown teacher 'no-such-model'"):
         create_teacher(TeacherConfig(name="no-such-model"))

@@ -10,7 +10,7 @@ from conftest import balanced_subset_npz
 from reprodistill.config import DataConfig, RunConfig, StudentConfig, TrainConfig
 from reprodistill.data import ImageDataset, load_data
 from reprodistill.engine.checkpoint import load_checkpoint
-from reprodistill.engine.loop import Split, class_weights, evaluate, fit, seed_everything
+from reprodistill.engine.loop import FeatureSplit, class_weights, evaluate, fit, seed_everything
 from reprodistill.errors import ReprodistillError
 from reprodistill.methods import METHODS, MethodContext
 from reprodistill.models import create_student
@@ -19,19 +19,25 @@ from reprodistill.models import create_student
 @pytest.fixture()
 def medium_npz(tmp_path, pneumonia_arrays) -> Path:
     """Real balanced subset: 300 train / 100 val / 200 test images."""
-    return balanced_subset_npz(tmp_path / "medium.npz", pneumonia_arrays, {"train": 300, "val": 100, "test": 200}, seed=1)
+    return balanced_subset_npz(
+        tmp_path / "medium.npz", pneumonia_arrays, {"train": 300, "val": 100, "test": 200}, seed=1
+    )
 
 
 def _setup(npz: Path, train_cfg: TrainConfig, student: str = "resnet18"):
-    cfg = RunConfig(methods=["student"], data=DataConfig(source=str(npz)), student=StudentConfig(name=student),
-                    train=train_cfg)
+    cfg = RunConfig(
+        methods=["student"], data=DataConfig(source=str(npz)), student=StudentConfig(name=student), train=train_cfg
+    )
     data = load_data(cfg.data)
     seed_everything(train_cfg.seed)
     st = create_student(cfg.student, data.num_classes, data.load_size)
-    ctx = MethodContext(cfg=cfg, num_classes=2, student=st,
-                        class_weights=class_weights(data.train.labels, 2, train_cfg.class_weights))
+    ctx = MethodContext(
+        cfg=cfg, num_classes=2, student=st, class_weights=class_weights(data.train.labels, 2, train_cfg.class_weights)
+    )
     method = METHODS.get("student")(ctx, METHODS.get("student").parse_options({}))
-    splits = {s: Split(ImageDataset(getattr(data, s), data.channels, data.load_size)) for s in ("train", "val", "test")}
+    splits = {
+        s: FeatureSplit(ImageDataset(getattr(data, s), data.channels, data.load_size)) for s in ("train", "val", "test")
+    }
     return method, splits
 
 

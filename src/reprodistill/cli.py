@@ -21,11 +21,14 @@ from reprodistill.errors import ReprodistillError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="reprodistill", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="reprodistill", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    for name, help_ in (("distill", "train and compare the configured methods; writes a run folder"),
-                        ("config", "print the resolved config and exit")):
+    for name, help_ in (
+        ("distill", "train and compare the configured methods; writes a run folder"),
+        ("config", "print the resolved config and exit"),
+    ):
         s = sub.add_parser(name, help=help_)
         s.add_argument("--config", "-c", default="default", help=f"preset ({', '.join(preset_names())}) or YAML file")
         s.epilog = "Any number of dotted overrides may follow, e.g. train.epochs=5 student.name=resnet18"

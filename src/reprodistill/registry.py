@@ -36,7 +36,9 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise ConfigError(f"unknown {self.kind} {name!r}; valid names: {', '.join(sorted(self._entries))}") from None
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}; valid names: {', '.join(sorted(self._entries))}"
+            ) from None
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -6,6 +6,15 @@ from reprodistill.data.splits import stratified_split, subsample
 from reprodistill.data.transforms import InputSpec, augment, preprocess
 
 __all__ = [
-    "DataBundle", "ImageDataset", "InputSpec", "Split", "augment", "find_medmnist", "load_data", "preprocess",
-    "read_npz", "stratified_split", "subsample",
+    "DataBundle",
+    "ImageDataset",
+    "InputSpec",
+    "Split",
+    "augment",
+    "find_medmnist",
+    "load_data",
+    "preprocess",
+    "read_npz",
+    "stratified_split",
+    "subsample",
 ]

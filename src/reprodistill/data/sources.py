@@ -138,7 +138,9 @@ def read_npz(path: Path) -> tuple[dict[str, Split], str]:
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e}); re-download it or point data.source elsewhere") from None
+        raise DataError(
+            f"{path}: not a readable .npz file ({e}); re-download it or point data.source elsewhere"
+        ) from None
     splits = {}
     for name in ("train", "val", "test"):
         if f"{name}_images" in arrays:
@@ -150,7 +152,9 @@ def read_npz(path: Path) -> tuple[dict[str, Split], str]:
                 raise DataError(f"{path}: {name} has {len(images)} images but {len(labels)} labels")
             splits[name] = Split(labels=labels, images=images)
     if "train" not in splits:
-        raise DataError(f"{path}: no train_images/train_labels arrays (found {sorted(arrays)}); expected MedMNIST layout")
+        raise DataError(
+            f"{path}: no train_images/train_labels arrays (found {sorted(arrays)}); expected MedMNIST layout"
+        )
     h = hashlib.sha256()
     for k in sorted(arrays):
         h.update(k.encode())
@@ -197,7 +201,10 @@ def read_csv(path: Path) -> tuple[dict[str, Split], list[str]]:
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path}: cannot read CSV ({e})") from None
     if not rows or not {"path", "label"} <= set(rows[0]):
-        raise DataError(f"{path}: needs a header with columns path,label (optional: split); got {list(rows[0]) if rows else 'no rows'}")
+        raise DataError(
+            f"{path}: needs a header with columns path,label (optional: split); "
+            f"got {list(rows[0]) if rows else 'no rows'}"
+        )
     class_names = sorted({r["label"] for r in rows}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
     index = {c: i for i, c in enumerate(class_names)}
     grouped: dict[str, tuple[list[str], list[int]]] = {}
@@ -313,8 +320,15 @@ def load_data(cfg: DataConfig) -> DataBundle:
         fingerprint = h.hexdigest()[:16]
     sub = hashlib.sha256(f"{fingerprint}:{sel.tobytes().hex()}:{load_size}:{channels}".encode()).hexdigest()[:16]
     return DataBundle(
-        train=train, val=splits["val"], test=splits["test"], class_names=class_names, channels=channels,
-        load_size=load_size, source=src, fingerprint=sub, notes=notes,
+        train=train,
+        val=splits["val"],
+        test=splits["test"],
+        class_names=class_names,
+        channels=channels,
+        load_size=load_size,
+        source=src,
+        fingerprint=sub,
+        notes=notes,
     )
 
 

@@ -31,8 +31,13 @@ class InputSpec:
     interpolation: str = "bilinear"
 
     def describe(self) -> dict:
-        return {"size": list(self.size), "channels": self.channels, "mean": list(self.mean), "std": list(self.std),
-                "interpolation": self.interpolation}
+        return {
+            "size": list(self.size),
+            "channels": self.channels,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+        }
 
 
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
@@ -68,7 +73,7 @@ def augment(images: torch.Tensor, shift: int, flip: bool, generator: torch.Gener
         padded = F.pad(images.float(), (shift, shift, shift, shift), mode="replicate").to(images.dtype)
         dy = torch.randint(0, 2 * shift + 1, (b,), generator=generator)
         dx = torch.randint(0, 2 * shift + 1, (b,), generator=generator)
-        out = torch.stack([padded[i, :, dy[i]: dy[i] + h, dx[i]: dx[i] + w] for i in range(b)])
+        out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
     if flip:
         mask = torch.rand(b, generator=generator) < 0.5
         out = torch.where(mask.view(b, 1, 1, 1), out.flip(-1), out)

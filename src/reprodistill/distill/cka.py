@@ -4,7 +4,7 @@ Linear CKA of n x d1 and n x d2 feature matrices X, Y with column-centred X~, Y~
 
     CKA = ||Y~^T X~||_F^2 / (||X~^T X~||_F * ||Y~^T Y~||_F)
 
-computed through the n x n Gram matrices (centred K = X~X~^T, L = Y~Y~^T: ||Y~^T X~||_F^2 = <K, L>), cheaper than
+computed through the n x n Gram matrices (centred K = X~X~^T, M = Y~Y~^T: ||Y~^T X~||_F^2 = <K, M>), cheaper than
 the d x d form whenever the batch is smaller than the feature dims. Everything runs in fp32 (also under autocast),
 with an eps in the denominator so constant features give 0 instead of NaN.
 """
@@ -20,20 +20,20 @@ def _gram_linear(x: torch.Tensor) -> torch.Tensor:
     return x @ x.T
 
 
-def _hsic_biased(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+def _hsic_biased(k: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """<HKH, HLH>: the plain (biased) estimator; equals ||Y~^T X~||_F^2 for linear kernels."""
-    return (_center(k) * _center(l)).sum()
+    return (_center(k) * _center(m)).sum()
 
 
-def _hsic_unbiased(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+def _hsic_unbiased(k: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """Song et al. (2012) unbiased HSIC: unrelated features score ~0 even when the batch is smaller than the dims."""
     n = k.shape[0]
     if n < 4:
         raise ValueError("unbiased CKA needs a batch of at least 4 samples")
     k = k - torch.diag(torch.diag(k))
-    l = l - torch.diag(torch.diag(l))
-    kl = k @ l
-    return (kl.trace() + k.sum() * l.sum() / ((n - 1) * (n - 2)) - 2.0 * kl.sum() / (n - 2)) / (n * (n - 3))
+    m = m - torch.diag(torch.diag(m))
+    km = k @ m
+    return (km.trace() + k.sum() * m.sum() / ((n - 1) * (n - 2)) - 2.0 * km.sum() / (n - 2)) / (n * (n - 3))
 
 
 def _gram_rbf(x: torch.Tensor, sigma_frac: float) -> torch.Tensor:
@@ -49,8 +49,9 @@ def _center(k: torch.Tensor) -> torch.Tensor:
     return k - k.mean(dim=0, keepdim=True) - k.mean(dim=1, keepdim=True) + k.mean()
 
 
-def cka(x: torch.Tensor, y: torch.Tensor, kernel: str = "linear", sigma_frac: float = 0.8,
-        unbiased: bool = False) -> torch.Tensor:
+def cka(
+    x: torch.Tensor, y: torch.Tensor, kernel: str = "linear", sigma_frac: float = 0.8, unbiased: bool = False
+) -> torch.Tensor:
     """CKA similarity in [0, 1] between two batches of features (any trailing shape; flattened per sample).
 
     Args:
@@ -67,19 +68,20 @@ def cka(x: torch.Tensor, y: torch.Tensor, kernel: str = "linear", sigma_frac: fl
         x = x.reshape(len(x), -1).float()
         y = y.reshape(len(y), -1).float()
         if kernel == "linear":
-            k, l = _gram_linear(x), _gram_linear(y)
+            k, m = _gram_linear(x), _gram_linear(y)
         elif kernel == "rbf":
-            k, l = _gram_rbf(x, sigma_frac), _gram_rbf(y, sigma_frac)
+            k, m = _gram_rbf(x, sigma_frac), _gram_rbf(y, sigma_frac)
         else:
             raise ValueError(f"unknown CKA kernel {kernel!r}; use 'linear' or 'rbf'")
         hsic = _hsic_unbiased if unbiased else _hsic_biased
-        denom = (hsic(k, k).clamp_min(0.0) * hsic(l, l).clamp_min(0.0)).sqrt()
+        denom = (hsic(k, k).clamp_min(0.0) * hsic(m, m).clamp_min(0.0)).sqrt()
         # A representation with no variance (e.g. constant features) has HSIC ~ rounding noise: call it 0, not noise/eps
-        tol = 1e-5 * k.norm() * l.norm() / len(x) ** 2 + EPS
-        return torch.where(denom > tol, hsic(k, l) / (denom + EPS), torch.zeros_like(denom))
+        tol = 1e-5 * k.norm() * m.norm() / len(x) ** 2 + EPS
+        return torch.where(denom > tol, hsic(k, m) / (denom + EPS), torch.zeros_like(denom))
 
 
-def cka_loss(x: torch.Tensor, y: torch.Tensor, kernel: str = "linear", sigma_frac: float = 0.8,
-             unbiased: bool = False) -> torch.Tensor:
+def cka_loss(
+    x: torch.Tensor, y: torch.Tensor, kernel: str = "linear", sigma_frac: float = 0.8, unbiased: bool = False
+) -> torch.Tensor:
     """1 - CKA(x, y): 0 when the two representations agree up to rotation and isotropic scaling."""
     return 1.0 - cka(x, y, kernel, sigma_frac, unbiased)

@@ -43,13 +43,28 @@ def split_fingerprint(dataset: ImageDataset) -> str:
 
 
 def cache_key(teacher: Teacher, dataset: ImageDataset, kind: str, view: str = "fixed") -> str:
-    desc = json.dumps({"teacher": teacher.identity, "spec": teacher.spec.describe(), "data": split_fingerprint(dataset),
-                       "kind": kind, "view": view, "version": FORMAT_VERSION}, sort_keys=True)
+    desc = json.dumps(
+        {
+            "teacher": teacher.identity,
+            "spec": teacher.spec.describe(),
+            "data": split_fingerprint(dataset),
+            "kind": kind,
+            "view": view,
+            "version": FORMAT_VERSION,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(desc.encode()).hexdigest()[:32]
 
 
-def cached_features(teacher: Teacher, dataset: ImageDataset, cache_dir: Optional[str],
-                    compute: Callable[[], torch.Tensor], kind: str = "pooled", name: str = "") -> torch.Tensor:
+def cached_features(
+    teacher: Teacher,
+    dataset: ImageDataset,
+    cache_dir: Optional[str],
+    compute: Callable[[], torch.Tensor],
+    kind: str = "pooled",
+    name: str = "",
+) -> torch.Tensor:
     """Features (fp16 tensor) from the cache if a valid entry exists, else ``compute()`` and store them.
 
     Features are kept in fp16 in memory too (maps of a whole data set are large); the training loop casts each
@@ -67,8 +82,14 @@ def cached_features(teacher: Teacher, dataset: ImageDataset, cache_dir: Optional
             if list(arr.shape) == info["shape"] and arr.shape[0] == len(dataset) and str(arr.dtype) == "float16":
                 log.info("teacher features %s/%s: cache hit %s", kind, name, npy)
                 return torch.from_numpy(np.array(arr))
-            log.warning("teacher features %s/%s: cache entry %s has shape %s for %d images; recomputing",
-                        kind, name, npy, list(arr.shape), len(dataset))
+            log.warning(
+                "teacher features %s/%s: cache entry %s has shape %s for %d images; recomputing",
+                kind,
+                name,
+                npy,
+                list(arr.shape),
+                len(dataset),
+            )
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
             log.warning("teacher features %s/%s: unreadable cache entry %s (%s); recomputing", kind, name, npy, e)
     half = compute().numpy().astype(np.float16)
@@ -79,7 +100,8 @@ def cached_features(teacher: Teacher, dataset: ImageDataset, cache_dir: Optional
 
     root.mkdir(parents=True, exist_ok=True)
     atomic_write(npy, save)
-    write_json(meta, {"shape": list(half.shape), "dtype": "float16", "teacher": teacher.identity, "kind": kind,
-                      "split": name})
+    write_json(
+        meta, {"shape": list(half.shape), "dtype": "float16", "teacher": teacher.identity, "kind": kind, "split": name}
+    )
     # hand back the fp16-rounded values, so a first run and a cached rerun train on identical inputs
     return torch.from_numpy(half)

@@ -17,8 +17,15 @@ FEATURE_KINDS = ("pooled", "map")
 
 
 @torch.inference_mode()
-def extract_features(teacher: Teacher, dataset: ImageDataset, batch_size: int, device: torch.device,
-                     kind: str = "pooled", desc: str = "teacher features", num_workers: int = 0) -> torch.Tensor:
+def extract_features(
+    teacher: Teacher,
+    dataset: ImageDataset,
+    batch_size: int,
+    device: torch.device,
+    kind: str = "pooled",
+    desc: str = "teacher features",
+    num_workers: int = 0,
+) -> torch.Tensor:
     """Teacher features of every image of ``dataset`` in order (float32, CPU).
 
     Args:
@@ -33,6 +40,6 @@ def extract_features(teacher: Teacher, dataset: ImageDataset, batch_size: int, d
         f = fn(batch["image"].to(device)).cpu()
         if out is None:  # allocate once the per-image shape is known (maps depend on the input size)
             out = torch.empty(len(dataset), *f.shape[1:])
-        out[pos: pos + len(f)] = f
+        out[pos : pos + len(f)] = f
         pos += len(f)
     return out

@@ -49,7 +49,7 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> Optional[t
 
 
 @dataclass
-class Split:
+class FeatureSplit:
     """A dataset plus (optionally) its fixed-view teacher features, indexed like the dataset."""
 
     dataset: ImageDataset
@@ -64,21 +64,29 @@ class FitResult:
     train_time_s: float = 0.0
 
 
-def _to_device(batch: dict[str, torch.Tensor], split: Split, device: torch.device) -> dict[str, torch.Tensor]:
+def _to_device(batch: dict[str, torch.Tensor], split: FeatureSplit, device: torch.device) -> dict[str, torch.Tensor]:
     if split.teacher_features is not None:  # cached in fp16; compute in fp32
         batch["teacher_features"] = split.teacher_features[batch["index"]].float()
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def make_loader(split: Split, cfg: TrainConfig, shuffle: bool, seed: int) -> DataLoader:
+def make_loader(split: FeatureSplit, cfg: TrainConfig, shuffle: bool, seed: int) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(split.dataset, batch_size=cfg.batch_size, shuffle=shuffle, generator=g if shuffle else None,
-                      num_workers=cfg.num_workers, drop_last=False, persistent_workers=cfg.num_workers > 0)
+    return DataLoader(
+        split.dataset,
+        batch_size=cfg.batch_size,
+        shuffle=shuffle,
+        generator=g if shuffle else None,
+        num_workers=cfg.num_workers,
+        drop_last=False,
+        persistent_workers=cfg.num_workers > 0,
+    )
 
 
 @torch.inference_mode()
-def predict(method: Method, split: Split, cfg: TrainConfig, device: torch.device,
-            extra: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+def predict(
+    method: Method, split: FeatureSplit, cfg: TrainConfig, device: torch.device, extra: bool = False
+) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
     """({'model': probabilities [N,K], <extra branch>: ...}, labels [N], mean task loss of the deployed model)."""
     method.eval()
     probs: dict[str, list[np.ndarray]] = {}
@@ -95,7 +103,9 @@ def predict(method: Method, split: Split, cfg: TrainConfig, device: torch.device
     return {k: np.concatenate(v) for k, v in probs.items()}, np.concatenate(labels), loss_sum / max(1, n)
 
 
-def evaluate(method: Method, split: Split, cfg: TrainConfig, device: torch.device, extra: bool = False) -> dict[str, Any]:
+def evaluate(
+    method: Method, split: FeatureSplit, cfg: TrainConfig, device: torch.device, extra: bool = False
+) -> dict[str, Any]:
     """Metrics of the deployed model; with ``extra``, also of the method's other branches under 'extra'."""
     probs, labels, loss = predict(method, split, cfg, device, extra)
     metrics = classification_metrics(probs.pop("model"), labels)
@@ -110,8 +120,10 @@ def build_optimizer(method: Method, cfg: TrainConfig, steps_per_epoch: int):
     if not params:
         raise ReprodistillError(f"method {method.name!r} has no trainable parameters")
     # no weight decay on biases and norm scales (1-d tensors), as in timm / nanoGPT
-    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
     if cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(groups, lr=cfg.lr)
     else:
@@ -147,8 +159,15 @@ def _score(metrics: dict[str, Any], select: str) -> float:
     return -math.inf if value != value else float(value)
 
 
-def fit(method: Method, train: Split, val: Split, cfg: TrainConfig, out_dir: Path, device: torch.device,
-        resume: bool = True) -> FitResult:
+def fit(
+    method: Method,
+    train: FeatureSplit,
+    val: FeatureSplit,
+    cfg: TrainConfig,
+    out_dir: Path,
+    device: torch.device,
+    resume: bool = True,
+) -> FitResult:
     """Train ``method`` for ``cfg.epochs``; write metrics.csv, last.pt (resumable) and best.pt into ``out_dir``.
 
     With ``resume`` and an existing last.pt, training continues after its epoch with optimiser, schedule and
@@ -178,7 +197,9 @@ def fit(method: Method, train: Split, val: Split, cfg: TrainConfig, out_dir: Pat
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
         n_seen = 0
-        bar = tqdm(loader, desc=f"{method.name} epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=None)
+        bar = tqdm(
+            loader, desc=f"{method.name} epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=None
+        )
         for batch in bar:
             batch["image"] = augment(batch["image"], cfg.augment_shift, cfg.augment_flip, aug_gen)
             batch = _to_device(batch, train, device)
@@ -188,7 +209,8 @@ def fit(method: Method, train: Split, val: Split, cfg: TrainConfig, out_dir: Pat
             if not torch.isfinite(loss):
                 bad = [k for k, v in out.get("parts", {}).items() if not torch.isfinite(torch.as_tensor(v))]
                 raise ReprodistillError(
-                    f"{method.name}: loss became {loss.item()} at epoch {epoch + 1} (diverged parts: {bad or ['loss']}); "
+                    f"{method.name}: loss became {loss.item()} at epoch {epoch + 1} "
+                    f"(diverged parts: {bad or ['loss']}); "
                     f"lower train.lr (now {cfg.lr}) or set train.grad_clip. last.pt holds the last good epoch."
                 )
             opt.zero_grad(set_to_none=True)
@@ -205,23 +227,45 @@ def fit(method: Method, train: Split, val: Split, cfg: TrainConfig, out_dir: Pat
             bar.set_postfix(loss=f"{sums['loss'] / n_seen:.4f}")
         train_time += time.perf_counter() - t0
         val_metrics = evaluate(method, val, cfg, device)
-        row = {"epoch": epoch + 1, **{f"train_{k}": v / n_seen for k, v in sums.items()},
-               "val_loss": val_metrics["loss"], **{f"val_{k}": val_metrics[k] for k in SCALAR_METRICS},
-               "lr": opt.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - t0}
+        row = {
+            "epoch": epoch + 1,
+            **{f"train_{k}": v / n_seen for k, v in sums.items()},
+            "val_loss": val_metrics["loss"],
+            **{f"val_{k}": val_metrics[k] for k in SCALAR_METRICS},
+            "lr": opt.param_groups[0]["lr"],
+            "epoch_time_s": time.perf_counter() - t0,
+        }
         history.append(row)
         score = _score(val_metrics, cfg.select_metric)
         if score > best_score:
             best_score, best_epoch = score, epoch + 1
             save_checkpoint(out_dir / "best.pt", {"method": method.state_dict(), "epoch": epoch, "score": score})
-        save_checkpoint(last, {
-            "method": method.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "aug_rng": aug_gen.get_state(), "loader_rng": loader.generator.get_state(),
-            "torch_rng": torch.get_rng_state(), "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
-            "history": history, "train_time_s": train_time,
-        })
+        save_checkpoint(
+            last,
+            {
+                "method": method.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "aug_rng": aug_gen.get_state(),
+                "loader_rng": loader.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "epoch": epoch,
+                "best_score": best_score,
+                "best_epoch": best_epoch,
+                "history": history,
+                "train_time_s": train_time,
+            },
+        )
         _write_history(out_dir / "metrics.csv", history)
-        log.info("%s epoch %d/%d: train loss %.4f | val acc %.4f bal-acc %.4f auc %.4f | %.1fs", method.name,
-                 epoch + 1, cfg.epochs, row["train_loss"], val_metrics["accuracy"], val_metrics["balanced_accuracy"],
-                 val_metrics["auc"],
-                 row["epoch_time_s"])
+        log.info(
+            "%s epoch %d/%d: train loss %.4f | val acc %.4f bal-acc %.4f auc %.4f | %.1fs",
+            method.name,
+            epoch + 1,
+            cfg.epochs,
+            row["train_loss"],
+            val_metrics["accuracy"],
+            val_metrics["balanced_accuracy"],
+            val_metrics["auc"],
+            row["epoch_time_s"],
+        )
     return FitResult(best_epoch=best_epoch, best_score=best_score, history=history, train_time_s=train_time)

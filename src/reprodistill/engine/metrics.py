@@ -65,8 +65,12 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
         # sklearn's macro-F1 averages over every class seen in labels or predictions
         "macro_f1": float(f1[present | (predicted > 0)].mean()),
         "auc": auc,
-        "per_class": {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
-                      "support": support.tolist()},
+        "per_class": {
+            "precision": precision.tolist(),
+            "recall": recall.tolist(),
+            "f1": f1.tolist(),
+            "support": support.tolist(),
+        },
         "confusion_matrix": cm.tolist(),
     }
 

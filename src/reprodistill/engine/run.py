@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import platform
 import subprocess
@@ -31,7 +30,7 @@ from reprodistill.data.sources import DataBundle
 from reprodistill.engine.checkpoint import load_checkpoint, write_json, write_text
 from reprodistill.engine.feature_cache import cached_features
 from reprodistill.engine.features import extract_features
-from reprodistill.engine.loop import Split, class_weights, evaluate, fit, resolve_device, seed_everything
+from reprodistill.engine.loop import FeatureSplit, class_weights, evaluate, fit, resolve_device, seed_everything
 from reprodistill.engine.metrics import SCALAR_METRICS
 from reprodistill.engine.profile import count_params, flops, latency_ms, peak_rss_mb
 from reprodistill.methods import METHODS, Method, MethodContext
@@ -63,8 +62,12 @@ class RunResult:
 
 def _git_sha() -> Optional[str]:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).parent).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -98,9 +101,17 @@ def _environment(cfg: RunConfig) -> dict[str, Any]:
     import numpy
     import timm
 
-    return {"reprodistill": __version__, "git_sha": _git_sha(), "python": platform.python_version(),
-            "torch": torch.__version__, "timm": timm.__version__, "numpy": numpy.__version__,
-            "platform": platform.platform(), "threads": torch.get_num_threads(), "seed": cfg.train.seed}
+    return {
+        "reprodistill": __version__,
+        "git_sha": _git_sha(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "threads": torch.get_num_threads(),
+        "seed": cfg.train.seed,
+    }
 
 
 def _measure_deployed(method: Method, device: torch.device) -> tuple[int, float, float]:
@@ -120,16 +131,28 @@ def _measure_deployed(method: Method, device: torch.device) -> tuple[int, float,
     return result
 
 
-def _teacher_features(teacher: Teacher, datasets: dict[str, ImageDataset], kind: str, cfg: RunConfig,
-                      device: torch.device) -> dict[str, torch.Tensor]:
+def _teacher_features(
+    teacher: Teacher, datasets: dict[str, ImageDataset], kind: str, cfg: RunConfig, device: torch.device
+) -> dict[str, torch.Tensor]:
     """Fixed-view teacher features of every split, from the on-disk cache when possible."""
     feats = {}
     for name, ds in datasets.items():
         feats[name] = cached_features(
-            teacher, ds, cfg.teacher.cache_dir, kind=kind, name=name,
-            compute=lambda ds=ds, name=name: extract_features(teacher, ds, cfg.teacher.batch_size, device, kind=kind,
-                                                             desc=f"{teacher.name} {kind} {name}",
-                                                             num_workers=cfg.train.num_workers))
+            teacher,
+            ds,
+            cfg.teacher.cache_dir,
+            kind=kind,
+            name=name,
+            compute=lambda ds=ds, name=name: extract_features(
+                teacher,
+                ds,
+                cfg.teacher.batch_size,
+                device,
+                kind=kind,
+                desc=f"{teacher.name} {kind} {name}",
+                num_workers=cfg.train.num_workers,
+            ),
+        )
     return feats
 
 
@@ -139,24 +162,44 @@ def results_table(results: list[MethodResult]) -> str:
     lines = [head, "|---|" + "---:|" * (head.count("|") - 2)]
     for r in results:
         t = r.test
-        lines.append(f"| {r.method} | {t['accuracy']:.4f} | {t['balanced_accuracy']:.4f} | {t['macro_f1']:.4f} | "
-                     f"{t['auc']:.4f} | {r.params / 1e6:.2f} | {r.gflops:.3f} | {r.latency_ms:.1f} | {r.train_time_s:.0f} |")
+        lines.append(
+            f"| {r.method} | {t['accuracy']:.4f} | {t['balanced_accuracy']:.4f} | {t['macro_f1']:.4f} | "
+            f"{t['auc']:.4f} | {r.params / 1e6:.2f} | {r.gflops:.3f} | {r.latency_ms:.1f} | {r.train_time_s:.0f} |"
+        )
     return "\n".join(lines)
 
 
 def _write_results(run_dir: Path, res: RunResult, data: DataBundle) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["method", *SCALAR_METRICS, "best_epoch", "train_time_s", "params", "gflops", "latency_ms", "peak_rss_mb"])
+    w.writerow(
+        ["method", *SCALAR_METRICS, "best_epoch", "train_time_s", "params", "gflops", "latency_ms", "peak_rss_mb"]
+    )
     for r in res.results:
-        w.writerow([r.method, *(r.test[k] for k in SCALAR_METRICS), r.best_epoch, f"{r.train_time_s:.2f}", r.params,
-                    f"{r.gflops:.4f}", f"{r.latency_ms:.2f}", f"{r.peak_rss_mb:.0f}"])
+        w.writerow(
+            [
+                r.method,
+                *(r.test[k] for k in SCALAR_METRICS),
+                r.best_epoch,
+                f"{r.train_time_s:.2f}",
+                r.params,
+                f"{r.gflops:.4f}",
+                f"{r.latency_ms:.2f}",
+                f"{r.peak_rss_mb:.0f}",
+            ]
+        )
     write_text(run_dir / "results.csv", buf.getvalue())
-    md = [f"# reprodistill run {run_dir.name}", "",
-          f"Data: {data.source} — train {len(data.train)}, val {len(data.val)}, test {len(data.test)}; "
-          f"classes {data.class_names}", "", results_table(res.results), "",
-          f"Wall time {res.wall_time_s:.0f} s (teacher features {res.teacher_feature_time_s:.0f} s); "
-          f"peak RSS {peak_rss_mb():.0f} MB."]
+    md = [
+        f"# reprodistill run {run_dir.name}",
+        "",
+        f"Data: {data.source} — train {len(data.train)}, val {len(data.val)}, test {len(data.test)}; "
+        f"classes {data.class_names}",
+        "",
+        results_table(res.results),
+        "",
+        f"Wall time {res.wall_time_s:.0f} s (teacher features {res.teacher_feature_time_s:.0f} s); "
+        f"peak RSS {peak_rss_mb():.0f} MB.",
+    ]
     write_text(run_dir / "results.md", "\n".join(md) + "\n")
 
 
@@ -174,8 +217,16 @@ def run(cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False) ->
     data = load_data(cfg.data)
     for note in data.notes:
         log.info("data: %s", note)
-    log.info("data: %d classes %s; train %d / val %d / test %d images at %s, %d channel(s)", data.num_classes,
-             data.class_names, len(data.train), len(data.val), len(data.test), data.load_size, data.channels)
+    log.info(
+        "data: %d classes %s; train %d / val %d / test %d images at %s, %d channel(s)",
+        data.num_classes,
+        data.class_names,
+        len(data.train),
+        len(data.val),
+        len(data.test),
+        data.load_size,
+        data.channels,
+    )
     datasets = {s: ImageDataset(getattr(data, s), data.channels, data.load_size) for s in ("train", "val", "test")}
     methods = [METHODS.get(m) for m in cfg.methods]
 
@@ -185,7 +236,9 @@ def run(cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False) ->
     if any(m.uses_teacher for m in methods):
         log.info("teacher: building %s", cfg.teacher.name)
         teacher = create_teacher(cfg.teacher).to(device)
-        log.info("teacher: %s, %.1fM params, input %s", teacher.name, count_params(teacher) / 1e6, teacher.spec.describe())
+        log.info(
+            "teacher: %s, %.1fM params, input %s", teacher.name, count_params(teacher) / 1e6, teacher.spec.describe()
+        )
     for kind in dict.fromkeys(m.teacher_features for m in methods if m.teacher_features):
         t0 = time.perf_counter()
         feats[kind] = _teacher_features(teacher, datasets, kind, cfg, device)
@@ -198,28 +251,51 @@ def run(cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False) ->
     for method_cls in methods:
         seed_everything(cfg.train.seed)
         student = create_student(cfg.student, data.num_classes, data.load_size) if method_cls.uses_student else None
-        ctx = MethodContext(cfg=cfg, num_classes=data.num_classes, student=student,
-                            teacher=teacher if method_cls.uses_teacher else None,
-                            class_weights=None if weights is None else weights.to(device))
+        ctx = MethodContext(
+            cfg=cfg,
+            num_classes=data.num_classes,
+            student=student,
+            teacher=teacher if method_cls.uses_teacher else None,
+            class_weights=None if weights is None else weights.to(device),
+        )
         method = method_cls(ctx, method_cls.parse_options(cfg.method_options.get(method_cls.name))).to(device)
         use = feats.get(method_cls.teacher_features, {})
-        splits = {s: Split(datasets[s], use.get(s)) for s in datasets}
+        splits = {s: FeatureSplit(datasets[s], use.get(s)) for s in datasets}
         out = run_dir / method_cls.name
-        log.info("%s: training (%d trainable params)", method_cls.name,
-                 sum(p.numel() for p in method.parameters() if p.requires_grad))
+        log.info(
+            "%s: training (%d trainable params)",
+            method_cls.name,
+            sum(p.numel() for p in method.parameters() if p.requires_grad),
+        )
         fitted = fit(method, splits["train"], splits["val"], cfg.train, out, device, resume=resume)
         method.load_state_dict(load_checkpoint(out / "best.pt")["method"])
         test = evaluate(method, splits["test"], cfg.train, device, extra=True)
         test["best_epoch"] = fitted.best_epoch
         write_json(out / "test_metrics.json", test)
         params, gflops, lat = _measure_deployed(method, device)
-        result.results.append(MethodResult(method_cls.name, test, fitted.best_epoch, fitted.train_time_s, params,
-                                           gflops, lat, peak_rss_mb()))
-        log.info("%s: test acc %.4f bal-acc %.4f macro-F1 %.4f AUC %.4f (best epoch %d)", method_cls.name,
-                 test["accuracy"], test["balanced_accuracy"], test["macro_f1"], test["auc"], fitted.best_epoch)
+        result.results.append(
+            MethodResult(
+                method_cls.name, test, fitted.best_epoch, fitted.train_time_s, params, gflops, lat, peak_rss_mb()
+            )
+        )
+        log.info(
+            "%s: test acc %.4f bal-acc %.4f macro-F1 %.4f AUC %.4f (best epoch %d)",
+            method_cls.name,
+            test["accuracy"],
+            test["balanced_accuracy"],
+            test["macro_f1"],
+            test["auc"],
+            fitted.best_epoch,
+        )
         for branch, m in test.get("extra", {}).items():
-            log.info("%s: %s branch (not deployed): test acc %.4f bal-acc %.4f AUC %.4f", method_cls.name, branch,
-                     m["accuracy"], m["balanced_accuracy"], m["auc"])
+            log.info(
+                "%s: %s branch (not deployed): test acc %.4f bal-acc %.4f AUC %.4f",
+                method_cls.name,
+                branch,
+                m["accuracy"],
+                m["balanced_accuracy"],
+                m["auc"],
+            )
     result.wall_time_s = time.perf_counter() - t_start
     _write_results(run_dir, result, data)
     return result

@@ -93,8 +93,9 @@ class Method(nn.Module):
 
     def task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy with the run's class weights and label smoothing (the same for every method)."""
-        return F.cross_entropy(logits, labels, weight=self.class_weights,
-                               label_smoothing=self.ctx.cfg.train.label_smoothing)
+        return F.cross_entropy(
+            logits, labels, weight=self.class_weights, label_smoothing=self.ctx.cfg.train.label_smoothing
+        )
 
     def forward(self, batch: Batch) -> dict[str, Any]:
         """Training step outputs: ``loss`` (scalar), ``logits`` [B,K], ``parts`` {name: scalar tensor}."""

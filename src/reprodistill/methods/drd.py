@@ -4,7 +4,8 @@ For each chosen student stage i, a conv projector P_i maps the frozen FM's featu
 input. A *hybrid* pass feeds P_i(f_t) into the student from stage i on, through the student's own later stages and
 head g, giving one extra set of logits per stage::
 
-    L = CE(z_s, y) + alpha * mean_i CE(z_h_i, y) + beta * mean_i T^2 KL(z_h_i || z_s) + w_cka * mean_i (1 - CKA(P_i(f_t), x_i))
+    L = CE(z_s, y) + alpha * mean_i CE(z_h_i, y) + beta * mean_i T^2 KL(z_h_i || z_s)
+        + w_cka * mean_i (1 - CKA(P_i(f_t), x_i))
 
 where x_i is the student's own input to stage i, and alpha = beta decay linearly from 1 to ``decay_to`` over
 training (the FM guides early, the student stands alone at the end). Hybrid logits are detached in the KL term by
@@ -71,7 +72,9 @@ class DeepReprogrammingDistillation(Method):
         spec = self.teacher.spec
         fmap = self.teacher.feature_maps(torch.zeros(1, spec.channels, *spec.size, dtype=torch.uint8))
         if fmap.ndim != 4:
-            raise ConfigError(f"drd needs a teacher with spatial feature maps; {self.teacher.name} gives {tuple(fmap.shape)}")
+            raise ConfigError(
+                f"drd needs a teacher with spatial feature maps; {self.teacher.name} gives {tuple(fmap.shape)}"
+            )
         return fmap.shape[1]
 
     def forward(self, batch: Batch) -> dict[str, Any]:
@@ -89,12 +92,23 @@ class DeepReprogrammingDistillation(Method):
             kd.append(kd_loss(z_s, z_h.detach() if o.detach_hybrid_logits else z_h, o.temperature))
             cka.append(cka_loss(h, stage_inputs[i], o.cka_kernel, unbiased=o.cka_unbiased))
         decay = 1.0 - (1.0 - o.decay_to) * min(1.0, self.progress)
-        parts = {"ce": self.task_loss(z_s, y), "hybrid": torch.stack(ce_h).mean(), "kd": torch.stack(kd).mean(),
-                 "cka": torch.stack(cka).mean()}
-        loss = (parts["ce"] + o.hybrid_weight * decay * parts["hybrid"] + o.kd_weight * decay * parts["kd"]
-                + o.cka_weight * parts["cka"])
-        return {"loss": loss, "logits": z_s, "parts": {**{k: v.detach() for k, v in parts.items()},
-                                                        "decay": torch.tensor(decay)}}
+        parts = {
+            "ce": self.task_loss(z_s, y),
+            "hybrid": torch.stack(ce_h).mean(),
+            "kd": torch.stack(kd).mean(),
+            "cka": torch.stack(cka).mean(),
+        }
+        loss = (
+            parts["ce"]
+            + o.hybrid_weight * decay * parts["hybrid"]
+            + o.kd_weight * decay * parts["kd"]
+            + o.cka_weight * parts["cka"]
+        )
+        return {
+            "loss": loss,
+            "logits": z_s,
+            "parts": {**{k: v.detach() for k, v in parts.items()}, "decay": torch.tensor(decay)},
+        }
 
     def predict(self, batch: Batch) -> torch.Tensor:
         return self.student(self.student_input(batch))

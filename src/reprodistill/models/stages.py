@@ -53,5 +53,7 @@ def staged(student: Student) -> StagedStudent:
         has_tail = hasattr(m, "bn2") and hasattr(m, "conv_head") and type(m).__name__ == "EfficientNet"
         post = (lambda x: m.bn2(m.conv_head(x))) if has_tail else nn.Identity()
         return StagedStudent(stem, list(m.blocks), post, pooled)
-    raise ConfigError(f"student {student.arch!r}: stage-wise methods support ResNet-, EfficientNet- and MobileNet-style "
-                      "timm models (resnet18, efficientnet_lite0, mobilenetv3_small_100, ...)")
+    raise ConfigError(
+        f"student {student.arch!r}: stage-wise methods support ResNet-, EfficientNet- and MobileNet-style "
+        "timm models (resnet18, efficientnet_lite0, mobilenetv3_small_100, ...)"
+    )

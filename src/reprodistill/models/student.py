@@ -54,7 +54,9 @@ def create_student(cfg: StudentConfig, num_classes: int, default_size: tuple[int
         sd = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}  # the task head is new
         missing = [k for k in own if k not in sd and not k.startswith(_head_prefix(model))]
         if missing:
-            raise WeightsError(f"student checkpoint {cfg.checkpoint} lacks {len(missing)} tensors of {arch}, e.g. {missing[:3]}")
+            raise WeightsError(
+                f"student checkpoint {cfg.checkpoint} lacks {len(missing)} tensors of {arch}, e.g. {missing[:3]}"
+            )
         model.load_state_dict(sd, strict=False)
     elif cfg.pretrained:
         if arch == "tf_efficientnet_lite0":

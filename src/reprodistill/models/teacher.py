@@ -99,8 +99,15 @@ class TimmTeacher(Teacher):
 
         dc = timm.data.resolve_data_config({}, model=model)
         size = (image_size, image_size) if image_size else tuple(dc["input_size"][1:])
-        spec = InputSpec(size=size, channels=dc["input_size"][0], mean=tuple(dc["mean"]), std=tuple(dc["std"]),
-                         interpolation=dc.get("interpolation", "bilinear") if dc.get("interpolation") in ("bilinear", "bicubic") else "bilinear")
+        spec = InputSpec(
+            size=size,
+            channels=dc["input_size"][0],
+            mean=tuple(dc["mean"]),
+            std=tuple(dc["std"]),
+            interpolation=dc.get("interpolation", "bilinear")
+            if dc.get("interpolation") in ("bilinear", "bicubic")
+            else "bilinear",
+        )
         super().__init__(name, spec, getattr(model, "head_hidden_size", None) or model.num_features, identity)
         self.model = model
         self.freeze()

@@ -15,8 +15,9 @@ class ResidualMLP(nn.Module):
     def __init__(self, d_in: int, d_out: int, hidden: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.shortcut = nn.Identity() if d_in == d_out else nn.Linear(d_in, d_out, bias=False)
-        self.body = nn.Sequential(nn.Linear(d_in, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout),
-                                  nn.Linear(hidden, d_out))
+        self.body = nn.Sequential(
+            nn.Linear(d_in, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, d_out)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shortcut(x) + self.body(x)
@@ -35,15 +36,18 @@ class FeatureReprogrammer(nn.Module):
         blocks: Number of residual blocks (>= 1).
     """
 
-    def __init__(self, d_teacher: int, d_student: int, hidden: Optional[int] = None, blocks: int = 1,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, d_teacher: int, d_student: int, hidden: Optional[int] = None, blocks: int = 1, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if blocks < 1:
             raise ValueError("phi needs at least one residual block")
         hidden = hidden or d_student
         self.norm = nn.BatchNorm1d(d_teacher, affine=False)
-        self.blocks = nn.Sequential(ResidualMLP(d_teacher, d_student, hidden, dropout),
-                                    *[ResidualMLP(d_student, d_student, hidden, dropout) for _ in range(blocks - 1)])
+        self.blocks = nn.Sequential(
+            ResidualMLP(d_teacher, d_student, hidden, dropout),
+            *[ResidualMLP(d_student, d_student, hidden, dropout) for _ in range(blocks - 1)],
+        )
 
     def forward(self, f_t: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.norm(f_t))

@@ -20,7 +20,9 @@ class MapProjector(nn.Module):
     def __init__(self, c_teacher: int, c_out: int, size: tuple[int, int]) -> None:
         super().__init__()
         self.size = tuple(size)
-        self.reduce = nn.Sequential(nn.Conv2d(c_teacher, c_out, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+        self.reduce = nn.Sequential(
+            nn.Conv2d(c_teacher, c_out, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+        )
         self.refine = nn.Sequential(nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out))
 
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:
