@@ -6,6 +6,8 @@ Examples::
     reprodistill distill train.epochs=3 data.fraction=0.1 methods=[student,linear_probe]
     reprodistill config --config default teacher.name=efficientnet_lite0   # print the resolved config
     reprodistill list                                      # methods, teachers, presets
+    reprodistill export runs/<run>                         # student -> safetensors + config.json + ONNX
+    reprodistill predict runs/<run> xray1.png folder/ --out preds.csv
 """
 
 from __future__ import annotations
@@ -35,8 +37,39 @@ def _parser() -> argparse.ArgumentParser:
         if name == "distill":
             s.add_argument("--run-dir", type=Path, help="run folder to use (default: a new one under out_dir)")
             s.add_argument("--resume", action="store_true", help="continue the methods of --run-dir from last.pt")
+    e = sub.add_parser("export", help="write a run's student as safetensors + config.json + ONNX (checked)")
+    e.add_argument("run_dir", type=Path)
+    e.add_argument("--method", help="method whose student to export (default: best test AUC among students)")
+    e.add_argument("--no-onnx", action="store_true", help="skip the ONNX file")
+    pr = sub.add_parser("predict", help="label images with an exported student (only the student is loaded)")
+    pr.add_argument("model", type=Path, help="an export folder, or a run folder that has one")
+    pr.add_argument("inputs", nargs="+", help="image files or folders")
+    pr.add_argument("--out", type=Path, help="also write the predictions to this .csv or .json file")
     sub.add_parser("list", help="list methods, teachers and presets")
     return p
+
+
+def _export(args: argparse.Namespace) -> int:
+    from reprodistill.engine.export import export_run
+
+    res = export_run(args.run_dir, args.method, onnx=not args.no_onnx)
+    print(f"exported the {res.method} student to {res.directory}")
+    if res.onnx_max_abs_diff is not None:
+        print(f"ONNX Runtime vs PyTorch: max |logit difference| = {res.onnx_max_abs_diff:.2e}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from reprodistill.engine.export import predict_files, write_predictions
+
+    rows = predict_files(args.model, args.inputs)
+    names = list(rows[0]["probabilities"])
+    print("\t".join(["path", "label", *names]))
+    for r in rows:
+        print("\t".join([r["path"], r["label"], *(f"{r['probabilities'][n]:.4f}" for n in names)]))
+    if args.out:
+        write_predictions(rows, args.out)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides (key=value) may stand anywhere among the options, so collect them from the unknown arguments.
     args, extra = parser.parse_known_args(argv)
     bad = [a for a in extra if a.startswith("-") or "=" not in a]
-    if bad or (extra and args.command == "list"):
+    if bad or (extra and args.command not in ("distill", "config")):
         parser.error(f"unrecognized arguments: {' '.join(bad or extra)} (overrides look like section.key=value)")
     args.overrides = extra
     try:
@@ -56,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             print("teachers:", ", ".join(TEACHERS.names()), "+ any timm name, hf-hub:<repo>, or a checkpoint file")
             print("presets: ", ", ".join(preset_names()))
             return 0
+        if args.command == "export":
+            return _export(args)
+        if args.command == "predict":
+            return _predict(args)
         cfg = load_config(args.config, args.overrides)
         if args.command == "config":
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")

@@ -116,17 +116,11 @@ def _environment(cfg: RunConfig) -> dict[str, Any]:
 
 def _measure_deployed(method: Method, device: torch.device) -> tuple[int, float, float]:
     """(params, GFLOPs per image, CPU-batch-1 latency in ms) of what the method deploys."""
-    model = method.deployed()
-    if method.uses_student:
-        spec = method.student.spec
-        fn = method.student
-    else:  # teacher + head: time the teacher forward plus the head on one image
-        spec = method.teacher.spec
-        fn = lambda x: method.head(method.teacher(x))  # noqa: E731
+    model, spec = method.deployed(), method.deployed_spec()
     x = torch.zeros(1, spec.channels, *spec.size, device=device)
     was_training = method.training
     method.eval()
-    result = count_params(model), flops(fn, x) / 1e9, latency_ms(fn, x)
+    result = count_params(model), flops(model, x) / 1e9, latency_ms(model, x)
     method.train(was_training)
     return result
 
@@ -226,6 +220,16 @@ def run(cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False) ->
         len(data.test),
         data.load_size,
         data.channels,
+    )
+    write_json(
+        run_dir / "data.json",
+        {
+            "source": data.source,
+            "class_names": data.class_names,
+            "channels": data.channels,
+            "load_size": list(data.load_size),
+            "sizes": {s: len(getattr(data, s)) for s in ("train", "val", "test")},
+        },
     )
     datasets = {s: ImageDataset(getattr(data, s), data.channels, data.load_size) for s in ("train", "val", "test")}
     methods = [METHODS.get(m) for m in cfg.methods]

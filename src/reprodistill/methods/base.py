@@ -16,7 +16,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from reprodistill.config import RunConfig, from_dict
-from reprodistill.data.transforms import preprocess
+from reprodistill.data.transforms import InputSpec, preprocess
 from reprodistill.models.student import Student
 from reprodistill.models.teacher import Teacher
 from reprodistill.registry import Registry
@@ -110,8 +110,12 @@ class Method(nn.Module):
         return {}
 
     def deployed(self) -> nn.Module:
-        """The model a user would ship after this method (used for size, FLOPs and latency)."""
+        """The model a user would ship after this method: preprocessed input -> logits (for size, FLOPs, latency)."""
         return self.student
+
+    def deployed_spec(self) -> InputSpec:
+        """Input preprocessing of :meth:`deployed`."""
+        return self.student.spec
 
 
 METHODS: Registry[type[Method]] = Registry("method")

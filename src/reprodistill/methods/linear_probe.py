@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from reprodistill.data.transforms import InputSpec
 from reprodistill.methods.base import Batch, Method, MethodContext, register_method
 
 
@@ -32,4 +33,7 @@ class LinearProbe(Method):
         return {"loss": ce, "logits": logits, "parts": {"ce": ce.detach()}}
 
     def deployed(self) -> nn.Module:
-        return nn.ModuleDict({"teacher": self.teacher, "head": self.head})
+        return nn.Sequential(self.teacher, self.head)  # the whole FM ships with the probe
+
+    def deployed_spec(self) -> InputSpec:
+        return self.teacher.spec

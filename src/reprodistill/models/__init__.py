@@ -1,6 +1,6 @@
 """Teachers (frozen foundation models) and students (timm architectures)."""
 
-from reprodistill.models.student import Student, count_params, create_student
+from reprodistill.models.student import Student, create_student
 from reprodistill.models.teacher import TEACHERS, Teacher, TimmTeacher, create_teacher
 
-__all__ = ["TEACHERS", "Student", "Teacher", "TimmTeacher", "count_params", "create_student", "create_teacher"]
+__all__ = ["TEACHERS", "Student", "Teacher", "TimmTeacher", "create_student", "create_teacher"]

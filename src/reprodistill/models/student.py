@@ -81,7 +81,3 @@ def create_student(cfg: StudentConfig, num_classes: int, default_size: tuple[int
 def _head_prefix(model: nn.Module) -> str:
     head = model.pretrained_cfg.get("classifier", "classifier")
     return (head[0] if isinstance(head, (list, tuple)) else head) + "."
-
-
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,218 @@
+"""Deployment: export a run's student (safetensors + config.json + ONNX, checked with ONNX Runtime) and predict
+with it, loading nothing but the exported files.
+
+    reprodistill export runs/<run>                 # best student method by validation-selected test AUC
+    reprodistill predict runs/<run>/export img1.png folder/ --csv preds.csv
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import yaml
+
+from reprodistill.config import RunConfig, StudentConfig, from_dict
+from reprodistill.data.sources import IMAGE_SUFFIXES, load_image_file
+from reprodistill.data.transforms import InputSpec, preprocess
+from reprodistill.engine.checkpoint import atomic_write, load_checkpoint, write_json, write_text
+from reprodistill.errors import ReprodistillError
+from reprodistill.methods import METHODS
+from reprodistill.models import Student, create_student
+
+EXPORT_FORMAT = 1
+
+
+@dataclass
+class ExportResult:
+    directory: Path
+    method: str
+    onnx_max_abs_diff: Optional[float]
+
+
+def _pick_method(run_dir: Path, method: Optional[str]) -> str:
+    """The named method, else the student-deploying method with the best test AUC in results.csv."""
+    if method:
+        if not (run_dir / method / "best.pt").is_file():
+            raise ReprodistillError(f"{run_dir}: no trained method {method!r} (missing {method}/best.pt)")
+        if not METHODS.get(method).uses_student:
+            raise ReprodistillError(
+                f"method {method!r} deploys the whole foundation model, not a student; pick another"
+            )
+        return method
+    results = run_dir / "results.csv"
+    if not results.is_file():
+        raise ReprodistillError(f"{run_dir}: no results.csv (is the run finished?); name one with --method")
+    rows = [
+        r for r in csv.DictReader(open(results)) if r["method"] in METHODS and METHODS.get(r["method"]).uses_student
+    ]
+    if not rows:
+        raise ReprodistillError(f"{run_dir}: no method in results.csv deploys a student")
+    return max(rows, key=lambda r: float(r["auc"]))["method"]
+
+
+def _student_state(method_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    prefix = "student.model."
+    state = {k[len(prefix) :]: v.contiguous() for k, v in method_state.items() if k.startswith(prefix)}
+    if not state:
+        raise ReprodistillError("the checkpoint holds no student weights")
+    return state
+
+
+def export_run(run_dir: str | Path, method: Optional[str] = None, onnx: bool = True) -> ExportResult:
+    """Write ``<run>/export/{model.safetensors, config.json, model.onnx}`` for the run's best (or named) student."""
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    run_dir = Path(run_dir)
+    cfg = from_dict(RunConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
+    data = json.loads((run_dir / "data.json").read_text())
+    name = _pick_method(run_dir, method)
+    student = create_student(
+        StudentConfig(**{**cfg.student.__dict__, "pretrained": False, "checkpoint": None}),
+        num_classes=len(data["class_names"]),
+        default_size=tuple(data["load_size"]),
+    )
+    state = _student_state(load_checkpoint(run_dir / name / "best.pt")["method"])
+    student.model.load_state_dict(state, strict=True)
+    student.eval()
+    out = run_dir / "export"
+    out.mkdir(exist_ok=True)
+    atomic_write(out / "model.safetensors", lambda p: save_file(state, p))
+    test = json.loads((run_dir / name / "test_metrics.json").read_text())
+    config = {
+        "format": EXPORT_FORMAT,
+        "arch": student.arch,
+        "num_classes": len(data["class_names"]),
+        "class_names": data["class_names"],
+        "in_chans": cfg.student.in_chans,
+        "input": student.spec.describe(),
+        "load": {"size": data["load_size"], "channels": data["channels"]},
+        "method": name,
+        "test_metrics": {k: test[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")},
+    }
+    write_json(out / "config.json", config)
+    diff = _export_onnx(student, out / "model.onnx") if onnx else None
+    if diff is not None:
+        config["onnx_max_abs_diff"] = diff
+        write_json(out / "config.json", config)
+    return ExportResult(out, name, diff)
+
+
+def _export_onnx(student: Student, path: Path) -> float:
+    """Export to ONNX (dynamic batch) and return the max |logit| difference between ONNX Runtime and PyTorch."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    spec = student.spec
+    x = torch.randn(4, spec.channels, *spec.size, generator=torch.Generator().manual_seed(0))
+
+    def write(p: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but needs no extra packages
+            torch.onnx.export(
+                student,
+                (x[:1],),
+                p,
+                dynamo=False,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=17,
+            )
+
+    atomic_write(path, write)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        ref = student(x).numpy()
+    return float(np.abs(session.run(None, {"input": x.numpy()})[0] - ref).max())
+
+
+def load_exported(directory: str | Path) -> tuple[Student, dict]:
+    """Rebuild the student from ``model.safetensors`` + ``config.json`` alone."""
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    directory = Path(directory)
+    if (directory / "export").is_dir():
+        directory = directory / "export"
+    try:
+        config = json.loads((directory / "config.json").read_text())
+        state = load_file(str(directory / "model.safetensors"))
+    except (OSError, ValueError) as e:
+        raise ReprodistillError(
+            f"{directory}: not an exported model ({e}); run `reprodistill export <run>` first"
+        ) from None
+    student = create_student(
+        StudentConfig(name=config["arch"], in_chans=config["in_chans"], image_size=config["input"]["size"][0]),
+        num_classes=config["num_classes"],
+        default_size=tuple(config["input"]["size"]),
+    )
+    spec = config["input"]
+    student.spec = InputSpec(
+        size=tuple(spec["size"]),
+        channels=spec["channels"],
+        mean=tuple(spec["mean"]),
+        std=tuple(spec["std"]),
+        interpolation=spec["interpolation"],
+    )
+    student.model.load_state_dict(state, strict=True)
+    return student.eval(), config
+
+
+def image_files(inputs: list[str]) -> list[Path]:
+    """Expand files and folders (recursively) into image files; a missing path is an error."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ReprodistillError(f"{p}: no such file or folder")
+    if not files:
+        raise ReprodistillError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {inputs}")
+    return files
+
+
+@torch.inference_mode()
+def predict_files(directory: str | Path, inputs: list[str], batch_size: int = 64) -> list[dict]:
+    """[{'path', 'label', 'probabilities': {class: p}}] for every image in ``inputs``."""
+    student, config = load_exported(directory)
+    load = config["load"]
+    names = config["class_names"]
+    files = image_files(inputs)
+    rows = []
+    for i in range(0, len(files), batch_size):
+        chunk = files[i : i + batch_size]
+        arrays = [load_image_file(str(f), load["channels"], tuple(load["size"])) for f in chunk]
+        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        probs = student(preprocess(images, student.spec)).softmax(-1).numpy()
+        for f, p in zip(chunk, probs):
+            rows.append(
+                {
+                    "path": str(f),
+                    "label": names[int(p.argmax())],
+                    "probabilities": {n: float(v) for n, v in zip(names, p)},
+                }
+            )
+    return rows
+
+
+def write_predictions(rows: list[dict], path: Path) -> None:
+    """CSV (path,label,p_<class>...) or JSON, by the file's suffix."""
+    if path.suffix.lower() == ".json":
+        write_text(path, json.dumps(rows, indent=2) + "\n")
+        return
+    buf = io.StringIO()
+    names = list(rows[0]["probabilities"]) if rows else []
+    w = csv.writer(buf)
+    w.writerow(["path", "label", *[f"p_{n}" for n in names]])
+    for r in rows:
+        w.writerow([r["path"], r["label"], *[f"{r['probabilities'][n]:.6f}" for n in names]])
+    write_text(path, buf.getvalue())

@@ -1,0 +1,91 @@
+"""Deployment: export (safetensors + config.json + ONNX checked with ONNX Runtime) and predict from the export only."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reprodistill.config import load_config
+from reprodistill.engine.export import export_run, load_exported, predict_files
+from reprodistill.engine.run import run
+from reprodistill.errors import ReprodistillError
+
+
+@pytest.fixture()
+def trained_run(small_npz, tmp_path):
+    cfg = load_config(
+        "default",
+        [
+            f"data.source={small_npz}",
+            "methods=[student]",
+            "student.name=resnet10t",
+            "train.epochs=1",
+            "train.batch_size=16",
+        ],
+    )
+    run(cfg, run_dir=tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_export_and_predict_match_the_trained_student(trained_run, small_npz, tmp_path):
+    res = export_run(trained_run)
+    assert res.method == "student" and res.onnx_max_abs_diff < 1e-4
+    for name in ("model.safetensors", "config.json", "model.onnx"):
+        assert (res.directory / name).is_file()
+    config = json.loads((res.directory / "config.json").read_text())
+    assert config["arch"] == "resnet10t" and config["class_names"] == ["normal", "pneumonia"]
+    assert config["load"] == {"size": [28, 28], "channels": 1}
+
+    # the same images, as files a user would have: predictions equal the run's own test-time probabilities
+    with np.load(small_npz) as z:
+        images, labels = z["test_images"][:6], z["test_labels"][:6, 0]
+    paths = []
+    for i, img in enumerate(images):
+        paths.append(tmp_path / "imgs" / f"{i}.png")
+        paths[-1].parent.mkdir(exist_ok=True)
+        Image.fromarray(img).save(paths[-1])
+    rows = predict_files(trained_run, [str(tmp_path / "imgs")])
+    assert [r["path"] for r in rows] == [str(p) for p in sorted(paths)]
+    student, _ = load_exported(res.directory)
+    from reprodistill.data.transforms import preprocess
+
+    x = preprocess(torch.from_numpy(images[np.argsort([str(p) for p in paths])])[:, None], student.spec)
+    with torch.inference_mode():
+        expected = student(x).softmax(-1).numpy()
+    got = np.array([[r["probabilities"]["normal"], r["probabilities"]["pneumonia"]] for r in rows])
+    assert np.allclose(got, expected, atol=1e-5)
+    assert {r["label"] for r in rows} <= {"normal", "pneumonia"}
+
+
+def test_predict_cli_writes_csv_and_json(trained_run, pneumonia_arrays, tmp_path):
+    export_run(trained_run, onnx=False)
+    img = tmp_path / "x.png"
+    Image.fromarray(pneumonia_arrays["test_images"][0]).convert("RGB").save(img)  # RGB input to a 1-channel model
+    for suffix in ("csv", "json"):
+        out = tmp_path / f"pred.{suffix}"
+        proc = subprocess.run(
+            [sys.executable, "-m", "reprodistill", "predict", str(trained_run), str(img), "--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-1500:]
+        assert proc.stdout.splitlines()[0] == "path\tlabel\tnormal\tpneumonia"
+    rows = list(csv.DictReader(open(tmp_path / "pred.csv")))
+    assert rows[0]["path"] == str(img) and abs(float(rows[0]["p_normal"]) + float(rows[0]["p_pneumonia"]) - 1) < 1e-5
+    assert json.loads((tmp_path / "pred.json").read_text())[0]["label"] == rows[0]["label"]
+
+
+def test_export_and_predict_errors(trained_run, tmp_path):
+    with pytest.raises(ReprodistillError, match="no trained method 'rd'"):
+        export_run(trained_run, method="rd")
+    with pytest.raises(ReprodistillError, match="not an exported model"):
+        load_exported(tmp_path)
+    export_run(trained_run, onnx=False)
+    with pytest.raises(ReprodistillError, match="no such file or folder"):
+        predict_files(trained_run, [str(tmp_path / "missing.png")])
