@@ -74,3 +74,18 @@ def test_bad_stage_and_unsupported_student(drd_ctx):
     ctx.student = vit
     with pytest.raises(ConfigError, match="stage-wise methods support"):
         _drd(ctx)
+
+
+def test_hybrid_passes_leave_student_bn_statistics_alone(drd_ctx):
+    ctx, batch = drd_ctx
+    method = _drd(ctx).train()
+    bn = method.student.model.layer4[1].bn2
+    before = bn.running_mean.clone()
+    with torch.no_grad():
+        method.student(method.student_input(batch))  # what one student forward alone does to the statistics
+        expected = bn.running_mean.clone()
+        bn.running_mean.copy_(before)
+        method(batch)  # student forward + 4 hybrid passes
+    assert not torch.allclose(expected, before)  # the student's own forward does move them
+    assert torch.allclose(bn.running_mean, expected, atol=1e-6)  # the hybrid passes add nothing
+    assert bn.momentum == 0.1  # restored after the hybrid passes

@@ -14,8 +14,9 @@ default, so it teaches the student. Only the student is deployed.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Iterator, Literal, Optional
 
 import torch
 from torch import nn
@@ -25,6 +26,20 @@ from reprodistill.errors import ConfigError
 from reprodistill.methods.base import Batch, Method, MethodContext, register_method
 from reprodistill.models.stages import staged
 from reprodistill.reprogram import MapProjector
+
+
+@contextmanager
+def frozen_bn_stats(module: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Normalise with batch statistics but leave BatchNorm running statistics untouched (momentum 0)."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if enabled else []
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(bns, saved):
+            m.momentum = momentum
 
 
 @dataclass
@@ -40,6 +55,9 @@ class DRDOptions:
     cka_kernel: Literal["linear", "rbf"] = "linear"
     cka_unbiased: bool = False
     detach_hybrid_logits: bool = True
+    # BatchNorm running statistics during hybrid passes: 'frozen' keeps them for the student's own features (what
+    # the deployed student sees); 'update' lets projected FM features leak into them (plain training behaviour).
+    hybrid_bn_stats: Literal["frozen", "update"] = "frozen"
 
 
 @register_method("drd")
@@ -70,7 +88,8 @@ class DeepReprogrammingDistillation(Method):
 
     def _teacher_channels(self) -> int:
         spec = self.teacher.spec
-        fmap = self.teacher.feature_maps(torch.zeros(1, spec.channels, *spec.size, dtype=torch.uint8))
+        device = next(self.teacher.parameters()).device
+        fmap = self.teacher.feature_maps(torch.zeros(1, spec.channels, *spec.size, dtype=torch.uint8, device=device))
         if fmap.ndim != 4:
             raise ConfigError(
                 f"drd needs a teacher with spatial feature maps; {self.teacher.name} gives {tuple(fmap.shape)}"
@@ -87,7 +106,8 @@ class DeepReprogrammingDistillation(Method):
         ce_h, kd, cka = [], [], []
         for proj, i in zip(self.projectors, self.stage_ids):
             h = proj(fmap)
-            z_h = g(self.staged.run_from(h, i))
+            with frozen_bn_stats(self.student, o.hybrid_bn_stats == "frozen"):
+                z_h = g(self.staged.run_from(h, i))
             ce_h.append(self.task_loss(z_h, y))
             kd.append(kd_loss(z_s, z_h.detach() if o.detach_hybrid_logits else z_h, o.temperature))
             cka.append(cka_loss(h, stage_inputs[i], o.cka_kernel, unbiased=o.cka_unbiased))
