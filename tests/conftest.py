@@ -42,6 +42,14 @@ def small_npz(tmp_path, pneumonia_arrays) -> Path:
     return balanced_subset_npz(tmp_path / "small.npz", pneumonia_arrays, {"train": 60, "val": 40, "test": 40}, seed=0)
 
 
+def build_method(name: str, ctx, **options):
+    """Method ``name`` built on a MethodContext with ``method_options`` given as keyword arguments."""
+    from reprodistill.methods import METHODS
+
+    cls = METHODS.get(name)
+    return cls(ctx, cls.parse_options(options))
+
+
 @pytest.fixture()
 def tiny_teacher(tmp_path):
     """Factory of a small randomly initialised CNN FM (resnet10t) loaded from a local checkpoint file."""

@@ -5,7 +5,8 @@ import torch
 
 from reprodistill.config import RunConfig, StudentConfig
 from reprodistill.errors import ConfigError
-from reprodistill.methods import METHODS, MethodContext
+from conftest import build_method
+from reprodistill.methods import MethodContext
 from reprodistill.models import create_student
 from reprodistill.models.stages import staged
 
@@ -34,8 +35,7 @@ def drd_ctx(tiny_teacher):
 
 
 def _drd(ctx, **opts):
-    cls = METHODS.get("drd")
-    return cls(ctx, cls.parse_options(opts))
+    return build_method("drd", ctx, **opts)
 
 
 def test_projectors_match_stage_inputs_and_gradients_route(drd_ctx):

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from reprodistill.config import RunConfig, StudentConfig
-from reprodistill.methods import METHODS, MethodContext
+from conftest import build_method
+from reprodistill.methods import MethodContext
 from reprodistill.models import create_student
 
 
@@ -24,8 +25,7 @@ def rd_setup(tiny_teacher):
 
 
 def _rd(ctx, **opts):
-    cls = METHODS.get("rd")
-    return cls(ctx, cls.parse_options(opts))
+    return build_method("rd", ctx, **opts)
 
 
 def test_gradients_reach_phi_head_and_student_never_the_fm(rd_setup):

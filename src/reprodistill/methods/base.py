@@ -102,7 +102,12 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def predict(self, batch: Batch) -> torch.Tensor:
-        """Logits of the deployed model for a batch (called under eval mode and inference mode)."""
+        """Logits of the deployed model for a batch (called under eval mode and inference mode).
+
+        Student methods deploy the student alone, so only it runs; others fall back to the training forward.
+        """
+        if self.uses_student:
+            return self.student(self.student_input(batch))
         return self.forward(batch)["logits"]
 
     def extra_logits(self, batch: Batch) -> dict[str, torch.Tensor]:

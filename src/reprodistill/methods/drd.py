@@ -130,5 +130,3 @@ class DeepReprogrammingDistillation(Method):
             "parts": {**{k: v.detach() for k, v in parts.items()}, "decay": torch.tensor(decay)},
         }
 
-    def predict(self, batch: Batch) -> torch.Tensor:
-        return self.student(self.student_input(batch))

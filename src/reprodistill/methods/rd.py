@@ -77,8 +77,6 @@ class ReprogrammingDistillation(Method):
         )
         return {"loss": loss, "logits": z_s, "teacher_logits": z_t, "parts": {k: v.detach() for k, v in parts.items()}}
 
-    def predict(self, batch: Batch) -> Any:
-        return self.student(self.student_input(batch))
 
     def extra_logits(self, batch: Batch) -> dict[str, Any]:
         return {"reprogrammed_fm": self.student.head(self.phi(batch["teacher_features"]))}
