@@ -278,6 +278,9 @@ def load_data(cfg: DataConfig) -> DataBundle:
         else:
             raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npz, .csv or an image folder")
         fingerprint = ""
+    for name, s in splits.items():
+        if len(s) == 0:
+            raise DataError(f"{src}: the {name} split is empty")
     splits = _fill_missing_splits(splits, cfg, notes)
 
     num_classes = int(max(s.labels.max() for s in splits.values() if len(s)) + 1)

@@ -21,6 +21,8 @@ def stratified_split(labels: np.ndarray, holdout_fraction: float, seed: int) -> 
         holdout_fraction: Fraction of every class moved to the hold-out part.
         seed: Seed of the shuffle.
     """
+    if len(labels) == 0:
+        raise DataError("cannot split an empty set of images")
     keep, hold = [], []
     for c, idx in _per_class(labels, seed).items():
         if len(idx) < 2:
