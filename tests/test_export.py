@@ -89,3 +89,16 @@ def test_export_and_predict_errors(trained_run, tmp_path):
     export_run(trained_run, onnx=False)
     with pytest.raises(ReprodistillError, match="no such file or folder"):
         predict_files(trained_run, [str(tmp_path / "missing.png")])
+
+
+def test_existing_run_folder_is_never_overwritten(trained_run):
+    import yaml
+
+    from reprodistill.config import RunConfig, from_dict
+
+    cfg = from_dict(RunConfig, yaml.safe_load((trained_run / "config.yaml").read_text()))
+    with pytest.raises(ReprodistillError, match="already holds a run; add --resume"):
+        run(cfg, run_dir=trained_run)
+    cfg.train.epochs = 5
+    with pytest.raises(ReprodistillError, match=r"different config \(changed: \['train.epochs'\]\)"):
+        run(cfg, run_dir=trained_run, resume=True)

@@ -33,6 +33,7 @@ from reprodistill.engine.features import extract_features
 from reprodistill.engine.loop import FeatureSplit, class_weights, evaluate, fit, resolve_device, seed_everything
 from reprodistill.engine.metrics import SCALAR_METRICS
 from reprodistill.engine.profile import count_params, flops, latency_ms, peak_rss_mb
+from reprodistill.errors import ReprodistillError
 from reprodistill.methods import METHODS, Method, MethodContext
 from reprodistill.models import create_student, create_teacher
 from reprodistill.models.teacher import Teacher
@@ -197,10 +198,38 @@ def _write_results(run_dir: Path, res: RunResult, data: DataBundle) -> None:
     write_text(run_dir / "results.md", "\n".join(md) + "\n")
 
 
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'epochs': 5}} -> {'train.epochs': 5}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
+    """Never overwrite a finished or half-finished run by accident; resume only with the config it started with."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+    if not resume:
+        raise ReprodistillError(f"{run_dir} already holds a run; add --resume to continue it, or pick a new --run-dir")
+    old, new = _flatten(yaml.safe_load(saved.read_text())), _flatten(to_dict(cfg))
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        raise ReprodistillError(
+            f"{run_dir}: cannot resume with a different config (changed: {changed}); "
+            "rerun with the original settings or start a new --run-dir"
+        )
+
+
 def run(cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False) -> RunResult:
     """Train and test every method of ``cfg`` on the same data, splits and budget; return their results."""
     t_start = time.perf_counter()
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
+    _check_run_dir(run_dir, cfg, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(run_dir)
     write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))

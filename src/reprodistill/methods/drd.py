@@ -129,4 +129,3 @@ class DeepReprogrammingDistillation(Method):
             "logits": z_s,
             "parts": {**{k: v.detach() for k, v in parts.items()}, "decay": torch.tensor(decay)},
         }
-

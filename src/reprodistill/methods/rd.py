@@ -77,6 +77,5 @@ class ReprogrammingDistillation(Method):
         )
         return {"loss": loss, "logits": z_s, "teacher_logits": z_t, "parts": {k: v.detach() for k, v in parts.items()}}
 
-
     def extra_logits(self, batch: Batch) -> dict[str, Any]:
         return {"reprogrammed_fm": self.student.head(self.phi(batch["teacher_features"]))}
