@@ -100,9 +100,12 @@ def test_corrupt_image_file_is_named(tmp_path, pneumonia_arrays):
     victim.write_bytes(b"not a png")
     data = load_data(DataConfig(source=str(tmp_path / "xr"), load_size=28))
     ds = ImageDataset(data.train, 1, (28, 28))
-    with pytest.raises(DataError, match=f"{victim.name}: cannot decode image"):
+    with pytest.raises(DataError, match=f"{victim.name}: cannot decode image.*data.skip_bad_images=true"):
         for i in range(len(ds)):
             ds[i]
+    kept = load_data(DataConfig(source=str(tmp_path / "xr"), load_size=28, skip_bad_images=True))
+    assert len(kept.train) + len(kept.val) + len(kept.test) == 19
+    assert any(f"skipped 1 unreadable image file(s), e.g. ['{victim.name}']" in n for n in kept.notes)
 
 
 def test_class_names_must_cover_labels(small_npz):

@@ -97,8 +97,12 @@ def test_existing_run_folder_is_never_overwritten(trained_run):
     from reprodistill.config import RunConfig, from_dict
 
     cfg = from_dict(RunConfig, yaml.safe_load((trained_run / "config.yaml").read_text()))
-    with pytest.raises(ReprodistillError, match="already holds a run; add --resume"):
-        run(cfg, run_dir=trained_run)
+    before = (trained_run / "student" / "metrics.csv").read_text()
+    again = run(cfg, run_dir=trained_run)  # same config: resumed, the finished epoch is not trained again
+    assert (trained_run / "student" / "metrics.csv").read_text() == before
+    assert (
+        again.results[0].test["auc"] == json.loads((trained_run / "student" / "test_metrics.json").read_text())["auc"]
+    )
     cfg.train.epochs = 5
     with pytest.raises(ReprodistillError, match=r"different config \(changed: \['train.epochs'\]\)"):
-        run(cfg, run_dir=trained_run, resume=True)
+        run(cfg, run_dir=trained_run)

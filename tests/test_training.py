@@ -103,3 +103,21 @@ def test_balanced_class_weights():
     w = class_weights(np.array([0] * 10 + [1] * 90), 2, "balanced")
     assert torch.allclose(w, torch.tensor([5.0, 100 / 180]))
     assert class_weights(np.array([0, 1]), 2, "none") is None
+
+
+def test_disk_full_is_reported_and_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+
+    from reprodistill.engine.checkpoint import write_text
+
+    target = tmp_path / "metrics.csv"
+    write_text(target, "old\n")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("pathlib.Path.write_text", full)
+    with pytest.raises(ReprodistillError, match="disk full while writing .*metrics.csv; the previous version"):
+        write_text(target, "new\n")
+    monkeypatch.undo()
+    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]

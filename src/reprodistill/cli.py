@@ -36,7 +36,11 @@ def _parser() -> argparse.ArgumentParser:
         s.epilog = "Any number of dotted overrides may follow, e.g. train.epochs=5 student.name=resnet18"
         if name == "distill":
             s.add_argument("--run-dir", type=Path, help="run folder to use (default: a new one under out_dir)")
-            s.add_argument("--resume", action="store_true", help="continue the methods of --run-dir from last.pt")
+            s.add_argument(
+                "--resume",
+                action="store_true",
+                help="continue --run-dir from last.pt (automatic when --run-dir holds a run with this config)",
+            )
     e = sub.add_parser("export", help="write a run's student as safetensors + config.json + ONNX (checked)")
     e.add_argument("run_dir", type=Path)
     e.add_argument("--method", help="method whose student to export (default: best test AUC among students)")

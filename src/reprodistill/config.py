@@ -41,6 +41,8 @@ class DataConfig:
     # Seed of every split and subsample, independent of the training seed so that seeds compare like with like.
     split_seed: int = 0
     class_names: Optional[list[str]] = None
+    # Image files that cannot be decoded: stop with their name (false) or leave them out and log how many (true).
+    skip_bad_images: bool = False
 
 
 @dataclass

@@ -234,11 +234,31 @@ def load_image_file(path: str, channels: int, size: tuple[int, int]) -> np.ndarr
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise DataError(f"{path}: cannot decode image ({e}); remove or replace the file") from None
+        raise DataError(
+            f"{path}: cannot decode image ({e}); remove or replace the file, or set data.skip_bad_images=true"
+        ) from None
     return arr[..., None] if arr.ndim == 2 else arr
 
 
 # --------------------------------------------------------------------------------------------------- the bundle
+
+
+def drop_unreadable(split: Split, where: str, notes: list[str]) -> Split:
+    """Leave out image files that PIL cannot decode, noting how many and which."""
+    if split.paths is None:
+        return split
+    bad = []
+    for i, p in enumerate(split.paths):
+        try:
+            with Image.open(p) as im:
+                im.load()
+        except (OSError, UnidentifiedImageError, ValueError):
+            bad.append(i)
+    if bad:
+        names = [Path(split.paths[i]).name for i in bad[:5]]
+        notes.append(f"{where}: skipped {len(bad)} unreadable image file(s), e.g. {names}")
+        split = split.take(np.setdiff1d(np.arange(len(split)), bad))
+    return split
 
 
 def _fill_missing_splits(splits: dict[str, Split], cfg: DataConfig, notes: list[str]) -> dict[str, Split]:
@@ -278,6 +298,8 @@ def load_data(cfg: DataConfig) -> DataBundle:
         else:
             raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npz, .csv or an image folder")
         fingerprint = ""
+    if cfg.skip_bad_images:
+        splits = {name: drop_unreadable(s, name, notes) for name, s in splits.items()}
     for name, s in splits.items():
         if len(s) == 0:
             raise DataError(f"{src}: the {name} split is empty")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 
-from reprodistill.errors import WeightsError
+from reprodistill.errors import ReprodistillError, WeightsError
 
 
 def atomic_write(path: str | Path, write) -> None:
@@ -22,6 +23,14 @@ def atomic_write(path: str | Path, write) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ReprodistillError(
+                f"disk full while writing {path}; the previous version of the file is untouched. "
+                f"Free space on {path.parent} and rerun the same command to resume."
+            ) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

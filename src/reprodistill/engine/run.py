@@ -209,32 +209,35 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool) -> None:
-    """Never overwrite a finished or half-finished run by accident; resume only with the config it started with."""
+def _check_run_dir(run_dir: Path, cfg: RunConfig) -> bool:
+    """True if ``run_dir`` holds a run started with this same config (so it is resumed); a run folder is never
+    overwritten with different settings."""
     saved = run_dir / "config.yaml"
     if not saved.is_file():
-        return
-    if not resume:
-        raise ReprodistillError(f"{run_dir} already holds a run; add --resume to continue it, or pick a new --run-dir")
+        return False
     old, new = _flatten(yaml.safe_load(saved.read_text())), _flatten(to_dict(cfg))
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
         raise ReprodistillError(
-            f"{run_dir}: cannot resume with a different config (changed: {changed}); "
-            "rerun with the original settings or start a new --run-dir"
+            f"{run_dir} already holds a run with a different config (changed: {changed}); "
+            "rerun with the original settings to resume it, or pick a new --run-dir"
         )
+    return True
 
 
 def run(cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False) -> RunResult:
-    """Train and test every method of ``cfg`` on the same data, splits and budget; return their results."""
+    """Train and test every method of ``cfg`` on the same data, splits and budget; return their results.
+
+    An existing ``run_dir`` started with the same config is resumed from each method's last.pt.
+    """
     t_start = time.perf_counter()
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
-    _check_run_dir(run_dir, cfg, resume)
+    resume = _check_run_dir(run_dir, cfg) or resume
     run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(run_dir)
     write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     write_json(run_dir / "env.json", _environment(cfg))
-    log.info("run folder %s", run_dir)
+    log.info("run folder %s%s", run_dir, " (resuming: finished epochs are kept)" if resume else "")
     device = resolve_device(cfg.train.device)
 
     data = load_data(cfg.data)
