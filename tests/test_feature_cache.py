@@ -1,0 +1,40 @@
+"""The teacher-feature cache: hits, misses on any change, and recovery from corrupt entries."""
+
+import logging
+
+import torch
+
+from reprodistill.config import DataConfig
+from reprodistill.data import ImageDataset, load_data
+from reprodistill.engine.feature_cache import cached_features
+from reprodistill.engine.features import extract_features
+
+
+def test_cache_hit_miss_and_corruption(tiny_teacher, small_npz, tmp_path, caplog):
+    teacher = tiny_teacher(32)
+    data = load_data(DataConfig(source=str(small_npz)))
+    ds = ImageDataset(data.test, data.channels, data.load_size)
+    calls = []
+
+    def compute(kind="pooled", d=ds):
+        calls.append(kind)
+        return extract_features(teacher, d, 16, torch.device("cpu"), kind=kind)
+
+    caplog.set_level(logging.INFO, logger="reprodistill")
+    first = cached_features(teacher, ds, str(tmp_path), compute)
+    again = cached_features(teacher, ds, str(tmp_path), compute)
+    assert calls == ["pooled"] and torch.equal(first, again) and first.dtype == torch.float16
+    assert torch.allclose(first.float(), compute().float(), atol=2e-3)  # fp16 rounding only
+    maps = cached_features(teacher, ds, str(tmp_path), lambda: compute("map"), kind="map")
+    assert maps.shape == (len(ds), 512, 1, 1)
+
+    other = ImageDataset(data.val, data.channels, data.load_size)  # different content -> different entry
+    cached_features(teacher, other, str(tmp_path), lambda: compute(d=other))
+    assert calls[-1] == "pooled" and len(list(tmp_path.glob("*.npy"))) == 3
+
+    for npy in tmp_path.glob("*.npy"):
+        npy.write_bytes(npy.read_bytes()[:100])  # truncate every entry
+    n = len(calls)
+    again = cached_features(teacher, ds, str(tmp_path), compute)
+    assert len(calls) == n + 1 and torch.equal(again, first)
+    assert "recomputing" in caplog.text
