@@ -38,3 +38,26 @@ def test_cache_hit_miss_and_corruption(tiny_teacher, small_npz, tmp_path, caplog
     again = cached_features(teacher, ds, str(tmp_path), compute)
     assert len(calls) == n + 1 and torch.equal(again, first)
     assert "recomputing" in caplog.text
+
+
+def test_online_teacher_mode_runs_the_fm_every_step(tiny_teacher, small_npz, tmp_path):
+    from reprodistill.config import load_config
+    from reprodistill.engine.run import run
+
+    tiny_teacher(32)  # writes tmp_path/fm.pt
+    common = [
+        f"data.source={small_npz}",
+        "methods=[rd]",
+        f"teacher.name={tmp_path / 'fm.pt'}",
+        "teacher.arch=resnet10t",
+        "teacher.image_size=32",
+        "student.name=resnet10t",
+        "train.epochs=1",
+        "train.batch_size=16",
+        f"teacher.cache_dir={tmp_path / 'cache'}",
+    ]
+    online = run(load_config("default", common + ["teacher.features=online"]), run_dir=tmp_path / "online")
+    assert online.teacher_feature_time_s == 0.0 and not (tmp_path / "cache").exists()
+    cached = run(load_config("default", common), run_dir=tmp_path / "cached")
+    assert cached.teacher_feature_time_s > 0.0 and len(list((tmp_path / "cache").glob("*.npy"))) == 3
+    assert 0.0 <= online.results[0].test["auc"] <= 1.0

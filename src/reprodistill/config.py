@@ -58,6 +58,9 @@ class TeacherConfig:
     # Input size; None uses the teacher's own default (112 for merlin, 224 for efficientnet_lite0).
     image_size: Optional[int] = None
     batch_size: int = 64
+    # 'cached': one FM pass per image (fixed view), reused every epoch; 'online': run the FM on every augmented
+    # training batch (the student's view; FM cost every step, as in plain KD).
+    features: Literal["cached", "online"] = "cached"
     # Where fixed-view teacher features are cached across runs (fp16 .npy, keyed by teacher/data/transform); null: off.
     cache_dir: Optional[str] = "~/.cache/reprodistill/features"
 

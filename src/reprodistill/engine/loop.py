@@ -10,7 +10,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -54,6 +54,8 @@ class FeatureSplit:
 
     dataset: ImageDataset
     teacher_features: Optional[torch.Tensor] = None
+    # Alternative to the cache: computes teacher features of each (augmented) uint8 batch on the fly.
+    online_teacher: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
 
 @dataclass
@@ -67,6 +69,8 @@ class FitResult:
 def _to_device(batch: dict[str, torch.Tensor], split: FeatureSplit, device: torch.device) -> dict[str, torch.Tensor]:
     if split.teacher_features is not None:  # cached in fp16; compute in fp32
         batch["teacher_features"] = split.teacher_features[batch["index"]].float()
+    elif split.online_teacher is not None:
+        batch["teacher_features"] = split.online_teacher(batch["image"].to(device))
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 

@@ -275,7 +275,8 @@ def run(cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False) ->
         log.info(
             "teacher: %s, %.1fM params, input %s", teacher.name, count_params(teacher) / 1e6, teacher.spec.describe()
         )
-    for kind in dict.fromkeys(m.teacher_features for m in methods if m.teacher_features):
+    kinds = dict.fromkeys(m.teacher_features for m in methods if m.teacher_features)
+    for kind in kinds if cfg.teacher.features == "cached" else []:
         t0 = time.perf_counter()
         feats[kind] = _teacher_features(teacher, datasets, kind, cfg, device)
         elapsed = time.perf_counter() - t0
@@ -295,8 +296,11 @@ def run(cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False) ->
             class_weights=None if weights is None else weights.to(device),
         )
         method = method_cls(ctx, method_cls.parse_options(cfg.method_options.get(method_cls.name))).to(device)
-        use = feats.get(method_cls.teacher_features, {})
-        splits = {s: FeatureSplit(datasets[s], use.get(s)) for s in datasets}
+        kind = method_cls.teacher_features
+        online = None
+        if kind and cfg.teacher.features == "online":
+            online = teacher.features if kind == "pooled" else teacher.feature_maps
+        splits = {s: FeatureSplit(datasets[s], feats.get(kind, {}).get(s), online) for s in datasets}
         out = run_dir / method_cls.name
         log.info(
             "%s: training (%d trainable params)",
