@@ -78,7 +78,7 @@ def test_bad_stage_and_unsupported_student(drd_ctx):
 
 def test_hybrid_passes_leave_student_bn_statistics_alone(drd_ctx):
     ctx, batch = drd_ctx
-    method = _drd(ctx).train()
+    method = _drd(ctx, hybrid_bn_stats="frozen").train()
     bn = method.student.model.layer4[1].bn2
     before = bn.running_mean.clone()
     with torch.no_grad():
