@@ -7,10 +7,9 @@ arrays (npz) or file paths that are decoded lazily (folders, CSV), plus class na
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import zipfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -49,7 +48,7 @@ class Split:
 
 @dataclass
 class DataBundle:
-    """A data set ready for training: three splits, class names, channels and a content fingerprint."""
+    """A data set ready for training: three splits, class names and channels."""
 
     train: Split
     val: Split
@@ -58,7 +57,6 @@ class DataBundle:
     channels: int
     load_size: tuple[int, int]
     source: str
-    fingerprint: str = ""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -130,8 +128,8 @@ def _images_nhwc(images: np.ndarray, where: str) -> np.ndarray:
     return images
 
 
-def read_npz(path: Path) -> tuple[dict[str, Split], str]:
-    """Read a MedMNIST-style npz ({train,val,test}_{images,labels}); returns the splits present and a fingerprint."""
+def read_npz(path: Path) -> dict[str, Split]:
+    """Read a MedMNIST-style npz ({train,val,test}_{images,labels}); returns the splits present."""
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -155,11 +153,7 @@ def read_npz(path: Path) -> tuple[dict[str, Split], str]:
         raise DataError(
             f"{path}: no train_images/train_labels arrays (found {sorted(arrays)}); expected MedMNIST layout"
         )
-    h = hashlib.sha256()
-    for k in sorted(arrays):
-        h.update(k.encode())
-        h.update(np.ascontiguousarray(arrays[k]).tobytes())
-    return splits, h.hexdigest()[:16]
+    return splits
 
 
 # ------------------------------------------------------------------------------------------ folders and CSV files
@@ -280,7 +274,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
     notes: list[str] = []
     if src.startswith("medmnist:"):
         path = find_medmnist(src.split(":", 1)[1], cfg.root)
-        splits, fingerprint = read_npz(path)
+        splits = read_npz(path)
         class_names = None
         notes.append(f"read {path}")
     else:
@@ -292,12 +286,11 @@ def load_data(cfg: DataConfig) -> DataBundle:
         if path.is_dir():
             splits, class_names = read_image_folder(path)
         elif path.suffix.lower() == ".npz":
-            splits, class_names = read_npz(path)[0], None
+            splits, class_names = read_npz(path), None
         elif path.suffix.lower() == ".csv":
             splits, class_names = read_csv(path)
         else:
             raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npz, .csv or an image folder")
-        fingerprint = ""
     if cfg.skip_bad_images:
         splits = {name: drop_unreadable(s, name, notes) for name, s in splits.items()}
     for name, s in splits.items():
@@ -336,14 +329,6 @@ def load_data(cfg: DataConfig) -> DataBundle:
     else:
         channels = 3 if cfg.channels == "auto" else int(cfg.channels)
         load_size = (cfg.load_size or 224,) * 2
-    if not fingerprint:
-        h = hashlib.sha256()
-        for name in ("train", "val", "test"):
-            for p in splits[name].paths or []:
-                st = os.stat(p)
-                h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
-        fingerprint = h.hexdigest()[:16]
-    sub = hashlib.sha256(f"{fingerprint}:{sel.tobytes().hex()}:{load_size}:{channels}".encode()).hexdigest()[:16]
     return DataBundle(
         train=train,
         val=splits["val"],
@@ -352,11 +337,5 @@ def load_data(cfg: DataConfig) -> DataBundle:
         channels=channels,
         load_size=load_size,
         source=src,
-        fingerprint=sub,
         notes=notes,
     )
-
-
-def with_splits(bundle: DataBundle, **splits: Split) -> DataBundle:
-    """A copy of ``bundle`` with some splits replaced (used by tests and subset runs)."""
-    return replace(bundle, **splits)

@@ -1,6 +1,6 @@
 """Fixed-view teacher features, computed once per split: the frozen FM dominates cost, so never run it twice.
 
-(In-memory for now; the fingerprinted on-disk cache builds on :func:`extract_features`.)
+(:mod:`reprodistill.engine.feature_cache` stores them on disk across runs.)
 """
 
 from __future__ import annotations
