@@ -4,6 +4,8 @@ Examples::
 
     reprodistill distill                                   # default preset: PneumoniaMNIST, Merlin FM, resnet18
     reprodistill distill train.epochs=3 data.fraction=0.1 methods=[student,linear_probe]
+    reprodistill bench                                     # quick comparison grid with report.md + plots
+    reprodistill bench -c pneumonia-bench                  # every method x 3 seeds x {100%, 10%} of the data
     reprodistill config --config default teacher.name=efficientnet_lite0   # print the resolved config
     reprodistill list                                      # methods, teachers, presets
     reprodistill export runs/<run>                         # student -> safetensors + config.json + ONNX
@@ -27,12 +29,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="reprodistill", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = p.add_subparsers(dest="command", required=True)
-    for name, help_ in (
-        ("distill", "train and compare the configured methods; writes a run folder"),
-        ("config", "print the resolved config and exit"),
+    for name, help_, default in (
+        ("distill", "train and compare the configured methods; writes a run folder", "default"),
+        ("bench", "grid of methods x seeds x data fractions; writes results.csv, report.md and plots", "bench"),
+        ("config", "print the resolved config and exit", "default"),
     ):
         s = sub.add_parser(name, help=help_)
-        s.add_argument("--config", "-c", default="default", help=f"preset ({', '.join(preset_names())}) or YAML file")
+        s.add_argument("--config", "-c", default=default, help=f"preset ({', '.join(preset_names())}) or YAML file")
         s.epilog = "Any number of dotted overrides may follow, e.g. train.epochs=5 student.name=resnet18"
         if name == "distill":
             s.add_argument("--run-dir", type=Path, help="run folder to use (default: a new one under out_dir)")
@@ -40,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
                 "--resume",
                 action="store_true",
                 help="continue --run-dir from last.pt (automatic when --run-dir holds a run with this config)",
+            )
+        if name == "bench":
+            s.add_argument(
+                "--dir", type=Path, help="bench folder (default: <out_dir>/bench-<name>; rerunning resumes it)"
             )
     e = sub.add_parser("export", help="write a run's student as safetensors + config.json + ONNX (checked)")
     e.add_argument("run_dir", type=Path)
@@ -76,12 +83,26 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(cfg, bench_dir: Path | None) -> int:
+    from reprodistill.bench import run_bench
+    from reprodistill.bench.report import results_markdown
+
+    res = run_bench(cfg, bench_dir)
+    print()
+    print(results_markdown(res.rows, cfg.methods))
+    print(
+        f"{res.cells_run} cells trained, {res.cells_kept} kept from an earlier run; wall time {res.wall_time_s:.0f} s"
+    )
+    print(f"report: {res.bench_dir / 'report.md'}  plots: {res.bench_dir / 'plots'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     # Overrides (key=value) may stand anywhere among the options, so collect them from the unknown arguments.
     args, extra = parser.parse_known_args(argv)
     bad = [a for a in extra if a.startswith("-") or "=" not in a]
-    if bad or (extra and args.command not in ("distill", "config")):
+    if bad or (extra and args.command not in ("distill", "bench", "config")):
         parser.error(f"unrecognized arguments: {' '.join(bad or extra)} (overrides look like section.key=value)")
     args.overrides = extra
     try:
@@ -101,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
             return 0
+        if args.command == "bench":
+            return _bench(cfg, args.dir)
         if args.resume and not args.run_dir:
             raise ReprodistillError("--resume needs --run-dir <existing run folder>")
         from reprodistill.engine.run import results_table, run

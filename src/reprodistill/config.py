@@ -105,6 +105,14 @@ class TrainConfig:
 
 
 @dataclass
+class BenchConfig:
+    """The grid of ``reprodistill bench``: every method x seed x training fraction, all else identical."""
+
+    seeds: list[int] = field(default_factory=lambda: [0])
+    fractions: list[float] = field(default_factory=lambda: [1.0])
+
+
+@dataclass
 class RunConfig:
     """A whole run: data, teacher, student, training, and the methods to compare."""
 
@@ -117,6 +125,7 @@ class RunConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
 
 
 def preset_names() -> list[str]:
@@ -259,6 +268,13 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("train.epochs and train.batch_size must be >= 1")
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    b = cfg.bench
+    if not b.seeds or not b.fractions:
+        raise ConfigError("bench.seeds and bench.fractions need at least one value each, e.g. bench.seeds=[0,1,2]")
+    if any(not 0.0 < f <= 1.0 for f in b.fractions):
+        raise ConfigError(f"bench.fractions must lie in (0, 1], got {b.fractions}")
+    if len(set(b.seeds)) != len(b.seeds) or len(set(b.fractions)) != len(b.fractions):
+        raise ConfigError(f"bench.seeds / bench.fractions repeat a value: {b.seeds} / {b.fractions}")
     if not cfg.methods:
         raise ConfigError("methods is empty; name at least one method, e.g. methods=[student,linear_probe]")
     from reprodistill.methods import METHODS  # late import: methods import config

@@ -1,6 +1,23 @@
 """Distillation losses, one per module."""
 
+from reprodistill.distill.attention import at_loss, attention_map
 from reprodistill.distill.cka import cka, cka_loss
+from reprodistill.distill.dkd import dkd_loss, dkd_parts
+from reprodistill.distill.fitnet import fitnet_loss, match_size
 from reprodistill.distill.kd import kd_loss
+from reprodistill.distill.rkd import rkd_angle_loss, rkd_distance_loss, rkd_loss
 
-__all__ = ["cka", "cka_loss", "kd_loss"]
+__all__ = [
+    "at_loss",
+    "attention_map",
+    "cka",
+    "cka_loss",
+    "dkd_loss",
+    "dkd_parts",
+    "fitnet_loss",
+    "kd_loss",
+    "match_size",
+    "rkd_angle_loss",
+    "rkd_distance_loss",
+    "rkd_loss",
+]

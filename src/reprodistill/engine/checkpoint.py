@@ -44,6 +44,14 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, default=float) + "\n")
 
 
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file written by :func:`write_json`; a damaged one is named with what to do."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ReprodistillError(f"{path} is unreadable ({e}); delete it to redo that step") from None
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """torch.save of tensors, numbers, strings and containers only (loadable with weights_only=True)."""
     atomic_write(path, lambda p: torch.save(state, p))

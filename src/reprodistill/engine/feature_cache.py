@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -64,14 +65,20 @@ def cached_features(
     compute: Callable[[], torch.Tensor],
     kind: str = "pooled",
     name: str = "",
+    timings: Optional[dict[str, float]] = None,
 ) -> torch.Tensor:
     """Features (fp16 tensor) from the cache if a valid entry exists, else ``compute()`` and store them.
 
     Features are kept in fp16 in memory too (maps of a whole data set are large); the training loop casts each
-    batch to fp32.
+    batch to fp32. ``timings[name]`` receives the seconds the FM pass took (measured now, or when the entry was
+    made), so the transfer cost of a method is known even when its features come from the cache.
     """
+    timings = {} if timings is None else timings
     if not cache_dir:
-        return compute().half()
+        t0 = time.perf_counter()
+        out = compute().half()
+        timings[name] = time.perf_counter() - t0
+        return out
     root = Path(cache_dir).expanduser()
     key = cache_key(teacher, dataset, kind)
     npy, meta = root / f"{key}.npy", root / f"{key}.json"
@@ -81,6 +88,7 @@ def cached_features(
             arr = np.load(npy, mmap_mode="r")
             if list(arr.shape) == info["shape"] and arr.shape[0] == len(dataset) and str(arr.dtype) == "float16":
                 log.info("teacher features %s/%s: cache hit %s", kind, name, npy)
+                timings[name] = float(info.get("compute_seconds", float("nan")))
                 return torch.from_numpy(np.array(arr))
             log.warning(
                 "teacher features %s/%s: cache entry %s has shape %s for %d images; recomputing",
@@ -92,7 +100,9 @@ def cached_features(
             )
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
             log.warning("teacher features %s/%s: unreadable cache entry %s (%s); recomputing", kind, name, npy, e)
+    t0 = time.perf_counter()
     half = compute().numpy().astype(np.float16)
+    timings[name] = time.perf_counter() - t0
 
     def save(path: str) -> None:
         with open(path, "wb") as f:
@@ -101,7 +111,15 @@ def cached_features(
     root.mkdir(parents=True, exist_ok=True)
     atomic_write(npy, save)
     write_json(
-        meta, {"shape": list(half.shape), "dtype": "float16", "teacher": teacher.identity, "kind": kind, "split": name}
+        meta,
+        {
+            "shape": list(half.shape),
+            "dtype": "float16",
+            "teacher": teacher.identity,
+            "kind": kind,
+            "split": name,
+            "compute_seconds": timings[name],
+        },
     )
     # hand back the fp16-rounded values, so a first run and a cached rerun train on identical inputs
     return torch.from_numpy(half)

@@ -12,7 +12,6 @@ from tqdm.auto import tqdm
 from reprodistill.data.dataset import ImageDataset
 from reprodistill.models.teacher import Teacher
 
-
 FEATURE_KINDS = ("pooled", "map")
 
 

@@ -10,6 +10,7 @@ Run folder layout::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import platform
@@ -27,7 +28,7 @@ from reprodistill import __version__
 from reprodistill.config import RunConfig, to_dict
 from reprodistill.data import ImageDataset, load_data
 from reprodistill.data.sources import DataBundle
-from reprodistill.engine.checkpoint import load_checkpoint, write_json, write_text
+from reprodistill.engine.checkpoint import load_checkpoint, read_json, write_json, write_text
 from reprodistill.engine.feature_cache import cached_features
 from reprodistill.engine.features import extract_features
 from reprodistill.engine.loop import FeatureSplit, class_weights, evaluate, fit, resolve_device, seed_everything
@@ -51,6 +52,8 @@ class MethodResult:
     gflops: float
     latency_ms: float
     peak_rss_mb: float
+    # seconds of the FM pass over train+val that this method's cached features cost (0 for the student alone)
+    fm_feature_s: float = 0.0
 
 
 @dataclass
@@ -59,6 +62,8 @@ class RunResult:
     results: list[MethodResult] = field(default_factory=list)
     wall_time_s: float = 0.0
     teacher_feature_time_s: float = 0.0
+    # kind -> seconds of the FM pass over train+val (measured now or when the cache entry was made)
+    fm_pass_s: dict[str, float] = field(default_factory=dict)
 
 
 def _git_sha() -> Optional[str]:
@@ -127,9 +132,14 @@ def _measure_deployed(method: Method, device: torch.device) -> tuple[int, float,
 
 
 def _teacher_features(
-    teacher: Teacher, datasets: dict[str, ImageDataset], kind: str, cfg: RunConfig, device: torch.device
+    teacher: Teacher,
+    datasets: dict[str, ImageDataset],
+    kind: str,
+    cfg: RunConfig,
+    device: torch.device,
+    timings: dict[str, float],
 ) -> dict[str, torch.Tensor]:
-    """Fixed-view teacher features of every split, from the on-disk cache when possible."""
+    """Fixed-view teacher features of every split, from the on-disk cache when possible (FM seconds -> timings)."""
     feats = {}
     for name, ds in datasets.items():
         feats[name] = cached_features(
@@ -138,6 +148,7 @@ def _teacher_features(
             cfg.teacher.cache_dir,
             kind=kind,
             name=name,
+            timings=timings,
             compute=lambda ds=ds, name=name: extract_features(
                 teacher,
                 ds,
@@ -225,10 +236,13 @@ def _check_run_dir(run_dir: Path, cfg: RunConfig) -> bool:
     return True
 
 
-def run(cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False) -> RunResult:
+def run(
+    cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False, teacher: Optional[Teacher] = None
+) -> RunResult:
     """Train and test every method of ``cfg`` on the same data, splits and budget; return their results.
 
-    An existing ``run_dir`` started with the same config is resumed from each method's last.pt.
+    An existing ``run_dir`` started with the same config is resumed from each method's last.pt; methods that had
+    finished are kept, not retrained. ``teacher`` reuses an FM already built from ``cfg.teacher`` (bench cells).
     """
     t_start = time.perf_counter()
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
@@ -267,9 +281,8 @@ def run(cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False) ->
     methods = [METHODS.get(m) for m in cfg.methods]
 
     result = RunResult(run_dir=run_dir)
-    teacher: Optional[Teacher] = None
     feats: dict[str, dict[str, torch.Tensor]] = {}  # kind -> split -> features
-    if any(m.uses_teacher for m in methods):
+    if teacher is None and any(m.uses_teacher for m in methods):
         log.info("teacher: building %s", cfg.teacher.name)
         teacher = create_teacher(cfg.teacher).to(device)
         log.info(
@@ -278,7 +291,9 @@ def run(cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False) ->
     kinds = dict.fromkeys(m.teacher_features for m in methods if m.teacher_features)
     for kind in kinds if cfg.teacher.features == "cached" else []:
         t0 = time.perf_counter()
-        feats[kind] = _teacher_features(teacher, datasets, kind, cfg, device)
+        timings: dict[str, float] = {}
+        feats[kind] = _teacher_features(teacher, datasets, kind, cfg, device, timings)
+        result.fm_pass_s[kind] = timings["train"] + timings["val"]
         elapsed = time.perf_counter() - t0
         result.teacher_feature_time_s += elapsed
         n = sum(len(f) for f in feats[kind].values())
@@ -302,22 +317,37 @@ def run(cfg: RunConfig, run_dir: Optional[Path] = None, resume: bool = False) ->
             online = teacher.features if kind == "pooled" else teacher.feature_maps
         splits = {s: FeatureSplit(datasets[s], feats.get(kind, {}).get(s), online) for s in datasets}
         out = run_dir / method_cls.name
+        done = out / "result.json"
+        if resume and done.is_file():  # finished before this run was interrupted: keep it, do not retrain
+            saved = read_json(done)
+            result.results.append(MethodResult(**saved))
+            log.info("%s: already finished in %s, kept", method_cls.name, out)
+            continue
         log.info(
             "%s: training (%d trainable params)",
             method_cls.name,
             sum(p.numel() for p in method.parameters() if p.requires_grad),
         )
+        method.prepare(splits["train"], device)
         fitted = fit(method, splits["train"], splits["val"], cfg.train, out, device, resume=resume)
         method.load_state_dict(load_checkpoint(out / "best.pt")["method"])
         test = evaluate(method, splits["test"], cfg.train, device, extra=True)
         test["best_epoch"] = fitted.best_epoch
         write_json(out / "test_metrics.json", test)
         params, gflops, lat = _measure_deployed(method, device)
-        result.results.append(
-            MethodResult(
-                method_cls.name, test, fitted.best_epoch, fitted.train_time_s, params, gflops, lat, peak_rss_mb()
-            )
+        method_result = MethodResult(
+            method_cls.name,
+            test,
+            fitted.best_epoch,
+            fitted.train_time_s,
+            params,
+            gflops,
+            lat,
+            peak_rss_mb(),
+            result.fm_pass_s.get(kind, 0.0) if kind else 0.0,
         )
+        result.results.append(method_result)
+        write_json(done, dataclasses.asdict(method_result))
         log.info(
             "%s: test acc %.4f bal-acc %.4f macro-F1 %.4f AUC %.4f (best epoch %d)",
             method_cls.name,

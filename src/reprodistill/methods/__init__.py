@@ -1,6 +1,18 @@
 """Training methods, one file each, registered by name in :data:`METHODS`."""
 
-from reprodistill.methods import drd, linear_probe, rd, student  # noqa: F401 - registration side effects
+# registration side effects: importing a method file registers it
+from reprodistill.methods import (  # noqa: F401
+    at,
+    cka_kd,
+    dkd,
+    drd,
+    fitnet,
+    kd,
+    linear_probe,
+    rd,
+    rkd,
+    student,
+)
 from reprodistill.methods.base import METHODS, Batch, Method, MethodContext, register_method
 
 __all__ = ["METHODS", "Batch", "Method", "MethodContext", "register_method"]

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from reprodistill.config import RunConfig, from_dict
 from reprodistill.data.transforms import InputSpec, preprocess
@@ -86,6 +86,12 @@ class Method(nn.Module):
     @classmethod
     def describe_options(cls) -> dict[str, Any]:
         return dataclasses.asdict(cls.Options())
+
+    def prepare(self, train: Any, device: torch.device) -> None:
+        """Called once before training with the train split (an engine ``FeatureSplit``); e.g. fits a teacher probe.
+
+        Must be deterministic: a resumed run calls it again before loading its checkpoint.
+        """
 
     def student_input(self, batch: Batch) -> torch.Tensor:
         """The student's preprocessed view of the batch's uint8 images."""

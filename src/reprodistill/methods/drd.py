@@ -75,7 +75,7 @@ class DeepReprogrammingDistillation(Method):
         if not self.stage_ids or any(not 0 <= i < n for i in self.stage_ids):
             raise ConfigError(f"method_options.drd.stages={options.stages}: the student has stages 0..{n - 1}")
         shapes = self._stage_input_shapes()
-        c_t = self._teacher_channels()
+        c_t = self.teacher.spatial_channels("drd")
         self.projectors = nn.ModuleList(MapProjector(c_t, shapes[i][0], shapes[i][1:]) for i in self.stage_ids)
 
     def _stage_input_shapes(self) -> list[tuple[int, int, int]]:
@@ -86,16 +86,6 @@ class DeepReprogrammingDistillation(Method):
             _, inputs = self.staged.forward_with_stage_inputs(torch.zeros(1, spec.channels, *spec.size))
         self.student.train(was)
         return [tuple(x.shape[1:]) for x in inputs]
-
-    def _teacher_channels(self) -> int:
-        spec = self.teacher.spec
-        device = next(self.teacher.parameters()).device
-        fmap = self.teacher.feature_maps(torch.zeros(1, spec.channels, *spec.size, dtype=torch.uint8, device=device))
-        if fmap.ndim != 4:
-            raise ConfigError(
-                f"drd needs a teacher with spatial feature maps; {self.teacher.name} gives {tuple(fmap.shape)}"
-            )
-        return fmap.shape[1]
 
     def forward(self, batch: Batch) -> dict[str, Any]:
         o = self.options

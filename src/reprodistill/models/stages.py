@@ -30,6 +30,15 @@ class StagedStudent:
             x = stage(x)
         return self.pooled(self.post(x))
 
+    def forward_with_stage_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(pooled features, [output of stage 0, output of stage 1, ...])."""
+        outputs = []
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+            outputs.append(x)
+        return self.pooled(self.post(x)), outputs
+
     def forward_with_stage_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(pooled features, [input of stage 0, input of stage 1, ...])."""
         inputs = []

@@ -75,6 +75,21 @@ class Teacher(nn.Module):
             out = self.forward_map(self.prepare(images)).float()
         return out.contiguous().clone()
 
+    def map_shape(self) -> tuple[int, ...]:
+        """Shape of one image's :meth:`feature_maps` output: (C,h,w) for CNNs, (N,C) for transformers."""
+        spec = self.spec
+        device = next(self.parameters()).device
+        return tuple(
+            self.feature_maps(torch.zeros(1, spec.channels, *spec.size, dtype=torch.uint8, device=device)).shape[1:]
+        )
+
+    def spatial_channels(self, method: str) -> int:
+        """C of the teacher's spatial feature map, or a ConfigError naming ``method`` for token-only teachers."""
+        shape = self.map_shape()
+        if len(shape) != 3:
+            raise ConfigError(f"{method} needs a teacher with spatial feature maps; {self.name} gives {shape}")
+        return shape[0]
+
 
 class MerlinTeacher(Teacher):
     """Merlin CT encoder on 2D images (exact one-slice form); pixels scaled to [0,1] like Merlin's HU window."""

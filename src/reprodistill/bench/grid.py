@@ -1,0 +1,162 @@
+"""Run the bench grid: one cell per (method, data fraction, seed), each an ordinary run folder.
+
+Cells share everything else (student, epochs, optimiser, data splits, teacher and its feature cache), so the
+comparison is like for like. A cell is done when its ``result.json`` exists; rerunning the same bench skips done
+cells and resumes a half-trained one from its ``last.pt`` (the run folder's own automatic resume).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from reprodistill.config import BenchConfig, RunConfig, to_dict
+from reprodistill.engine.checkpoint import read_json, write_text
+from reprodistill.engine.metrics import SCALAR_METRICS
+from reprodistill.engine.run import run
+from reprodistill.methods import METHODS
+from reprodistill.models.teacher import Teacher
+
+log = logging.getLogger("reprodistill")
+
+RESULT_COLUMNS = (
+    "method",
+    "fraction",
+    "seed",
+    *SCALAR_METRICS,
+    "best_epoch",
+    "train_time_s",
+    "fm_feature_s",
+    "transfer_s",
+    "params",
+    "gflops",
+    "latency_ms",
+    "peak_rss_mb",
+    "deploys",
+    "cell_dir",
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    method: str
+    fraction: float
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        return f"{self.method}/frac{self.fraction:g}-seed{self.seed}"
+
+
+@dataclass
+class BenchResult:
+    bench_dir: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    cells_run: int = 0
+    cells_kept: int = 0
+
+
+def bench_cells(cfg: RunConfig) -> list[Cell]:
+    """Every (method, fraction, seed) of the grid, largest fraction first, then seeds, then methods."""
+    fractions = sorted(cfg.bench.fractions, reverse=True)
+    return [Cell(m, f, s) for f in fractions for s in cfg.bench.seeds for m in cfg.methods]
+
+
+def cell_config(cfg: RunConfig, cell: Cell) -> RunConfig:
+    """The run config of one cell: the bench config with one method, its fraction and seed, and no grid."""
+    c = copy.deepcopy(cfg)
+    c.methods = [cell.method]
+    c.method_options = {k: v for k, v in cfg.method_options.items() if k == cell.method}
+    c.data.fraction = cell.fraction
+    c.train.seed = cell.seed
+    c.bench = BenchConfig()  # so that growing the grid later never invalidates finished cells
+    c.name = f"{cfg.name or 'bench'}-{cell.method}-frac{cell.fraction:g}-seed{cell.seed}"
+    return c
+
+
+def default_bench_dir(cfg: RunConfig) -> Path:
+    """Stable (not time-stamped) so that rerunning the same command finds and resumes the grid."""
+    return Path(cfg.out_dir) / f"bench-{cfg.name or 'run'}"
+
+
+def _row(cell: Cell, result: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
+    test = result["test"]
+    return {
+        "method": cell.method,
+        "fraction": cell.fraction,
+        "seed": cell.seed,
+        **{k: test[k] for k in SCALAR_METRICS},
+        "best_epoch": result["best_epoch"],
+        "train_time_s": round(result["train_time_s"], 2),
+        "fm_feature_s": round(result.get("fm_feature_s", 0.0), 2),
+        # transfer cost: the method's training plus the FM pass its cached features needed
+        "transfer_s": round(result["train_time_s"] + result.get("fm_feature_s", 0.0), 2),
+        "params": result["params"],
+        "gflops": round(result["gflops"], 4),
+        "latency_ms": round(result["latency_ms"], 2),
+        "peak_rss_mb": round(result["peak_rss_mb"]),
+        "deploys": "student" if METHODS.get(cell.method).uses_student else "FM",
+        "cell_dir": str(cell_dir),
+    }
+
+
+def write_results_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS)
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def run_bench(cfg: RunConfig, bench_dir: Optional[Path] = None, plots: bool = True) -> BenchResult:
+    """Run (or finish) the grid of ``cfg`` and write ``results.csv``, ``report.md`` and ``plots/`` in ``bench_dir``."""
+    from reprodistill.bench.report import write_report  # matplotlib is imported only when a report is written
+    from reprodistill.engine.run import setup_logging
+
+    t0 = time.perf_counter()
+    bench_dir = Path(bench_dir) if bench_dir else default_bench_dir(cfg)
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(bench_dir)
+    write_text(bench_dir / "bench.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    cells = bench_cells(cfg)
+    res = BenchResult(bench_dir)
+    teacher: Optional[Teacher] = None
+    log.info(
+        "bench %s: %d cells (%d methods x %d fractions x %d seeds)",
+        bench_dir,
+        len(cells),
+        len(cfg.methods),
+        len(cfg.bench.fractions),
+        len(cfg.bench.seeds),
+    )
+    for i, cell in enumerate(cells, 1):
+        cell_dir = bench_dir / "cells" / cell.folder
+        done = cell_dir / cell.method / "result.json"
+        if done.is_file():
+            res.cells_kept += 1
+        else:
+            log.info("bench cell %d/%d: %s, fraction %g, seed %d", i, len(cells), cell.method, cell.fraction, cell.seed)
+            if teacher is None and METHODS.get(cell.method).uses_teacher:
+                from reprodistill.engine.loop import resolve_device
+                from reprodistill.models import create_teacher
+
+                teacher = create_teacher(cfg.teacher).to(resolve_device(cfg.train.device))
+            run(cell_config(cfg, cell), run_dir=cell_dir, teacher=teacher)
+            setup_logging(bench_dir)  # the cell's run pointed the log at its own folder
+            res.cells_run += 1
+        res.rows.append(_row(cell, read_json(done), cell_dir))
+    write_results_csv(bench_dir / "results.csv", res.rows)
+    res.wall_time_s = time.perf_counter() - t0
+    if plots:
+        write_report(bench_dir, cfg, res.rows, res.wall_time_s)
+    log.info("bench: %d cells trained, %d kept from before; %.0f s", res.cells_run, res.cells_kept, res.wall_time_s)
+    return res

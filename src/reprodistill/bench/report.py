@@ -1,0 +1,283 @@
+"""The bench report: ``report.md`` (mean ± std tables) and PNG plots, from the grid's result rows."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from reprodistill.config import RunConfig
+from reprodistill.engine.checkpoint import read_json, write_text
+from reprodistill.engine.metrics import SCALAR_METRICS
+
+METRIC_NAMES = {"accuracy": "acc", "balanced_accuracy": "bal. acc", "macro_f1": "macro-F1", "auc": "AUC"}
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, Any]]:
+    """(method, fraction) -> {'n': seeds, '<metric>': (mean, std), cost and size means}; std is the sample std."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["method"], float(r["fraction"]))].append(r)
+    out = {}
+    for key, rs in groups.items():
+        agg: dict[str, Any] = {"n": len(rs), "deploys": rs[0]["deploys"]}
+        for k in (*SCALAR_METRICS, "transfer_s", "train_time_s", "latency_ms", "params", "gflops"):
+            v = np.array([float(r[k]) for r in rs])
+            agg[k] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0)
+        out[key] = agg
+    return out
+
+
+def _pm(mean_std: tuple[float, float], n: int) -> str:
+    m, s = mean_std
+    return f"{m:.4f} ± {s:.4f}" if n > 1 else f"{m:.4f}"
+
+
+def results_markdown(rows: list[dict[str, Any]], methods: list[str]) -> str:
+    """One table per training fraction: mean ± std over seeds, cost, and deployed size."""
+    agg = aggregate(rows)
+    out = []
+    for frac in sorted({k[1] for k in agg}, reverse=True):
+        out += [
+            f"### Training fraction {frac:g}",
+            "",
+            "| method | seeds | "
+            + " | ".join(METRIC_NAMES.values())
+            + " | transfer (s) | deployed | params (M) | latency (ms) |",
+            "|---|---:|" + "---:|" * len(METRIC_NAMES) + "---:|---|---:|---:|",
+        ]
+        for m in methods:
+            a = agg.get((m, frac))
+            if a is None:
+                continue
+            metrics = " | ".join(_pm(a[k], a["n"]) for k in SCALAR_METRICS)
+            out.append(
+                f"| {m} | {a['n']} | {metrics} | {a['transfer_s'][0]:.0f} | {a['deploys']} | "
+                f"{a['params'][0] / 1e6:.2f} | {a['latency_ms'][0]:.1f} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colors(methods: list[str]) -> dict[str, Any]:
+    cmap = _plt().get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+
+
+def plot_accuracy_vs_cost(path: Path, rows: list[dict[str, Any]], methods: list[str]) -> None:
+    plt, colors, agg = _plt(), _colors(methods), aggregate(rows)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fracs = sorted({k[1] for k in agg}, reverse=True)
+    markers = "osD^v<>"
+    for (m, f), a in agg.items():
+        ax.errorbar(
+            a["transfer_s"][0],
+            a["accuracy"][0],
+            yerr=a["accuracy"][1],
+            fmt=markers[fracs.index(f) % 7],
+            color=colors[m],
+            capsize=3,
+            label=f"{m} (frac {f:g})",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("transfer cost: training + FM feature pass (s, log scale)")
+    ax.set_ylabel("test accuracy (mean ± std over seeds)")
+    ax.set_title("Accuracy vs training cost")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_accuracy_vs_fraction(path: Path, rows: list[dict[str, Any]], methods: list[str]) -> None:
+    plt, colors, agg = _plt(), _colors(methods), aggregate(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("accuracy", "auc")):
+        for m in methods:
+            pts = sorted((f, a[metric]) for (mm, f), a in agg.items() if mm == m)
+            if not pts:
+                continue
+            xs = [p[0] for p in pts]
+            ax.errorbar(
+                xs, [p[1][0] for p in pts], yerr=[p[1][1] for p in pts], marker="o", capsize=3, color=colors[m], label=m
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("fraction of the training split (log scale)")
+        ax.set_ylabel(f"test {METRIC_NAMES[metric]}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Test metrics vs amount of labelled data")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_size_latency(path: Path, rows: list[dict[str, Any]]) -> None:
+    """What each method ships: the student (all student methods ship the same network) vs the FM + probe."""
+    plt = _plt()
+    shipped: dict[str, tuple[float, float, float]] = {}
+    for r in rows:
+        name = "student" if r["deploys"] == "student" else f"FM ({r['method']})"
+        shipped.setdefault(name, (float(r["params"]) / 1e6, float(r["latency_ms"]), float(r["gflops"])))
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.5))
+    names = list(shipped)
+    for ax, i, label in zip(axes, range(3), ("params (M)", "CPU latency, batch 1 (ms)", "GFLOPs per image")):
+        vals = [shipped[n][i] for n in names]
+        bars = ax.bar(names, vals, color=["tab:green" if n == "student" else "tab:gray" for n in names])
+        ax.bar_label(bars, fmt="%.3g", fontsize=8)
+        ax.set_title(label)
+        ax.tick_params(axis="x", labelsize=8, rotation=15)
+    fig.suptitle("Deployed model: student vs foundation model")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _read_history(path: Path) -> list[dict[str, float]]:
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def plot_training_curves(path: Path, rows: list[dict[str, Any]], methods: list[str]) -> None:
+    """Train loss and validation AUC per epoch of every method, for the first seed at the largest fraction."""
+    plt, colors = _plt(), _colors(methods)
+    frac = max(float(r["fraction"]) for r in rows)
+    seed = min(int(r["seed"]) for r in rows)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for r in rows:
+        if float(r["fraction"]) != frac or int(r["seed"]) != seed:
+            continue
+        hist_path = Path(r["cell_dir"]) / r["method"] / "metrics.csv"
+        if not hist_path.is_file():
+            continue
+        hist = _read_history(hist_path)
+        ep = [h["epoch"] for h in hist]
+        axes[0].plot(ep, [h["train_loss"] for h in hist], color=colors[r["method"]], label=r["method"])
+        axes[1].plot(ep, [h["val_auc"] for h in hist], color=colors[r["method"]], label=r["method"])
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("train loss (method's own total, log scale)")
+    axes[1].set_ylabel("validation AUC")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"Training curves (fraction {frac:g}, seed {seed})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def best_student_cell(rows: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The student-deploying method with the best mean test accuracy at the largest fraction; its median seed."""
+    frac = max(float(r["fraction"]) for r in rows)
+    cand = [r for r in rows if r["deploys"] == "student" and float(r["fraction"]) == frac]
+    if not cand:
+        return None
+    agg = aggregate(cand)
+    best = max(agg, key=lambda k: agg[k]["accuracy"][0])[0]
+    runs = sorted((r for r in cand if r["method"] == best), key=lambda r: float(r["accuracy"]))
+    return runs[len(runs) // 2]
+
+
+def plot_confusion(path: Path, row: dict[str, Any], class_names: list[str]) -> None:
+    plt = _plt()
+    test = read_json(Path(row["cell_dir"]) / row["method"] / "test_metrics.json")
+    cm = np.array(test["confusion_matrix"])
+    k = len(cm)
+    names = class_names if len(class_names) == k else [str(i) for i in range(k)]
+    fig, ax = plt.subplots(figsize=(1.2 * k + 2.5, 1.2 * k + 2))
+    ax.imshow(cm, cmap="Blues")
+    for i in range(k):
+        for j in range(k):
+            ax.text(
+                j, i, str(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black"
+            )
+    ax.set_xticks(range(k), names, rotation=30)
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(
+        f"{row['method']} (frac {float(row['fraction']):g}, seed {row['seed']}): acc {float(row['accuracy']):.3f}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(bench_dir: Path, cfg: RunConfig, rows: list[dict[str, Any]], wall_time_s: float) -> Path:
+    """Write report.md and plots/*.png into ``bench_dir``; returns the report path."""
+    plots = bench_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    methods = list(cfg.methods)
+    plot_accuracy_vs_cost(plots / "accuracy_vs_cost.png", rows, methods)
+    plot_accuracy_vs_fraction(plots / "accuracy_vs_fraction.png", rows, methods)
+    plot_size_latency(plots / "student_vs_fm_size_latency.png", rows)
+    plot_training_curves(plots / "training_curves.png", rows, methods)
+    best = best_student_cell(rows)
+    class_names = []
+    first_data = Path(rows[0]["cell_dir"]) / "data.json" if rows else None
+    if first_data and first_data.is_file():
+        class_names = read_json(first_data)["class_names"]
+    if best:
+        plot_confusion(plots / "confusion_best_student.png", best, class_names)
+    fm_rows = _branch_rows(rows)
+    lines = [
+        f"# reprodistill bench: {cfg.name or 'bench'}",
+        "",
+        f"Data `{cfg.data.source}`; teacher `{cfg.teacher.name}`; student `{cfg.student.name}`; "
+        f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, {cfg.train.optimizer} lr {cfg.train.lr}; "
+        f"seeds {cfg.bench.seeds}; fractions {cfg.bench.fractions}. Test metrics of the deployed model, mean ± sample "
+        "std over seeds. Transfer cost = the method's training time + the FM feature pass its cached features needed.",
+        "",
+        results_markdown(rows, methods),
+    ]
+    if fm_rows:
+        lines += ["### Non-deployed FM branches (reported by their methods)", "", fm_rows, ""]
+    lines += [
+        f"Bench wall time for this invocation: {wall_time_s:.0f} s ({len(rows)} cells).",
+        "",
+        "![accuracy vs cost](plots/accuracy_vs_cost.png)",
+        "![accuracy vs fraction](plots/accuracy_vs_fraction.png)",
+        "![student vs FM](plots/student_vs_fm_size_latency.png)",
+        "![training curves](plots/training_curves.png)",
+    ]
+    if best:
+        lines.append("![confusion matrix of the best student](plots/confusion_best_student.png)")
+    path = bench_dir / "report.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _branch_rows(rows: list[dict[str, Any]]) -> str:
+    """Table of branches such as RD's reprogrammed FM or the KD baselines' probed FM (mean over seeds)."""
+    vals: dict[tuple[str, str, float], list[tuple[float, float]]] = defaultdict(list)
+    for r in rows:
+        p = Path(r["cell_dir"]) / r["method"] / "test_metrics.json"
+        if not p.is_file():
+            continue
+        for branch, m in read_json(p).get("extra", {}).items():
+            vals[(r["method"], branch, float(r["fraction"]))].append((m["accuracy"], m["auc"]))
+    if not vals:
+        return ""
+    out = ["| method | branch | fraction | seeds | acc | AUC |", "|---|---|---:|---:|---:|---:|"]
+    for (m, b, f), v in sorted(vals.items(), key=lambda kv: (-kv[0][2], kv[0][0])):
+        a = np.array(v)
+        out.append(f"| {m} | {b} | {f:g} | {len(v)} | {a[:, 0].mean():.4f} | {a[:, 1].mean():.4f} |")
+    return "\n".join(out)
+
+
+__all__ = ["aggregate", "results_markdown", "write_report", "best_student_cell"]

@@ -1,0 +1,26 @@
+"""`kd`: Hinton KD (T=4) from the linearly probed FM: ``CE + w * T^2 KL(p_t || p_s)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from reprodistill.distill import kd_loss
+from reprodistill.methods.base import Batch, register_method
+from reprodistill.methods.fm_kd import ProbedFMDistillation
+
+
+@dataclass
+class KDOptions:
+    weight: float = 1.0
+    temperature: float = 4.0
+
+
+@register_method("kd")
+class HintonKD(ProbedFMDistillation):
+    Options = KDOptions
+
+    def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+        o = self.options
+        return {"kd": o.weight * kd_loss(s["logits"], self.teacher_logits(batch), o.temperature)}
