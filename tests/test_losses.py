@@ -68,3 +68,112 @@ def test_kd_loss_hand_computed():
     expected = 4 * (p * math.log(2 * p) + (1 - p) * math.log(2 * (1 - p)))
     assert kd_loss(zs, zt, 2.0).item() == pytest.approx(expected, abs=1e-6)
     assert kd_loss(zt, zt, 4.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+# ---- KD baseline losses ----------------------------------------------------------------------------------------
+from reprodistill.distill import (  # noqa: E402
+    at_loss,
+    dkd_loss,
+    dkd_parts,
+    fitnet_loss,
+    match_size,
+    rkd_angle_loss,
+    rkd_distance_loss,
+)
+
+
+def _kl(p, q):
+    return float(np.sum(p * np.log(p / q)))
+
+
+def _softmax(z):
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def test_dkd_hand_computed_three_classes():
+    zs, zt, y, t = np.array([1.0, 2.0, 0.5]), np.array([3.0, 0.0, 1.0]), 0, 2.0
+    ps, pt = _softmax(zs / t), _softmax(zt / t)
+    tckd = _kl(np.array([pt[0], 1 - pt[0]]), np.array([ps[0], 1 - ps[0]])) * t * t
+    nckd = _kl(_softmax(zt[1:] / t), _softmax(zs[1:] / t)) * t * t  # distributions over the non-target classes
+    got_t, got_n = dkd_parts(torch.tensor(zs[None]), torch.tensor(zt[None]), torch.tensor([y]), t)
+    assert got_t.item() == pytest.approx(tckd, rel=1e-5)
+    assert got_n.item() == pytest.approx(nckd, rel=1e-5)
+    total = dkd_loss(
+        torch.tensor(zs[None]), torch.tensor(zt[None]), torch.tensor([y]), alpha=0.5, beta=3.0, temperature=t
+    )
+    assert total.item() == pytest.approx(0.5 * tckd + 3.0 * nckd, rel=1e-5)
+
+
+def test_dkd_on_two_classes_is_alpha_times_kd():
+    g = torch.Generator().manual_seed(0)
+    zs, zt = torch.randn(16, 2, generator=g), torch.randn(16, 2, generator=g)
+    y = torch.randint(0, 2, (16,), generator=g)
+    tckd, nckd = dkd_parts(zs, zt, y, 4.0)
+    assert nckd.item() == pytest.approx(0.0, abs=1e-6)
+    assert tckd.item() == pytest.approx(kd_loss(zs, zt, 4.0).item(), rel=1e-5)
+
+
+def _rkd_reference(s, t):
+    """Straight numpy loops over pairs and triplets (independent of the vectorised code)."""
+
+    def huber(a, b):
+        d = np.abs(a - b)
+        return np.where(d < 1, 0.5 * d**2, d - 0.5).mean()
+
+    def dists(e):
+        n = len(e)
+        d = np.array([[np.linalg.norm(e[i] - e[j]) for j in range(n)] for i in range(n)])
+        return d / d[d > 0].mean()
+
+    def angles(e):
+        n, out = len(e), []
+        for i in range(n):
+            for j in range(n):
+                for k in range(n):
+                    a, b = e[i] - e[j], e[k] - e[j]
+                    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+                    out.append(0.0 if na == 0 or nb == 0 else a @ b / (na * nb))
+        return np.array(out)
+
+    return huber(dists(s), dists(t)), huber(angles(s), angles(t))
+
+
+def test_rkd_matches_reference_and_ignores_similarity_transforms():
+    t = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [2.0, 2.0]])
+    s = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0], [1.0, 3.0]])
+    ref_d, ref_a = _rkd_reference(s, t)
+    assert rkd_distance_loss(torch.tensor(s), torch.tensor(t)).item() == pytest.approx(ref_d, rel=1e-5)
+    assert rkd_angle_loss(torch.tensor(s), torch.tensor(t)).item() == pytest.approx(ref_a, rel=1e-5)
+    assert ref_d > 0 and ref_a > 0
+    # scaling, rotating and shifting the teacher's embedding changes neither relation
+    rot = torch.tensor([[0.6, -0.8], [0.8, 0.6]], dtype=torch.float64)
+    moved = 3.0 * torch.tensor(t) @ rot + 5.0
+    assert rkd_distance_loss(moved, torch.tensor(t)).item() == pytest.approx(0.0, abs=1e-6)
+    assert rkd_angle_loss(moved, torch.tensor(t)).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_rkd_gradient_is_finite_with_duplicate_points():
+    s = torch.tensor([[1.0, 2.0], [1.0, 2.0], [0.0, 0.0]], requires_grad=True)
+    (rkd_distance_loss(s, torch.randn(3, 5)) + rkd_angle_loss(s, torch.randn(3, 5))).backward()
+    assert torch.isfinite(s.grad).all()
+
+
+def test_attention_transfer_hand_computed():
+    # one channel, 1x2 maps: attention = f^2 normalised: [9,16]/sqrt(337) vs [16,9]/sqrt(337)
+    s = torch.tensor([[[[3.0, 4.0]]]])
+    t = torch.tensor([[[[4.0, 3.0]]]])
+    assert at_loss(s, t).item() == pytest.approx((49 + 49) / 337 / 2, rel=1e-6)
+    # channel count may differ and the teacher map is resized to the student's
+    s2 = torch.rand(2, 8, 4, 4)
+    t2 = s2.mean(1, keepdim=True).repeat_interleave(2, -1).repeat_interleave(2, -2).repeat(1, 5, 1, 1)
+    assert at_loss(s2, torch.zeros_like(t2)).item() > 0
+    assert at_loss(s2, s2.repeat(1, 2, 1, 1)).item() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_fitnet_loss_resizes_teacher_map():
+    t = torch.arange(16.0).view(1, 1, 4, 4)
+    pooled = torch.tensor([[[[2.5, 4.5], [10.5, 12.5]]]])  # 2x2 block means, by hand
+    assert torch.equal(match_size(t, (2, 2)), pooled)
+    assert fitnet_loss(pooled + 1.0, t).item() == pytest.approx(1.0)
+    assert match_size(t, (8, 8)).shape == (1, 1, 8, 8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
@@ -82,6 +83,8 @@ def plot_accuracy_vs_cost(path: Path, rows: list[dict[str, Any]], methods: list[
     fracs = sorted({k[1] for k in agg}, reverse=True)
     markers = "osD^v<>"
     for (m, f), a in agg.items():
+        if not math.isfinite(a["transfer_s"][0]):  # cost unknown (cache entry from an older version)
+            continue
         ax.errorbar(
             a["transfer_s"][0],
             a["accuracy"][0],
@@ -89,14 +92,21 @@ def plot_accuracy_vs_cost(path: Path, rows: list[dict[str, Any]], methods: list[
             fmt=markers[fracs.index(f) % 7],
             color=colors[m],
             capsize=3,
-            label=f"{m} (frac {f:g})",
+            markersize=7,
         )
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colors[m], marker="o", linestyle="", label=m) for m in methods]
+    handles += [
+        Line2D([], [], color="black", marker=markers[i % 7], linestyle="", label=f"fraction {f:g}")
+        for i, f in enumerate(fracs)
+    ]
+    ax.legend(handles=handles, fontsize=7, ncol=2, loc="best")
     ax.set_xscale("log")
     ax.set_xlabel("transfer cost: training + FM feature pass (s, log scale)")
     ax.set_ylabel("test accuracy (mean ± std over seeds)")
     ax.set_title("Accuracy vs training cost")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -114,7 +124,10 @@ def plot_accuracy_vs_fraction(path: Path, rows: list[dict[str, Any]], methods: l
             ax.errorbar(
                 xs, [p[1][0] for p in pts], yerr=[p[1][1] for p in pts], marker="o", capsize=3, color=colors[m], label=m
             )
+        fracs = sorted({f for (_, f) in agg})
         ax.set_xscale("log")
+        ax.set_xticks(fracs, [f"{f:g}" for f in fracs])
+        ax.minorticks_off()
         ax.set_xlabel("fraction of the training split (log scale)")
         ax.set_ylabel(f"test {METRIC_NAMES[metric]}")
         ax.grid(alpha=0.3)
@@ -167,10 +180,13 @@ def plot_training_curves(path: Path, rows: list[dict[str, Any]], methods: list[s
         ep = [h["epoch"] for h in hist]
         axes[0].plot(ep, [h["train_loss"] for h in hist], color=colors[r["method"]], label=r["method"])
         axes[1].plot(ep, [h["val_auc"] for h in hist], color=colors[r["method"]], label=r["method"])
+    from matplotlib.ticker import MaxNLocator
+
     axes[0].set_yscale("log")
     axes[0].set_ylabel("train loss (method's own total, log scale)")
     axes[1].set_ylabel("validation AUC")
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)

@@ -1,0 +1,108 @@
+"""`reprodistill bench`: the grid, its files and plots, and a killed bench that reruns only missing cells."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from reprodistill.bench import bench_cells
+from reprodistill.bench.grid import cell_config
+from reprodistill.bench.report import aggregate, results_markdown
+from reprodistill.config import load_config
+
+
+def test_cells_cover_the_grid_and_cell_configs_do_not_depend_on_it():
+    cfg = load_config("bench", ["methods=[student,kd]", "bench.seeds=[0,1]", "bench.fractions=[0.1,1.0]"])
+    cells = bench_cells(cfg)
+    assert len(cells) == 8 and len(set(cells)) == 8
+    assert cells[0].fraction == 1.0  # largest fraction first
+    c = cell_config(cfg, cells[-1])
+    assert c.methods == [cells[-1].method] and c.data.fraction == 0.1 and c.train.seed == 1
+    grown = load_config("bench", ["methods=[student,kd,rd]", "bench.seeds=[0,1,2]", "bench.fractions=[0.1,1.0]"])
+    assert cell_config(grown, cells[-1]) == c  # growing the grid keeps finished cells valid
+
+
+def test_bad_grid_values_are_refused():
+    with pytest.raises(Exception, match="bench.fractions must lie in"):
+        load_config("bench", ["bench.fractions=[0.0]"])
+    with pytest.raises(Exception, match="repeat"):
+        load_config("bench", ["bench.seeds=[1,1]"])
+
+
+def test_aggregate_mean_and_sample_std():
+    rows = [
+        {
+            "method": "m",
+            "fraction": 1.0,
+            "deploys": "student",
+            "accuracy": a,
+            "balanced_accuracy": 0.5,
+            "macro_f1": 0.5,
+            "auc": 0.5,
+            "transfer_s": 10,
+            "train_time_s": 10,
+            "latency_ms": 1,
+            "params": 5,
+            "gflops": 1,
+        }
+        for a in (0.7, 0.8, 0.9)
+    ]
+    agg = aggregate(rows)[("m", 1.0)]
+    assert agg["n"] == 3 and agg["accuracy"][0] == pytest.approx(0.8) and agg["accuracy"][1] == pytest.approx(0.1)
+    assert "0.8000 ± 0.1000" in results_markdown(rows, ["m"])
+
+
+@pytest.mark.slow
+def test_bench_end_to_end_then_kill_and_rerun_only_missing_cells(tmp_path, small_npz):
+    import timm
+
+    torch.manual_seed(0)
+    torch.save(timm.create_model("resnet10t", num_classes=0).state_dict(), tmp_path / "fm.pt")
+    bench_dir = tmp_path / "bench"
+    cmd = [
+        sys.executable, "-m", "reprodistill", "bench", f"--dir={bench_dir}",
+        f"data.source={small_npz}", f"teacher.name={tmp_path / 'fm.pt'}", "teacher.arch=resnet10t",
+        "teacher.image_size=64", f"teacher.cache_dir={tmp_path / 'cache'}", "student.name=resnet10t",
+        "methods=[student,kd,fitnet]", "bench.seeds=[0,1]", "bench.fractions=[1.0,0.5]",
+        "train.epochs=2", "train.batch_size=16",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if len(list(bench_dir.glob("cells/*/*/*/result.json"))) >= 2:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the bench finished before it could be killed"
+    finished = {p: p.stat().st_mtime_ns for p in bench_dir.glob("cells/*/*/*/result.json")}
+    assert 2 <= len(finished) < 12
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{12 - len(finished)} cells trained, {len(finished)} kept" in rerun.stdout
+    for p, mtime in finished.items():
+        assert p.stat().st_mtime_ns == mtime, f"{p} was redone"
+    rows = list(csv.DictReader(open(bench_dir / "results.csv")))
+    assert len(rows) == 12
+    assert {(r["method"], float(r["fraction"]), int(r["seed"])) for r in rows} == {
+        (m, f, s) for m in ("student", "kd", "fitnet") for f in (1.0, 0.5) for s in (0, 1)
+    }
+    assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
+    # methods with a teacher pay for its feature pass; the student alone does not
+    assert all((float(r["fm_feature_s"]) > 0) == (r["method"] != "student") for r in rows)
+    report = (bench_dir / "report.md").read_text()
+    assert "### Training fraction 0.5" in report and "| fitnet | 2 |" in report and "probed_fm" in report
+    for png in ("accuracy_vs_cost", "accuracy_vs_fraction", "student_vs_fm_size_latency", "training_curves",
+                "confusion_best_student"):  # fmt: skip
+        data = (bench_dir / "plots" / f"{png}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0 and "0 cells trained, 12 kept" in again.stdout
