@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from conftest import build_method
 
 from reprodistill.config import RunConfig, StudentConfig
 from reprodistill.errors import ConfigError
-from conftest import build_method
 from reprodistill.methods import MethodContext
 from reprodistill.models import create_student
 from reprodistill.models.stages import staged

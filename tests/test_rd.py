@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from conftest import build_method
 
 from reprodistill.config import RunConfig, StudentConfig
-from conftest import build_method
 from reprodistill.methods import MethodContext
 from reprodistill.models import create_student
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import balanced_subset_npz
+
 from reprodistill.config import DataConfig, RunConfig, StudentConfig, TrainConfig
 from reprodistill.data import ImageDataset, load_data
 from reprodistill.engine.checkpoint import load_checkpoint

@@ -86,8 +86,11 @@ def _predict(args: argparse.Namespace) -> int:
 def _bench(cfg, bench_dir: Path | None) -> int:
     from reprodistill.bench import run_bench
     from reprodistill.bench.report import results_markdown
+    from reprodistill.engine import distributed
 
     res = run_bench(cfg, bench_dir)
+    if not distributed.is_main():
+        return 0
     print()
     print(results_markdown(res.rows, cfg.methods))
     print(
@@ -122,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
             return 0
+        from reprodistill.engine import distributed
+
         if args.command == "bench":
             return _bench(cfg, args.dir)
         if args.resume and not args.run_dir:
@@ -129,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         from reprodistill.engine.run import results_table, run
 
         result = run(cfg, run_dir=args.run_dir, resume=args.resume)
+        if not distributed.is_main():  # under torchrun, rank 0 reports
+            return 0
         print()
         print(results_table(result.results))
         print(f"\nwall time {result.wall_time_s:.0f} s; run folder: {result.run_dir}")
@@ -139,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("reprodistill: interrupted; rerun with --resume --run-dir <folder> to continue", file=sys.stderr)
         return 130
+    finally:
+        from reprodistill.engine import distributed
+
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import yaml
 
 from reprodistill.config import BenchConfig, RunConfig, to_dict
+from reprodistill.engine import distributed
 from reprodistill.engine.checkpoint import read_json, write_text
 from reprodistill.engine.metrics import SCALAR_METRICS
 from reprodistill.engine.run import run
@@ -124,9 +125,12 @@ def run_bench(cfg: RunConfig, bench_dir: Optional[Path] = None, plots: bool = Tr
 
     t0 = time.perf_counter()
     bench_dir = Path(bench_dir) if bench_dir else default_bench_dir(cfg)
-    bench_dir.mkdir(parents=True, exist_ok=True)
+    main = distributed.is_main()  # under torchrun every rank trains each cell; rank 0 writes the bench files
+    if main:
+        bench_dir.mkdir(parents=True, exist_ok=True)
+        write_text(bench_dir / "bench.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    distributed.barrier()
     setup_logging(bench_dir)
-    write_text(bench_dir / "bench.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     cells = bench_cells(cfg)
     res = BenchResult(bench_dir)
     teacher: Optional[Teacher] = None
@@ -154,8 +158,10 @@ def run_bench(cfg: RunConfig, bench_dir: Optional[Path] = None, plots: bool = Tr
             setup_logging(bench_dir)  # the cell's run pointed the log at its own folder
             res.cells_run += 1
         res.rows.append(_row(cell, read_json(done), cell_dir))
-    write_results_csv(bench_dir / "results.csv", res.rows)
     res.wall_time_s = time.perf_counter() - t0
+    if not main:
+        return res
+    write_results_csv(bench_dir / "results.csv", res.rows)
     if plots:
         write_report(bench_dir, cfg, res.rows, res.wall_time_s)
     log.info("bench: %d cells trained, %d kept from before; %.0f s", res.cells_run, res.cells_kept, res.wall_time_s)

@@ -63,18 +63,31 @@ def preprocess(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     return (x - mean) / std
 
 
-def augment(images: torch.Tensor, shift: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random translation by up to ``shift`` pixels (edge-replicated) and optional horizontal flip, per image."""
+def augment(
+    images: torch.Tensor,
+    shift: int,
+    flip: bool,
+    generator: torch.Generator | None = None,
+    offset: int = 0,
+    total: int | None = None,
+) -> torch.Tensor:
+    """Random translation by up to ``shift`` pixels (edge-replicated) and optional horizontal flip, per image.
+
+    With ``total``, the random draws are made for a global batch of ``total`` images and rows ``offset:offset+B``
+    are used: the slice of one process in data-parallel training gets what a single process would have given it.
+    """
     if shift <= 0 and not flip:
         return images
     b, _, h, w = images.shape
+    n = total or b
+    rows = slice(offset, offset + b)
     out = images
     if shift > 0:
         padded = F.pad(images.float(), (shift, shift, shift, shift), mode="replicate").to(images.dtype)
-        dy = torch.randint(0, 2 * shift + 1, (b,), generator=generator)
-        dx = torch.randint(0, 2 * shift + 1, (b,), generator=generator)
+        dy = torch.randint(0, 2 * shift + 1, (n,), generator=generator)[rows]
+        dx = torch.randint(0, 2 * shift + 1, (n,), generator=generator)[rows]
         out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
     if flip:
-        mask = torch.rand(b, generator=generator) < 0.5
+        mask = torch.rand(n, generator=generator)[rows] < 0.5
         out = torch.where(mask.view(b, 1, 1, 1), out.flip(-1), out)
     return out

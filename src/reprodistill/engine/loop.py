@@ -6,6 +6,7 @@ import csv
 import io
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -14,13 +15,15 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from reprodistill.config import TrainConfig
 from reprodistill.data.dataset import ImageDataset
 from reprodistill.data.transforms import augment
+from reprodistill.engine import distributed
 from reprodistill.engine.checkpoint import load_checkpoint, save_checkpoint, write_text
+from reprodistill.engine.distributed import GlobalBatchSampler, shard_indices
 from reprodistill.engine.metrics import SCALAR_METRICS, classification_metrics
 from reprodistill.errors import ReprodistillError
 from reprodistill.methods.base import Method
@@ -35,9 +38,13 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA if available; under torchrun each process takes the GPU of its LOCAL_RANK."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None and distributed.launched():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
 
 
 def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> Optional[torch.Tensor]:
@@ -74,28 +81,37 @@ def _to_device(batch: dict[str, torch.Tensor], split: FeatureSplit, device: torc
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def make_loader(split: FeatureSplit, cfg: TrainConfig, shuffle: bool, seed: int) -> DataLoader:
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        split.dataset,
-        batch_size=cfg.batch_size,
-        shuffle=shuffle,
-        generator=g if shuffle else None,
+def _loader_kwargs(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    return dict(
         num_workers=cfg.num_workers,
-        drop_last=False,
         persistent_workers=cfg.num_workers > 0,
+        pin_memory=device.type == "cuda",  # page-locked host memory only helps host->GPU copies
     )
+
+
+def train_loader(split: FeatureSplit, cfg: TrainConfig, device: torch.device) -> tuple[DataLoader, GlobalBatchSampler]:
+    """This process's slices of seeded, per-epoch shuffled global batches of ``cfg.batch_size``."""
+    sampler = GlobalBatchSampler(
+        len(split.dataset), cfg.batch_size, cfg.seed, True, distributed.rank(), distributed.world_size()
+    )
+    return DataLoader(split.dataset, batch_sampler=sampler, **_loader_kwargs(cfg, device)), sampler
 
 
 @torch.inference_mode()
 def predict(
     method: Method, split: FeatureSplit, cfg: TrainConfig, device: torch.device, extra: bool = False
 ) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
-    """({'model': probabilities [N,K], <extra branch>: ...}, labels [N], mean task loss of the deployed model)."""
+    """({'model': probabilities [N,K], <extra branch>: ...}, labels [N], mean task loss of the deployed model).
+
+    Under torchrun each process scores a contiguous block of the split and the blocks are gathered, so every rank
+    returns the whole split's results in order.
+    """
     method.eval()
     probs: dict[str, list[np.ndarray]] = {}
     labels, loss_sum = [], 0.0
-    for batch in make_loader(split, cfg, shuffle=False, seed=0):
+    subset = Subset(split.dataset, shard_indices(len(split.dataset)))
+    loader = DataLoader(subset, batch_size=cfg.batch_size, shuffle=False, **_loader_kwargs(cfg, device))
+    for batch in loader:
         batch = _to_device(batch, split, device)
         logits = method.predict(batch).float()
         loss_sum += float(torch.nn.functional.cross_entropy(logits, batch["label"], reduction="sum"))
@@ -103,8 +119,12 @@ def predict(
         for name, z in outputs.items():
             probs.setdefault(name, []).append(z.float().softmax(-1).cpu().numpy())
         labels.append(batch["label"].cpu().numpy())
+    parts = distributed.all_gather_objects((probs, labels, loss_sum))
+    probs = {k: [a for p, _, _ in parts for a in p.get(k, [])] for k in parts[0][0]}
+    labels = [a for _, lab, _ in parts for a in lab]
     n = sum(len(x) for x in labels)
-    return {k: np.concatenate(v) for k, v in probs.items()}, np.concatenate(labels), loss_sum / max(1, n)
+    loss = sum(p[2] for p in parts) / max(1, n)
+    return {k: np.concatenate(v) for k, v in probs.items()}, np.concatenate(labels), loss
 
 
 def evaluate(
@@ -146,6 +166,16 @@ def build_optimizer(method: Method, cfg: TrainConfig, steps_per_epoch: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def _wrap_ddp(method: Method, device: torch.device) -> torch.nn.Module:
+    """DDP around the method (its trainable parts only: the frozen FM is not a submodule) under torchrun."""
+    if distributed.world_size() == 1:
+        return method
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(method, device_ids=ids)
+
+
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
     keys: list[str] = []
     for row in history:
@@ -177,9 +207,11 @@ def fit(
     With ``resume`` and an existing last.pt, training continues after its epoch with optimiser, schedule and
     RNG states restored.
     """
+    main = distributed.is_main()
     out_dir.mkdir(parents=True, exist_ok=True)
-    loader = make_loader(train, cfg, shuffle=True, seed=cfg.seed)
-    opt, sched = build_optimizer(method, cfg, len(loader))
+    loader, sampler = train_loader(train, cfg, device)
+    opt, sched = build_optimizer(method, cfg, len(sampler))
+    model = _wrap_ddp(method, device)
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
     history: list[dict[str, float]] = []
     start_epoch, best_score, best_epoch, train_time = 0, -math.inf, -1, 0.0
@@ -190,27 +222,38 @@ def fit(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         aug_gen.set_state(state["aug_rng"])
-        loader.generator.set_state(state["loader_rng"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
         history, train_time = state["history"], state["train_time_s"]
         log.info("%s: resumed from %s at epoch %d", method.name, last, start_epoch)
 
+    world = distributed.world_size()
     for epoch in range(start_epoch, cfg.epochs):
         method.train()
+        sampler.set_epoch(epoch)  # the shuffle depends on (seed, epoch) only, so a resumed epoch sees the same order
+        plan = sampler.plan()
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
         n_seen = 0
         bar = tqdm(
-            loader, desc=f"{method.name} epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=None
+            loader,
+            desc=f"{method.name} epoch {epoch + 1}/{cfg.epochs}",
+            unit="batch",
+            leave=False,
+            disable=None if main else True,
         )
-        for batch in bar:
-            batch["image"] = augment(batch["image"], cfg.augment_shift, cfg.augment_flip, aug_gen)
+        for step, batch in enumerate(bar):
+            _, offset, total = plan[step]
+            batch["image"] = augment(batch["image"], cfg.augment_shift, cfg.augment_flip, aug_gen, offset, total)
             batch = _to_device(batch, train, device)
-            method.progress = (epoch + n_seen / len(train.dataset)) / cfg.epochs  # for schedules that decay in training
-            out = method(batch)
+            b = len(batch["label"])
+            method.progress = (epoch + step / len(plan)) / cfg.epochs  # for schedules that decay in training
+            out = model(batch)
             loss = out["loss"]
-            if not torch.isfinite(loss):
+            finite = bool(torch.isfinite(loss))
+            if world > 1:  # every rank must stop together, or the others hang in the next all-reduce
+                finite = distributed.all_reduce_sum([0.0 if finite else 1.0])[0] == 0
+            if not finite:
                 bad = [k for k, v in out.get("parts", {}).items() if not torch.isfinite(torch.as_tensor(v))]
                 raise ReprodistillError(
                     f"{method.name}: loss became {loss.item()} at epoch {epoch + 1} "
@@ -218,17 +261,21 @@ def fit(
                     f"lower train.lr (now {cfg.lr}) or set train.grad_clip. last.pt holds the last good epoch."
                 )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # DDP averages gradients over ranks; weighting each slice by its share makes that the global-batch mean
+            (loss * (b * world / total) if world > 1 else loss).backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
-            b = len(batch["label"])
             n_seen += b
             sums["loss"] = sums.get("loss", 0.0) + loss.item() * b
             for k, v in out.get("parts", {}).items():
                 sums[k] = sums.get(k, 0.0) + float(v) * b
             bar.set_postfix(loss=f"{sums['loss'] / n_seen:.4f}")
+        if world > 1:
+            keys = sorted(sums)
+            *values, n_seen = distributed.all_reduce_sum([sums[k] for k in keys] + [float(n_seen)])
+            sums = dict(zip(keys, values, strict=True))
         train_time += time.perf_counter() - t0
         val_metrics = evaluate(method, val, cfg, device)
         row = {
@@ -240,27 +287,29 @@ def fit(
             "epoch_time_s": time.perf_counter() - t0,
         }
         history.append(row)
-        score = _score(val_metrics, cfg.select_metric)
+        score = _score(val_metrics, cfg.select_metric)  # the same on every rank: val results are gathered
         if score > best_score:
             best_score, best_epoch = score, epoch + 1
-            save_checkpoint(out_dir / "best.pt", {"method": method.state_dict(), "epoch": epoch, "score": score})
-        save_checkpoint(
-            last,
-            {
-                "method": method.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "aug_rng": aug_gen.get_state(),
-                "loader_rng": loader.generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "epoch": epoch,
-                "best_score": best_score,
-                "best_epoch": best_epoch,
-                "history": history,
-                "train_time_s": train_time,
-            },
-        )
-        _write_history(out_dir / "metrics.csv", history)
+            if main:
+                save_checkpoint(out_dir / "best.pt", {"method": method.state_dict(), "epoch": epoch, "score": score})
+        if main:
+            save_checkpoint(
+                last,
+                {
+                    "method": method.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "aug_rng": aug_gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "epoch": epoch,
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
+                    "history": history,
+                    "train_time_s": train_time,
+                },
+            )
+            _write_history(out_dir / "metrics.csv", history)
+        distributed.barrier()  # no rank reads best.pt / last.pt before rank 0 has written them
         log.info(
             "%s epoch %d/%d: train loss %.4f | val acc %.4f bal-acc %.4f auc %.4f | %.1fs",
             method.name,

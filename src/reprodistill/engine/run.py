@@ -28,6 +28,7 @@ from reprodistill import __version__
 from reprodistill.config import RunConfig, to_dict
 from reprodistill.data import ImageDataset, load_data
 from reprodistill.data.sources import DataBundle
+from reprodistill.engine import distributed
 from reprodistill.engine.checkpoint import load_checkpoint, read_json, write_json, write_text
 from reprodistill.engine.feature_cache import cached_features
 from reprodistill.engine.features import extract_features
@@ -88,15 +89,20 @@ def new_run_dir(cfg: RunConfig) -> Path:
 
 
 def setup_logging(run_dir: Path) -> None:
-    """Log to stderr (INFO) and always to run_dir/log.txt."""
+    """Log to stderr (INFO) and always to run_dir/log.txt; under torchrun other ranks than 0 log warnings only."""
     logger = logging.getLogger("reprodistill")
-    logger.setLevel(logging.INFO)
+    main = distributed.is_main()
+    logger.setLevel(logging.INFO if main else logging.WARNING)
     for h in list(logger.handlers):
         if getattr(h, "_reprodistill", False):
             logger.removeHandler(h)
             h.close()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    for h in (logging.StreamHandler(sys.stderr), logging.FileHandler(run_dir / "log.txt")):
+    prefix = "" if main else f"[rank {distributed.rank()}] "
+    fmt = logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(message)s", "%H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if main:
+        handlers.append(logging.FileHandler(run_dir / "log.txt"))
+    for h in handlers:
         h.setFormatter(fmt)
         h._reprodistill = True  # type: ignore[attr-defined]
         logger.addHandler(h)
@@ -139,7 +145,12 @@ def _teacher_features(
     device: torch.device,
     timings: dict[str, float],
 ) -> dict[str, torch.Tensor]:
-    """Fixed-view teacher features of every split, from the on-disk cache when possible (FM seconds -> timings)."""
+    """Fixed-view teacher features of every split, from the on-disk cache when possible (FM seconds -> timings).
+
+    Under torchrun, rank 0 fills the cache first and the other ranks read it after a barrier (one FM pass in all).
+    """
+    if not distributed.is_main():
+        distributed.barrier()
     feats = {}
     for name, ds in datasets.items():
         feats[name] = cached_features(
@@ -159,6 +170,8 @@ def _teacher_features(
                 num_workers=cfg.train.num_workers,
             ),
         )
+    if distributed.is_main():
+        distributed.barrier()
     return feats
 
 
@@ -245,14 +258,22 @@ def run(
     finished are kept, not retrained. ``teacher`` reuses an FM already built from ``cfg.teacher`` (bench cells).
     """
     t_start = time.perf_counter()
-    run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
-    resume = _check_run_dir(run_dir, cfg) or resume
-    run_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(run_dir)
-    write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    write_json(run_dir / "env.json", _environment(cfg))
-    log.info("run folder %s%s", run_dir, " (resuming: finished epochs are kept)" if resume else "")
     device = resolve_device(cfg.train.device)
+    distributed.init(device)
+    main = distributed.is_main()
+    # every rank must use rank 0's folder (a new folder's name has a time stamp)
+    run_dir = distributed.broadcast_object(Path(run_dir) if run_dir else new_run_dir(cfg))
+    resume = _check_run_dir(run_dir, cfg) or resume
+    distributed.barrier()  # every rank has read the old config before rank 0 rewrites it
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        write_json(run_dir / "env.json", {**_environment(cfg), "world_size": distributed.world_size()})
+    distributed.barrier()
+    setup_logging(run_dir)
+    log.info("run folder %s%s", run_dir, " (resuming: finished epochs are kept)" if resume else "")
+    if distributed.world_size() > 1:
+        log.info("distributed: %d processes, %s", distributed.world_size(), device)
 
     data = load_data(cfg.data)
     for note in data.notes:
@@ -267,16 +288,17 @@ def run(
         data.load_size,
         data.channels,
     )
-    write_json(
-        run_dir / "data.json",
-        {
-            "source": data.source,
-            "class_names": data.class_names,
-            "channels": data.channels,
-            "load_size": list(data.load_size),
-            "sizes": {s: len(getattr(data, s)) for s in ("train", "val", "test")},
-        },
-    )
+    if main:
+        write_json(
+            run_dir / "data.json",
+            {
+                "source": data.source,
+                "class_names": data.class_names,
+                "channels": data.channels,
+                "load_size": list(data.load_size),
+                "sizes": {s: len(getattr(data, s)) for s in ("train", "val", "test")},
+            },
+        )
     datasets = {s: ImageDataset(getattr(data, s), data.channels, data.load_size) for s in ("train", "val", "test")}
     methods = [METHODS.get(m) for m in cfg.methods]
 
@@ -333,7 +355,8 @@ def run(
         method.load_state_dict(load_checkpoint(out / "best.pt")["method"])
         test = evaluate(method, splits["test"], cfg.train, device, extra=True)
         test["best_epoch"] = fitted.best_epoch
-        write_json(out / "test_metrics.json", test)
+        if main:
+            write_json(out / "test_metrics.json", test)
         params, gflops, lat = _measure_deployed(method, device)
         method_result = MethodResult(
             method_cls.name,
@@ -347,7 +370,9 @@ def run(
             result.fm_pass_s.get(kind, 0.0) if kind else 0.0,
         )
         result.results.append(method_result)
-        write_json(done, dataclasses.asdict(method_result))
+        if main:
+            write_json(done, dataclasses.asdict(method_result))
+        distributed.barrier()
         log.info(
             "%s: test acc %.4f bal-acc %.4f macro-F1 %.4f AUC %.4f (best epoch %d)",
             method_cls.name,
@@ -367,5 +392,6 @@ def run(
                 m["auc"],
             )
     result.wall_time_s = time.perf_counter() - t_start
-    _write_results(run_dir, result, data)
+    if main:
+        _write_results(run_dir, result, data)
     return result

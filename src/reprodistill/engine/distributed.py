@@ -1,0 +1,141 @@
+"""Multi-process training with plain PyTorch DDP, launched by ``torchrun`` (one node or several).
+
+``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK; :func:`init` then joins the process group (NCCL on CUDA, gloo on
+CPU). Every rank holds a replica of the frozen FM outside DDP and only the method (its trainable parts) is wrapped.
+Each rank takes a contiguous slice of every *global* batch (``train.batch_size`` is the global batch), so a run on
+W processes makes the same optimisation steps as a single-process run, up to BatchNorm statistics (computed per
+slice: SyncBatchNorm needs CUDA) and float summation order. Rank 0 alone writes logs, checkpoints and results.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any, Iterator, Optional
+
+import torch
+import torch.distributed as dist
+
+from reprodistill.errors import ReprodistillError
+
+
+def launched() -> bool:
+    """True inside a ``torchrun`` process group of more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device: torch.device) -> None:
+    """Join the torchrun process group once (no-op for a single process)."""
+    if not launched() or dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    try:
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+    except Exception as e:  # noqa: BLE001
+        raise ReprodistillError(
+            f"could not join the torchrun process group ({backend}): {e}. Check MASTER_ADDR/MASTER_PORT and that "
+            "every node runs the same torchrun command with its own --node_rank"
+        ) from None
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    if not active():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_sum(values: list[float]) -> list[float]:
+    """Element-wise sum over ranks of a short list of numbers (float64 on CPU, so gloo and NCCL both work)."""
+    if not active():
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return t.cpu().tolist()
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class GlobalBatchSampler:
+    """Batches of one rank: a seeded per-epoch shuffle cut into global batches, each split into W contiguous slices.
+
+    :meth:`plan` also gives each slice's offset in its global batch and the global batch size, so per-image random
+    augmentation can be drawn for the global batch and sliced: all W ranks together see exactly what one process
+    would. A final global batch smaller than W is dropped (W - 1 images at most, and a different few each epoch).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1) -> None:
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.rank, self.world = rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def plan(self) -> list[tuple[list[int], int, int]]:
+        """[(indices of this rank, offset in the global batch, global batch size)] for the current epoch."""
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        out = []
+        for start in range(0, self.n, self.batch_size):
+            batch = order[start : start + self.batch_size]
+            if len(batch) < self.world:
+                continue
+            bounds = [len(batch) * r // self.world for r in range(self.world + 1)]
+            lo, hi = bounds[self.rank], bounds[self.rank + 1]
+            out.append((batch[lo:hi], lo, len(batch)))
+        return out
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter([p[0] for p in self.plan()])
+
+    def __len__(self) -> int:
+        return len(self.plan())
+
+
+def shard_indices(n: int, rank_: Optional[int] = None, world: Optional[int] = None) -> list[int]:
+    """This rank's share of an evaluation set: a contiguous block, so gathered results keep the data order."""
+    r = rank() if rank_ is None else rank_
+    w = world_size() if world is None else world
+    return list(range(n * r // w, n * (r + 1) // w))
