@@ -144,3 +144,17 @@ def test_hub_teacher_offline_gives_actionable_error():
     assert proc.returncode != 0 and "teacher.weights=<local checkpoint>" in proc.stderr, proc.stderr[-1500:]
     with pytest.raises(ConfigError, match="unknown teacher 'no-such-model'"):
         create_teacher(TeacherConfig(name="no-such-model"))
+
+
+def test_reduced_precision_is_close_and_changes_the_cache_identity(tiny_teacher):
+    import torch
+
+    teacher = tiny_teacher(32)
+    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    ref, ident = teacher.features(images), teacher.identity
+    teacher.configure("bf16")
+    low = teacher.features(images)
+    assert low.dtype == torch.float32 and teacher.identity == f"{ident}|bf16"
+    assert not torch.equal(low, ref) and (low - ref).norm() / ref.norm() < 0.05
+    with pytest.raises(Exception, match="teacher.precision"):
+        teacher.configure("int8")

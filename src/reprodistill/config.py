@@ -58,6 +58,15 @@ class TeacherConfig:
     # Input size; None uses the teacher's own default (112 for merlin, 224 for efficientnet_lite0).
     image_size: Optional[int] = None
     batch_size: int = 64
+    # FM inference precision: 'auto' = bf16 autocast on a CUDA GPU that supports it, else fp32. bf16 on CPU is
+    # allowed (about 2x faster for Merlin on this project's CPU) but changes the features, so it is opt-in there.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # torch.compile the FM's forward (worth it for long feature passes on GPU; first batch pays the compile time).
+    compile: bool = False
+    # Cached augmented views per training image (1: the fixed view only). With K > 1 the FM pass over the training
+    # split runs K times (view 0 fixed, views 1..K-1 shifted/flipped by train.augment_*), and each training image
+    # shows the student one of its K views at random, with the FM features of that view.
+    views: int = 1
     # 'cached': one FM pass per image (fixed view), reused every epoch; 'online': run the FM on every augmented
     # training batch (the student's view; FM cost every step, as in plain KD).
     features: Literal["cached", "online"] = "cached"
@@ -268,6 +277,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("train.epochs and train.batch_size must be >= 1")
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+    if cfg.teacher.views < 1:
+        raise ConfigError(f"teacher.views must be >= 1 (1 = the fixed view only), got {cfg.teacher.views}")
     b = cfg.bench
     if not b.seeds or not b.fractions:
         raise ConfigError("bench.seeds and bench.fractions need at least one value each, e.g. bench.seeds=[0,1,2]")

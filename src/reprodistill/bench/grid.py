@@ -22,7 +22,7 @@ from reprodistill.config import BenchConfig, RunConfig, to_dict
 from reprodistill.engine import distributed
 from reprodistill.engine.checkpoint import read_json, write_text
 from reprodistill.engine.metrics import SCALAR_METRICS
-from reprodistill.engine.run import run
+from reprodistill.engine.run import build_teacher, run
 from reprodistill.methods import METHODS
 from reprodistill.models.teacher import Teacher
 
@@ -151,9 +151,8 @@ def run_bench(cfg: RunConfig, bench_dir: Optional[Path] = None, plots: bool = Tr
             log.info("bench cell %d/%d: %s, fraction %g, seed %d", i, len(cells), cell.method, cell.fraction, cell.seed)
             if teacher is None and METHODS.get(cell.method).uses_teacher:
                 from reprodistill.engine.loop import resolve_device
-                from reprodistill.models import create_teacher
 
-                teacher = create_teacher(cfg.teacher).to(resolve_device(cfg.train.device))
+                teacher = build_teacher(cfg, resolve_device(cfg.train.device))
             run(cell_config(cfg, cell), run_dir=cell_dir, teacher=teacher)
             setup_logging(bench_dir)  # the cell's run pointed the log at its own folder
             res.cells_run += 1

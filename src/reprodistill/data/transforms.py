@@ -63,6 +63,31 @@ def preprocess(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     return (x - mean) / std
 
 
+def draw_augment(
+    n: int, shift: int, flip: bool, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random augmentation parameters of ``n`` images: (dy, dx) crop offsets in [0, 2*shift], flip mask."""
+    centre = torch.full((n,), max(shift, 0), dtype=torch.long)
+    dy = torch.randint(0, 2 * shift + 1, (n,), generator=generator) if shift > 0 else centre
+    dx = torch.randint(0, 2 * shift + 1, (n,), generator=generator) if shift > 0 else centre
+    mask = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
+    return dy, dx, mask
+
+
+def apply_augment(
+    images: torch.Tensor, shift: int, dy: torch.Tensor, dx: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Shift each image by (dy - shift, dx - shift) pixels (edge-replicated), then flip where ``mask``."""
+    b, _, h, w = images.shape
+    out = images
+    if shift > 0:
+        padded = F.pad(images.float(), (shift, shift, shift, shift), mode="replicate").to(images.dtype)
+        out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
+    if bool(mask.any()):
+        out = torch.where(mask.view(b, 1, 1, 1), out.flip(-1), out)
+    return out
+
+
 def augment(
     images: torch.Tensor,
     shift: int,
@@ -78,16 +103,7 @@ def augment(
     """
     if shift <= 0 and not flip:
         return images
-    b, _, h, w = images.shape
-    n = total or b
+    b = len(images)
+    dy, dx, mask = draw_augment(total or b, shift, flip, generator)
     rows = slice(offset, offset + b)
-    out = images
-    if shift > 0:
-        padded = F.pad(images.float(), (shift, shift, shift, shift), mode="replicate").to(images.dtype)
-        dy = torch.randint(0, 2 * shift + 1, (n,), generator=generator)[rows]
-        dx = torch.randint(0, 2 * shift + 1, (n,), generator=generator)[rows]
-        out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
-    if flip:
-        mask = torch.rand(n, generator=generator)[rows] < 0.5
-        out = torch.where(mask.view(b, 1, 1, 1), out.flip(-1), out)
-    return out
+    return apply_augment(images, max(shift, 0), dy[rows], dx[rows], mask[rows])

@@ -66,6 +66,7 @@ def cached_features(
     kind: str = "pooled",
     name: str = "",
     timings: Optional[dict[str, float]] = None,
+    view: str = "fixed",
 ) -> torch.Tensor:
     """Features (fp16 tensor) from the cache if a valid entry exists, else ``compute()`` and store them.
 
@@ -80,7 +81,7 @@ def cached_features(
         timings[name] = time.perf_counter() - t0
         return out
     root = Path(cache_dir).expanduser()
-    key = cache_key(teacher, dataset, kind)
+    key = cache_key(teacher, dataset, kind, view)
     npy, meta = root / f"{key}.npy", root / f"{key}.json"
     if npy.is_file() and meta.is_file():
         try:
@@ -89,7 +90,9 @@ def cached_features(
             if list(arr.shape) == info["shape"] and arr.shape[0] == len(dataset) and str(arr.dtype) == "float16":
                 log.info("teacher features %s/%s: cache hit %s", kind, name, npy)
                 timings[name] = float(info.get("compute_seconds", float("nan")))
-                return torch.from_numpy(np.array(arr))
+                # memory-mapped copy-on-write: pages are read on first use and shared by every process of the
+                # machine (torchrun ranks), and the OS may drop them under memory pressure
+                return torch.from_numpy(np.load(npy, mmap_mode="c"))
             log.warning(
                 "teacher features %s/%s: cache entry %s has shape %s for %d images; recomputing",
                 kind,
@@ -118,6 +121,7 @@ def cached_features(
             "teacher": teacher.identity,
             "kind": kind,
             "split": name,
+            "view": view,
             "compute_seconds": timings[name],
         },
     )

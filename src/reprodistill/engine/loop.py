@@ -25,6 +25,7 @@ from reprodistill.engine import distributed
 from reprodistill.engine.checkpoint import load_checkpoint, save_checkpoint, write_text
 from reprodistill.engine.distributed import GlobalBatchSampler, shard_indices
 from reprodistill.engine.metrics import SCALAR_METRICS, classification_metrics
+from reprodistill.engine.views import CachedViews
 from reprodistill.errors import ReprodistillError
 from reprodistill.methods.base import Method
 
@@ -63,6 +64,8 @@ class FeatureSplit:
     teacher_features: Optional[torch.Tensor] = None
     # Alternative to the cache: computes teacher features of each (augmented) uint8 batch on the fly.
     online_teacher: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    # Training split only: K cached augmented views; each image then shows one of them (student and FM alike).
+    views: Optional[CachedViews] = None
 
 
 @dataclass
@@ -74,7 +77,9 @@ class FitResult:
 
 
 def _to_device(batch: dict[str, torch.Tensor], split: FeatureSplit, device: torch.device) -> dict[str, torch.Tensor]:
-    if split.teacher_features is not None:  # cached in fp16; compute in fp32
+    if "teacher_features" in batch:  # already chosen from the cached views
+        pass
+    elif split.teacher_features is not None:  # cached in fp16; compute in fp32
         batch["teacher_features"] = split.teacher_features[batch["index"]].float()
     elif split.online_teacher is not None:
         batch["teacher_features"] = split.online_teacher(batch["image"].to(device))
@@ -244,7 +249,12 @@ def fit(
         )
         for step, batch in enumerate(bar):
             _, offset, total = plan[step]
-            batch["image"] = augment(batch["image"], cfg.augment_shift, cfg.augment_flip, aug_gen, offset, total)
+            if train.views is not None:
+                batch["image"], batch["teacher_features"] = train.views.sample(
+                    batch["image"], batch["index"], aug_gen, offset, total
+                )
+            else:
+                batch["image"] = augment(batch["image"], cfg.augment_shift, cfg.augment_flip, aug_gen, offset, total)
             batch = _to_device(batch, train, device)
             b = len(batch["label"])
             method.progress = (epoch + step / len(plan)) / cfg.epochs  # for schedules that decay in training

@@ -35,6 +35,7 @@ from reprodistill.engine.features import extract_features
 from reprodistill.engine.loop import FeatureSplit, class_weights, evaluate, fit, resolve_device, seed_everything
 from reprodistill.engine.metrics import SCALAR_METRICS
 from reprodistill.engine.profile import count_params, flops, latency_ms, peak_rss_mb
+from reprodistill.engine.views import AugmentedView, CachedViews, view_id
 from reprodistill.errors import ReprodistillError
 from reprodistill.methods import METHODS, Method, MethodContext
 from reprodistill.models import create_student, create_teacher
@@ -109,6 +110,22 @@ def setup_logging(run_dir: Path) -> None:
     logger.propagate = False
 
 
+def teacher_precision(precision: str, device: torch.device) -> str:
+    """Resolve 'auto': bf16 autocast on a bf16-capable GPU, fp32 elsewhere (exact features on CPU)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def build_teacher(cfg: RunConfig, device: torch.device) -> Teacher:
+    """The frozen FM of ``cfg`` on ``device`` with its precision and compile settings applied."""
+    log.info("teacher: building %s", cfg.teacher.name)
+    teacher = create_teacher(cfg.teacher).to(device)
+    teacher.configure(teacher_precision(cfg.teacher.precision, device), cfg.teacher.compile)
+    log.info("teacher: %s, %.1fM params, input %s", teacher.name, count_params(teacher) / 1e6, teacher.spec.describe())
+    return teacher
+
+
 def _environment(cfg: RunConfig) -> dict[str, Any]:
     import numpy
     import timm
@@ -144,35 +161,43 @@ def _teacher_features(
     cfg: RunConfig,
     device: torch.device,
     timings: dict[str, float],
-) -> dict[str, torch.Tensor]:
-    """Fixed-view teacher features of every split, from the on-disk cache when possible (FM seconds -> timings).
+) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """Fixed-view teacher features of every split and the extra augmented views of the train split
+    (``teacher.views - 1`` of them), from the on-disk cache when possible; FM seconds go to ``timings``.
 
     Under torchrun, rank 0 fills the cache first and the other ranks read it after a barrier (one FM pass in all).
     """
     if not distributed.is_main():
         distributed.barrier()
-    feats = {}
-    for name, ds in datasets.items():
-        feats[name] = cached_features(
+    shift, flip = cfg.train.augment_shift, cfg.train.augment_flip
+
+    def get(name: str, ds: ImageDataset, k: int = 0) -> torch.Tensor:
+        source = ds if k == 0 else AugmentedView(ds, k, shift, flip)
+        label = name if k == 0 else f"{name}-view{k}"
+        return cached_features(
             teacher,
             ds,
             cfg.teacher.cache_dir,
             kind=kind,
-            name=name,
+            name=label,
             timings=timings,
-            compute=lambda ds=ds, name=name: extract_features(
+            view=view_id(k, shift, flip),
+            compute=lambda: extract_features(
                 teacher,
-                ds,
+                source,
                 cfg.teacher.batch_size,
                 device,
                 kind=kind,
-                desc=f"{teacher.name} {kind} {name}",
+                desc=f"{teacher.name} {kind} {label}",
                 num_workers=cfg.train.num_workers,
             ),
         )
+
+    feats = {name: get(name, ds) for name, ds in datasets.items()}
+    views = [get("train", datasets["train"], k) for k in range(1, cfg.teacher.views)]
     if distributed.is_main():
         distributed.barrier()
-    return feats
+    return feats, views
 
 
 def results_table(results: list[MethodResult]) -> str:
@@ -304,18 +329,18 @@ def run(
 
     result = RunResult(run_dir=run_dir)
     feats: dict[str, dict[str, torch.Tensor]] = {}  # kind -> split -> features
+    views: dict[str, CachedViews] = {}  # kind -> augmented views of the train split (teacher.views > 1)
     if teacher is None and any(m.uses_teacher for m in methods):
-        log.info("teacher: building %s", cfg.teacher.name)
-        teacher = create_teacher(cfg.teacher).to(device)
-        log.info(
-            "teacher: %s, %.1fM params, input %s", teacher.name, count_params(teacher) / 1e6, teacher.spec.describe()
-        )
+        teacher = build_teacher(cfg, device)
     kinds = dict.fromkeys(m.teacher_features for m in methods if m.teacher_features)
     for kind in kinds if cfg.teacher.features == "cached" else []:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        feats[kind] = _teacher_features(teacher, datasets, kind, cfg, device, timings)
-        result.fm_pass_s[kind] = timings["train"] + timings["val"]
+        feats[kind], extra_views = _teacher_features(teacher, datasets, kind, cfg, device, timings)
+        if extra_views:
+            views[kind] = CachedViews([feats[kind]["train"], *extra_views], cfg.train.augment_shift,
+                                      cfg.train.augment_flip)  # fmt: skip
+        result.fm_pass_s[kind] = sum(v for k, v in timings.items() if k != "test")
         elapsed = time.perf_counter() - t0
         result.teacher_feature_time_s += elapsed
         n = sum(len(f) for f in feats[kind].values())
@@ -338,6 +363,7 @@ def run(
         if kind and cfg.teacher.features == "online":
             online = teacher.features if kind == "pooled" else teacher.feature_maps
         splits = {s: FeatureSplit(datasets[s], feats.get(kind, {}).get(s), online) for s in datasets}
+        splits["train"].views = views.get(kind)
         out = run_dir / method_cls.name
         done = out / "result.json"
         if resume and done.is_file():  # finished before this run was interrupted: keep it, do not retrain

@@ -63,17 +63,34 @@ class Teacher(nn.Module):
         """uint8 images [B,C,H,W] -> the teacher's input tensor."""
         return preprocess(images, self.spec)
 
+    def configure(self, precision: str = "fp32", compile: bool = False) -> "Teacher":
+        """Set the FM's inference precision ('fp32', 'bf16', 'fp16' autocast) and optionally ``torch.compile`` it.
+
+        Reduced precision changes the features, so it becomes part of :attr:`identity` (and of the cache key).
+        """
+        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if precision not in dtypes:
+            raise ConfigError(f"teacher.precision={precision!r}: use one of {['auto', *dtypes]}")
+        self.autocast_dtype = dtypes[precision]
+        if self.autocast_dtype is not None:
+            self.identity = f"{self.identity}|{precision}"
+        if compile:
+            self.forward_map = torch.compile(self.forward_map)  # instance attribute shadows the method
+        return self
+
+    def _run(self, fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+        x = self.prepare(images)
+        dtype = getattr(self, "autocast_dtype", None)
+        with torch.inference_mode(), torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+            return fn(x).float()
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled features of a uint8 batch, computed without autograd."""
-        with torch.inference_mode():
-            out = self(self.prepare(images)).float()
-        return out.clone()  # a normal tensor, so trainable modules may consume it
+        """Pooled features of a uint8 batch (fp32), computed without autograd."""
+        return self._run(self, images).clone()  # a normal tensor, so trainable modules may consume it
 
     def feature_maps(self, images: torch.Tensor) -> torch.Tensor:
-        """Feature maps [B,C,h,w] (or tokens [B,N,C]) of a uint8 batch, computed without autograd."""
-        with torch.inference_mode():
-            out = self.forward_map(self.prepare(images)).float()
-        return out.contiguous().clone()
+        """Feature maps [B,C,h,w] (or tokens [B,N,C]) of a uint8 batch (fp32), computed without autograd."""
+        return self._run(self.forward_map, images).contiguous().clone()
 
     def map_shape(self) -> tuple[int, ...]:
         """Shape of one image's :meth:`feature_maps` output: (C,h,w) for CNNs, (N,C) for transformers."""

@@ -1,0 +1,64 @@
+"""Cached augmented views: deterministic views, and the student sees exactly the view whose FM features it gets."""
+
+import numpy as np
+import pytest
+import torch
+
+from reprodistill.config import DataConfig
+from reprodistill.data import ImageDataset, load_data
+from reprodistill.engine.features import extract_features
+from reprodistill.engine.views import AugmentedView, CachedViews
+
+
+@pytest.fixture()
+def train_ds(small_npz):
+    data = load_data(DataConfig(source=str(small_npz)))
+    return ImageDataset(data.train, data.channels, data.load_size)
+
+
+def test_views_are_deterministic_and_view_zero_is_the_image(train_ds):
+    v0 = AugmentedView(train_ds, 0, shift=2, flip=True)
+    assert all(torch.equal(v0[i]["image"], train_ds[i]["image"]) for i in range(5))
+    a, b = AugmentedView(train_ds, 1, 2, True), AugmentedView(train_ds, 1, 2, True)
+    assert all(torch.equal(a[i]["image"], b[i]["image"]) for i in range(10))
+    changed = sum(not torch.equal(a[i]["image"], train_ds[i]["image"]) for i in range(20))
+    assert changed >= 15  # 25 shift/flip combinations, one of them the identity
+    other = AugmentedView(train_ds, 2, 2, True)
+    assert any(not torch.equal(a[i]["image"], other[i]["image"]) for i in range(10))
+
+
+def test_sampled_images_match_the_features_of_their_view(train_ds, tiny_teacher):
+    teacher = tiny_teacher(32)
+    feats = [extract_features(teacher, AugmentedView(train_ds, k, 2, True), 32, torch.device("cpu")) for k in range(3)]
+    views = CachedViews(feats, shift=2, flip=True)
+    index = torch.arange(12)
+    raw = torch.stack([train_ds[i]["image"] for i in range(12)])
+    g = torch.Generator().manual_seed(0)
+    images, f = views.sample(raw, index, g)
+    assert torch.allclose(teacher.features(images), f, atol=1e-4)
+    # the choice of view varies across images and steps
+    images2, _ = views.sample(raw, index, g)
+    assert not torch.equal(images, images2)
+
+
+@pytest.mark.slow
+def test_run_with_cached_views(tmp_path, small_npz):
+    import timm
+
+    from reprodistill.config import load_config
+    from reprodistill.engine.run import run
+
+    torch.manual_seed(0)
+    torch.save(timm.create_model("resnet10t", num_classes=0).state_dict(), tmp_path / "fm.pt")
+    over = [
+        f"data.source={small_npz}", "methods=[rd]", "student.name=resnet10t", f"teacher.name={tmp_path / 'fm.pt'}",
+        "teacher.arch=resnet10t", "teacher.image_size=32", f"teacher.cache_dir={tmp_path / 'cache'}",
+        "teacher.views=3", "train.epochs=2", "train.batch_size=16", "train.augment_flip=true",
+    ]  # fmt: skip
+    res = run(load_config("default", over), run_dir=tmp_path / "run")
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 5  # train x 3 views, val, test
+    r = res.results[0]
+    assert np.isfinite(r.test["auc"]) and r.fm_feature_s > 0
+    again = run(load_config("default", over), run_dir=tmp_path / "run2")
+    assert again.teacher_feature_time_s < 0.5 * res.teacher_feature_time_s + 1.0  # all views came from the cache
+    assert again.results[0].test["auc"] == pytest.approx(r.test["auc"])
