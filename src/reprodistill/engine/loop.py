@@ -230,7 +230,7 @@ def fit(
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
         history, train_time = state["history"], state["train_time_s"]
-        log.info("%s: resumed from %s at epoch %d", method.name, last, start_epoch)
+        log.info("%s: resumed from %s, continuing with epoch %d", method.name, last, start_epoch + 1)
 
     world = distributed.world_size()
     for epoch in range(start_epoch, cfg.epochs):
