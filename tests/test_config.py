@@ -29,7 +29,10 @@ def test_override_values_are_parsed_as_yaml():
         ("train.epochs=three", "train.epochs: expected an integer"),
         ("student.pretrained=maybe", "expected true or false"),
         ("data.fraction=1.5", "data.fraction must be in (0, 1]"),
-        ("methods=[nope]", "unknown method 'nope'; valid names: at, cka_kd, dkd, drd, fitnet, kd, linear_probe, rd, rkd, student"),
+        (
+            "methods=[nope]",
+            "unknown method 'nope'; valid names: at, cka_kd, dkd, drd, fitnet, kd, linear_probe, rd, rkd, student",
+        ),
         ("method_options.student.foo=1", "method_options.student: unknown key(s) ['foo']"),
         ("train.epochs", "must look like section.key=value"),
     ],

@@ -43,24 +43,36 @@ class InputSpec:
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
 
-def preprocess(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """uint8 [B,C,H,W] -> float [B,spec.channels,*spec.size], scaled to [0,1] then normalised by mean/std."""
+def to_unit(
+    images: torch.Tensor, channels: int, size: tuple[int, int], interpolation: str = "bilinear"
+) -> torch.Tensor:
+    """uint8 [B,C,H,W] -> float in [0,1] with ``channels`` channels at ``size`` (before any normalisation)."""
     x = images.float().div_(255.0)
-    if x.shape[1] != spec.channels:
-        if spec.channels == 3 and x.shape[1] == 1:
+    if x.shape[1] != channels:
+        if channels == 3 and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        elif spec.channels == 1 and x.shape[1] == 3:
+        elif channels == 1 and x.shape[1] == 3:
             x = (x * _LUMA.to(x.device)).sum(1, keepdim=True)
         else:
-            raise ValueError(f"cannot convert {x.shape[1]} channels to {spec.channels}")
-    if tuple(x.shape[-2:]) != tuple(spec.size):
-        align = False if spec.interpolation in ("bilinear", "bicubic") else None
-        x = F.interpolate(x, size=spec.size, mode=spec.interpolation, align_corners=align, antialias=True)
-        if spec.interpolation == "bicubic":
+            raise ValueError(f"cannot convert {x.shape[1]} channels to {channels}")
+    if tuple(x.shape[-2:]) != tuple(size):
+        align = False if interpolation in ("bilinear", "bicubic") else None
+        x = F.interpolate(x, size=size, mode=interpolation, align_corners=align, antialias=True)
+        if interpolation == "bicubic":
             x = x.clamp_(0.0, 1.0)
+    return x
+
+
+def normalize(x: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """[0,1] pixels -> ``(x - mean) / std`` of ``spec``."""
     mean = torch.tensor(spec.mean[: spec.channels], device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(spec.std[: spec.channels], device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std
+
+
+def preprocess(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """uint8 [B,C,H,W] -> float [B,spec.channels,*spec.size], scaled to [0,1] then normalised by mean/std."""
+    return normalize(to_unit(images, spec.channels, spec.size, spec.interpolation), spec)
 
 
 def draw_augment(

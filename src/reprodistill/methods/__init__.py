@@ -9,9 +9,11 @@ from reprodistill.methods import (  # noqa: F401
     fitnet,
     kd,
     linear_probe,
+    lora,
     rd,
     rkd,
     student,
+    visual_prompt,
 )
 from reprodistill.methods.base import METHODS, Batch, Method, MethodContext, register_method
 

@@ -1,0 +1,107 @@
+"""`visual_prompt`: PEFT baseline: a learnable visual prompt in the frozen FM's pixel space plus an output mapping.
+
+Output side: for an FM with its own class head (e.g. ImageNet EfficientNet-Lite0), label mapping from source to
+target classes, frequency (FLM: fixed before training) or iterative (ILM: redone every epoch with the current
+prompt), as in ILM-VP; only the prompt trains. For an FM without a class head (Merlin) a linear head on the
+pooled features (BN without affine + linear, like the probe) trains with the prompt. Gradients flow through the
+frozen FM to the prompt, so this method never uses the feature cache. Deploys the FM with its prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+import torch
+from torch import nn
+
+from reprodistill.data.transforms import InputSpec
+from reprodistill.errors import ConfigError
+from reprodistill.methods.base import Batch, Method, MethodContext, register_method
+from reprodistill.reprogram.label_map import frequency_matrix, greedy_mapping
+from reprodistill.reprogram.prompt import VisualPrompt
+
+
+@dataclass
+class VisualPromptOptions:
+    prompt: Literal["padding", "additive"] = "padding"
+    pad: Optional[int] = None  # frame width in FM pixels; None: size // 7 (16 at 112 px, 32 at 224 px)
+    # 'auto': label mapping if the FM has a class head, else a linear head
+    output: Literal["auto", "label_map", "linear"] = "auto"
+    label_map: Literal["iterative", "frequency"] = "iterative"
+
+
+class _PromptedFM(nn.Module):
+    def __init__(self, method: "VisualPromptMethod") -> None:
+        super().__init__()
+        object.__setattr__(self, "method", method)
+        self.prompt = method.prompt
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: uint8-like images at the FM's size
+        return self.method.output(self.method.teacher, self.prompt(x))
+
+
+@register_method("visual_prompt")
+class VisualPromptMethod(Method):
+    uses_student = False
+    uses_teacher = True
+    Options = VisualPromptOptions
+
+    def __init__(self, ctx: MethodContext, options: VisualPromptOptions) -> None:
+        super().__init__(ctx, options)
+        teacher = ctx.teacher
+        has_head = hasattr(teacher, "logits") and getattr(getattr(teacher, "model", None), "num_classes", 0) > 0
+        self.use_label_map = options.output == "label_map" or (options.output == "auto" and has_head)
+        if self.use_label_map and not has_head:
+            raise ConfigError(f"visual_prompt output=label_map needs an FM with a class head; {teacher.name} has none")
+        self.prompt = VisualPrompt(teacher.spec, options.prompt, options.pad)
+        if self.use_label_map:
+            self.register_buffer("mapping", torch.arange(ctx.num_classes))
+            self._mapped_epoch = -1
+        else:
+            d = teacher.feature_dim
+            self.head = nn.Sequential(nn.BatchNorm1d(d, affine=False), nn.Linear(d, ctx.num_classes))
+        self._train_split = None
+
+    def output(self, teacher, x: torch.Tensor) -> torch.Tensor:
+        if self.use_label_map:
+            return teacher.logits(x).float()[:, self.mapping]
+        return self.head(teacher.pool(teacher.forward_map(x)).float())
+
+    def prepare(self, train: Any, device: torch.device) -> None:
+        self._train_split = train
+        if self.use_label_map:
+            self.remap(device)
+
+    @torch.no_grad()
+    def remap(self, device: torch.device, batch_size: int = 64) -> None:
+        """Recompute the label mapping from the prompted FM's predictions on the training split."""
+        ds = self._train_split.dataset
+        logits, labels = [], []
+        for start in range(0, len(ds), batch_size):
+            items = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
+            images = torch.stack([it["image"] for it in items]).to(device)
+            logits.append(self.teacher.logits(self.prompt(images)).float().cpu())
+            labels.append(torch.stack([it["label"] for it in items]))
+        freq = frequency_matrix(torch.cat(logits), torch.cat(labels), self.num_classes)
+        self.mapping.copy_(greedy_mapping(freq).to(self.mapping.device))
+
+    def forward(self, batch: Batch) -> dict[str, Any]:
+        if self.use_label_map and self.options.label_map == "iterative" and self._train_split is not None:
+            epoch = int(self.progress * self.ctx.cfg.train.epochs + 1e-9)
+            if epoch != self._mapped_epoch:  # start of a new epoch: ILM re-maps with the current prompt
+                self._mapped_epoch = epoch
+                if epoch > 0:
+                    self.remap(batch["image"].device)
+        logits = self.output(self.teacher, self.prompt(batch["image"]))
+        ce = self.task_loss(logits, batch["label"])
+        return {"loss": ce, "logits": logits, "parts": {"ce": ce.detach()}}
+
+    def predict(self, batch: Batch) -> torch.Tensor:
+        return self.output(self.teacher, self.prompt(batch["image"]))
+
+    def deployed(self) -> nn.Module:
+        return _PromptedFM(self)
+
+    def deployed_spec(self) -> InputSpec:
+        return self.teacher.spec

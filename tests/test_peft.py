@@ -1,0 +1,134 @@
+"""PEFT baselines: visual prompt shapes/masks/gradients, label mapping by hand, LoRA wiring on CNN and ViT FMs."""
+
+import pytest
+import timm
+import torch
+from conftest import build_method
+
+from reprodistill.config import RunConfig
+from reprodistill.data.transforms import InputSpec, normalize, to_unit
+from reprodistill.methods import MethodContext
+from reprodistill.models.teacher import TimmTeacher
+from reprodistill.peft import inject_lora
+from reprodistill.reprogram.label_map import frequency_matrix, greedy_mapping
+from reprodistill.reprogram.prompt import VisualPrompt
+
+SPEC = InputSpec(size=(32, 32), channels=3, mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2))
+
+
+def _images(n=4, seed=0):
+    return torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_padding_prompt_frames_the_resized_image_and_trains_only_the_frame():
+    vp = VisualPrompt(SPEC, "padding", pad=4)
+    assert vp.mask.shape == (1, 1, 32, 32) and vp.mask.sum() == 32 * 32 - 24 * 24
+    assert vp.mask[0, 0, 4:28, 4:28].sum() == 0
+    x = _images()
+    out = vp(x)
+    assert out.shape == (4, 3, 32, 32)
+    inner = to_unit(x, 3, (24, 24))
+    expected = normalize(torch.nn.functional.pad(inner, (4, 4, 4, 4)), SPEC)  # W = 0: a plain black frame
+    assert torch.allclose(out, expected, atol=1e-6)
+    out.sum().backward()
+    g = vp.weight.grad
+    assert g[..., 4:28, 4:28].abs().sum() == 0 and g[..., :4, :].abs().sum() > 0
+
+
+def test_additive_prompt_covers_the_whole_image():
+    vp = VisualPrompt(SPEC, "additive", eps=0.1)
+    with torch.no_grad():
+        vp.weight.fill_(10.0)  # tanh -> 1: every pixel + 0.1
+    assert torch.allclose(vp(_images()), normalize(to_unit(_images(), 3, (32, 32)) + 0.1, SPEC), atol=1e-5)
+    with pytest.raises(Exception, match="pad"):
+        VisualPrompt(SPEC, "padding", pad=16)
+
+
+def test_label_mapping_by_hand():
+    freq = torch.tensor([[5, 1], [3, 4], [0, 9]])
+    # largest count 9: target 1 -> source 2; then among source rows 0,1 and target 0: 5 -> source 0
+    assert greedy_mapping(freq).tolist() == [0, 2]
+    logits = torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+    assert frequency_matrix(logits, torch.tensor([0, 0, 1]), 2).tolist() == [[1, 0], [1, 0], [0, 1]]
+    with pytest.raises(ValueError):
+        greedy_mapping(torch.zeros(1, 2))
+
+
+def _fm_with_head():
+    torch.manual_seed(0)
+    return TimmTeacher("tiny-head", timm.create_model("resnet10t", num_classes=10), 32)
+
+
+class _Split:
+    def __init__(self, images, labels):
+        self.dataset = [{"image": i, "label": lab} for i, lab in zip(images, labels, strict=True)]
+
+
+def test_visual_prompt_with_label_mapping_trains_the_prompt_only():
+    fm = _fm_with_head()
+    before = {k: v.clone() for k, v in fm.state_dict().items()}
+    ctx = MethodContext(cfg=RunConfig(methods=["visual_prompt"]), num_classes=2, teacher=fm)
+    method = build_method("visual_prompt", ctx, pad=4)
+    assert method.use_label_map
+    images, labels = _images(16), torch.arange(16) % 2
+    method.prepare(_Split(images, labels), torch.device("cpu"))
+    assert method.mapping.unique().numel() == 2  # distinct source classes
+    batch = {"image": images, "label": labels}
+    opt = torch.optim.Adam(method.parameters(), lr=0.1)
+    assert [n for n, p in method.named_parameters() if p.requires_grad] == ["prompt.weight"]
+    losses = []
+    for _ in range(15):
+        out = method(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(v, before[k]) for k, v in fm.state_dict().items())
+
+
+def test_visual_prompt_linear_head_for_an_fm_without_classes(tiny_teacher):
+    ctx = MethodContext(cfg=RunConfig(methods=["visual_prompt"]), num_classes=3, teacher=tiny_teacher(32))
+    method = build_method("visual_prompt", ctx)
+    assert not method.use_label_map
+    out = method({"image": _images(6), "label": torch.tensor([0, 1, 2, 0, 1, 2])})
+    out["loss"].backward()
+    assert method.prompt.weight.grad.abs().sum() > 0 and method.head[1].weight.grad.abs().sum() > 0
+    with pytest.raises(Exception, match="class head"):
+        build_method("visual_prompt", ctx, output="label_map")
+
+
+def test_lora_starts_equal_to_the_fm_and_trains_only_adapters_and_head(tiny_teacher):
+    teacher = tiny_teacher(32)
+    with torch.no_grad():  # timm zero-initialises each block's last BN scale: a random FM's residual paths are dead
+        for m in teacher.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.fill_(1.0)
+    ctx = MethodContext(cfg=RunConfig(methods=["lora"]), num_classes=2, teacher=teacher)
+    method = build_method("lora", ctx, rank=4)
+    x = _images()
+    with torch.no_grad():
+        assert torch.allclose(method.fm.features(x), teacher.features(x), atol=1e-5)  # B = 0 at init
+    keys = list(method.state_dict())
+    assert keys and all(k.startswith(("adapters.", "head.")) for k in keys)
+    trainable = sum(p.numel() for p in method.parameters() if p.requires_grad)
+    assert trainable < 0.2 * sum(p.numel() for p in teacher.parameters())
+    opt = torch.optim.Adam(method.parameters(), lr=1e-2)
+    batch = {"image": x, "label": torch.tensor([0, 1, 0, 1])}
+    for _ in range(3):
+        loss = method(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert not torch.allclose(method.fm.features(x), teacher.features(x), atol=1e-4)  # the copy adapted
+    assert not any("lora" in n for n, _ in teacher.named_modules())  # the shared FM was never touched
+
+
+def test_lora_targets_attention_of_a_vit_and_refuses_bad_targets():
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=0)
+    wrapped = inject_lora(vit, rank=2)
+    assert len(wrapped) == len(vit.blocks)
+    assert all(n.endswith("attn.qkv") for n, m in vit.named_modules() if type(m).__name__ == "LoRALinear")
+    with pytest.raises(Exception, match="matched no"):
+        inject_lora(timm.create_model("resnet10t"), target="nothing_here")
