@@ -144,7 +144,7 @@ def preset_names() -> list[str]:
 
 def _read_yaml(preset_or_path: str) -> dict[str, Any]:
     path = Path(preset_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path.is_file():  # a folder named like a preset is not a config
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; give a file or one of the presets: {preset_names()}")
         text = path.read_text()

@@ -32,13 +32,15 @@ class VisualPromptOptions:
 
 
 class _PromptedFM(nn.Module):
+    """What ships: prompt + the whole FM (+ head or label map); the FM is a submodule so its size is counted."""
+
     def __init__(self, method: "VisualPromptMethod") -> None:
         super().__init__()
         object.__setattr__(self, "method", method)
-        self.prompt = method.prompt
+        self.prompt, self.fm = method.prompt, method.teacher
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: uint8-like images at the FM's size
-        return self.method.output(self.method.teacher, self.prompt(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: images at the FM's size (0..255 range)
+        return self.method.output(self.fm, self.prompt(x))
 
 
 @register_method("visual_prompt")
