@@ -106,3 +106,11 @@ def test_existing_run_folder_is_never_overwritten(trained_run):
     cfg.train.epochs = 5
     with pytest.raises(ReprodistillError, match=r"different config \(changed: \['train.epochs'\]\)"):
         run(cfg, run_dir=trained_run)
+
+
+def test_export_of_a_folder_that_is_not_a_run_says_so(tmp_path):
+    from reprodistill.engine.export import export_run
+    from reprodistill.errors import ReprodistillError
+
+    with pytest.raises(ReprodistillError, match="not a reprodistill run folder"):
+        export_run(tmp_path)

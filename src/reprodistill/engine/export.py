@@ -71,6 +71,11 @@ def export_run(run_dir: str | Path, method: Optional[str] = None, onnx: bool = T
     from safetensors.torch import save_file  # noqa: PLC0415
 
     run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "data.json").is_file():
+        raise ReprodistillError(
+            f"{run_dir} is not a reprodistill run folder (no config.yaml / data.json); give the folder that "
+            "`reprodistill distill` printed, or a bench cell under <bench>/cells/<method>/"
+        )
     cfg = from_dict(RunConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
     data = json.loads((run_dir / "data.json").read_text())
     name = _pick_method(run_dir, method)
