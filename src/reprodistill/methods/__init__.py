@@ -13,6 +13,7 @@ from reprodistill.methods import (  # noqa: F401
     rd,
     rkd,
     student,
+    tdmr,
     visual_prompt,
 )
 from reprodistill.methods.base import METHODS, Batch, Method, MethodContext, register_method

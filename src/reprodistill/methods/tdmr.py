@@ -1,0 +1,170 @@
+"""`tdmr`: Task-Driven Model Reprogramming (Xu et al., arXiv 2304.02263): reprogram the frozen FM into a proxy
+space for the task, then distil it into the student progressively.
+
+Stage 1 (in :meth:`prepare`, before the shared loop trains the student): a visual prompt in the FM's pixel space
+(:class:`~reprodistill.reprogram.prompt.VisualPrompt`; padding frame by default) feeds the frozen FM; a projection
+head maps its pooled features into a ``proxy_dim`` proxy space and a linear classifier scores the task there.
+Only prompt, projection and classifier train (AdamW, class-weighted CE, ``stage1_epochs`` passes over the training
+split, gradients through the frozen FM to the prompt). Then the reprogrammed FM's proxy features and logits of the
+fixed view of every training image are computed once and kept, so stage 2 runs at student cost.
+
+Stage 2 (the shared loop): the student's pooled features pass a linear projector into the proxy space and
+
+    L = w_feat(p) * (1 - cos(proj(f_s), z_proxy)) + w_kd(p) * T(p)^2 KL(p_t || p_s) + w_ce(p) * CE(student)
+
+with p the fraction of training done. Schedules (the paper's is not public):
+- ``progressive`` (default): w_feat = 1 - p, w_kd = p, w_ce = p, T anneals linearly from ``t_start`` to ``t_end``;
+  the student first learns the proxy geometry, then the reprogrammed FM's decisions and the labels.
+- ``stepwise``: thirds: features only, then KD, then KD + CE.
+- ``constant``: all weights 1 and T = t_start throughout (the ablation without a schedule).
+Ablations: ``prompt=none`` (no input reprogramming; stage 1 then trains on fixed FM features), ``proxy=none``
+(no projection: the proxy space is the FM's feature space).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reprodistill.distill import kd_loss
+from reprodistill.methods.base import Batch, Method, MethodContext, register_method
+from reprodistill.reprogram.prompt import VisualPrompt
+
+
+@dataclass
+class TDMROptions:
+    prompt: Literal["padding", "additive", "none"] = "padding"
+    pad: Optional[int] = None
+    proxy: Literal["linear", "none"] = "linear"
+    proxy_dim: int = 256
+    stage1_epochs: int = 5
+    stage1_lr: float = 1e-3
+    stage1_batch_size: int = 64
+    schedule: Literal["progressive", "stepwise", "constant"] = "progressive"
+    t_start: float = 4.0
+    t_end: float = 1.0
+    feature_weight: float = 1.0
+    kd_weight: float = 1.0
+    ce_weight: float = 1.0
+
+
+def schedule_weights(schedule: str, p: float, t_start: float, t_end: float) -> dict[str, float]:
+    """Loss weights and temperature at training progress ``p`` in [0, 1]."""
+    p = min(max(p, 0.0), 1.0)
+    if schedule == "constant":
+        return {"feat": 1.0, "kd": 1.0, "ce": 1.0, "T": t_start}
+    if schedule == "stepwise":
+        phase = min(2, int(p * 3))
+        w = [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 1.0, 1.0)][phase]
+        return {"feat": w[0], "kd": w[1], "ce": w[2], "T": t_start}
+    if schedule == "progressive":
+        return {"feat": 1.0 - p, "kd": p, "ce": p, "T": t_start + (t_end - t_start) * p}
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+@register_method("tdmr")
+class TaskDrivenModelReprogramming(Method):
+    uses_teacher = True
+    Options = TDMROptions
+
+    def __init__(self, ctx: MethodContext, options: TDMROptions) -> None:
+        super().__init__(ctx, options)
+        d_t = ctx.teacher.feature_dim
+        self.prompt = None if options.prompt == "none" else VisualPrompt(ctx.teacher.spec, options.prompt, options.pad)
+        if options.proxy == "linear":
+            self.projection: nn.Module = nn.Sequential(
+                nn.BatchNorm1d(d_t, affine=False), nn.Linear(d_t, options.proxy_dim)
+            )
+            d_p = options.proxy_dim
+        else:
+            self.projection = nn.BatchNorm1d(d_t, affine=False)
+            d_p = d_t
+        self.fm_classifier = nn.Linear(d_p, ctx.num_classes)
+        self.student_projector = nn.Linear(self.student.feature_dim, d_p)
+        self.register_buffer("proxy_train", torch.zeros(0, d_p), persistent=False)
+        self.register_buffer("logits_train", torch.zeros(0, ctx.num_classes), persistent=False)
+
+    # ---- stage 1: reprogram the frozen FM ---------------------------------------------------------------------
+    def fm_input(self, images: torch.Tensor) -> torch.Tensor:
+        return self.prompt(images) if self.prompt is not None else self.teacher.prepare(images)
+
+    def fm_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled features of the (prompted) FM, with gradients to the prompt when it trains."""
+        return self.teacher(self.fm_input(images)).float()
+
+    def reprogrammed(self, f_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.projection(f_t)
+        return z, self.fm_classifier(z)
+
+    def stage1_modules(self) -> list[nn.Module]:
+        return [m for m in (self.prompt, self.projection, self.fm_classifier) if m is not None]
+
+    def prepare(self, train: Any, device: torch.device) -> None:
+        o = self.options
+        ds = train.dataset
+        n = len(ds)
+        labels = torch.as_tensor(ds.split.labels, dtype=torch.long)
+        images = lambda idx: torch.stack([ds[int(i)]["image"] for i in idx]).to(device)  # noqa: E731
+        params = [p for m in self.stage1_modules() for p in m.parameters()]
+        opt = torch.optim.AdamW(params, lr=o.stage1_lr, weight_decay=1e-4)
+        gen = torch.Generator().manual_seed(self.ctx.cfg.train.seed + 17)
+        fixed = None
+        if self.prompt is None:  # nothing before the FM trains: one FM pass serves every stage-1 epoch
+            fixed = torch.cat([self.teacher.features(images(range(s, min(s + 256, n)))) for s in range(0, n, 256)])
+        for m in self.stage1_modules():
+            m.train()
+        for _ in range(o.stage1_epochs):
+            for idx in torch.randperm(n, generator=gen).split(o.stage1_batch_size):
+                if len(idx) < 2:  # BatchNorm needs two samples
+                    continue
+                f_t = fixed[idx] if fixed is not None else self.fm_features(images(idx))
+                _, logits = self.reprogrammed(f_t)
+                loss = self.task_loss(logits, labels[idx].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        for m in self.stage1_modules():
+            m.eval()
+            m.requires_grad_(False)  # frozen from here on: stage 2 distils from it
+        with torch.no_grad():
+            outs = [self.reprogrammed(fixed[s : s + 256] if fixed is not None else
+                                      self.fm_features(images(range(s, min(s + 256, n)))))
+                    for s in range(0, n, 256)]  # fmt: skip
+        self.proxy_train = torch.cat([z for z, _ in outs])
+        self.logits_train = torch.cat([lg for _, lg in outs])
+
+    def train(self, mode: bool = True) -> "TaskDrivenModelReprogramming":
+        super().train(mode)
+        for m in self.stage1_modules():
+            m.eval()  # the reprogrammed FM is fixed in stage 2
+        return self
+
+    # ---- stage 2: progressive distillation into the student ----------------------------------------------------
+    def forward(self, batch: Batch) -> dict[str, Any]:
+        o = self.options
+        w = schedule_weights(o.schedule, self.progress, o.t_start, o.t_end)
+        f_s = self.student.features(self.student_input(batch))
+        z_s = self.student.head(f_s)
+        idx = batch["index"]
+        proxy_t, logits_t = self.proxy_train[idx], self.logits_train[idx]
+        parts = {
+            "feat": 1.0 - F.cosine_similarity(self.student_projector(f_s), proxy_t, dim=1).mean(),
+            "kd": kd_loss(z_s, logits_t, w["T"]),
+            "ce": self.task_loss(z_s, batch["label"]),
+        }
+        loss = (
+            o.feature_weight * w["feat"] * parts["feat"]
+            + o.kd_weight * w["kd"] * parts["kd"]
+            + o.ce_weight * w["ce"] * parts["ce"]
+        )
+        logged = {k: v.detach() for k, v in parts.items()} | {f"w_{k}": torch.tensor(v) for k, v in w.items()}
+        return {"loss": loss, "logits": z_s, "parts": logged}
+
+    def extra_logits(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The reprogrammed FM itself (prompt + FM + projection + classifier), scored on the evaluation images."""
+        with torch.no_grad():
+            return {"reprogrammed_fm": self.reprogrammed(self.fm_features(batch["image"]))[1]}
