@@ -132,3 +132,26 @@ def test_lora_targets_attention_of_a_vit_and_refuses_bad_targets():
     assert all(n.endswith("attn.qkv") for n, m in vit.named_modules() if type(m).__name__ == "LoRALinear")
     with pytest.raises(Exception, match="matched no"):
         inject_lora(timm.create_model("resnet10t"), target="nothing_here")
+
+
+@pytest.mark.slow
+def test_methods_through_the_fm_run_end_to_end(tmp_path, small_npz):
+    """lora, visual_prompt and tdmr through the real run path (online FM, prepare hook, extra branches)."""
+    from reprodistill.config import load_config
+    from reprodistill.engine.run import run
+
+    torch.manual_seed(0)
+    torch.save(timm.create_model("resnet10t", num_classes=0).state_dict(), tmp_path / "fm.pt")
+    over = [
+        f"data.source={small_npz}", "methods=[lora,visual_prompt,tdmr]", "student.name=resnet10t",
+        f"teacher.name={tmp_path / 'fm.pt'}", "teacher.arch=resnet10t", "teacher.image_size=32",
+        f"teacher.cache_dir={tmp_path / 'cache'}", "train.epochs=2", "train.batch_size=16",
+        "method_options.tdmr.stage1_epochs=1",
+    ]  # fmt: skip
+    res = run(load_config("default", over), run_dir=tmp_path / "run")
+    by = {r.method: r for r in res.results}
+    assert set(by) == {"lora", "visual_prompt", "tdmr"}
+    assert all(0.0 <= r.test["auc"] <= 1.0 for r in res.results)
+    assert "reprogrammed_fm" in by["tdmr"].test["extra"]
+    assert by["tdmr"].params < by["lora"].params  # TDMR ships the student, the PEFT baselines the FM
+    assert not list((tmp_path / "cache").glob("*.npy"))  # none of them may use cached features
