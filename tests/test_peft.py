@@ -155,3 +155,36 @@ def test_methods_through_the_fm_run_end_to_end(tmp_path, small_npz):
     assert "reprogrammed_fm" in by["tdmr"].test["extra"]
     assert by["tdmr"].params < by["lora"].params  # TDMR ships the student, the PEFT baselines the FM
     assert not list((tmp_path / "cache").glob("*.npy"))  # none of them may use cached features
+
+
+@pytest.fixture()
+def vit_teacher(tmp_path):
+    from reprodistill.config import TeacherConfig
+    from reprodistill.models import create_teacher
+
+    torch.manual_seed(0)
+    torch.save(timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=0).state_dict(), tmp_path / "v.pt")
+    return create_teacher(TeacherConfig(name=str(tmp_path / "v.pt"), arch="vit_tiny_patch16_224", image_size=32))
+
+
+@pytest.mark.parametrize("mode", ["shallow", "deep"])
+def test_vpt_prompt_tokens_train_through_the_frozen_vit(vit_teacher, mode):
+    ctx = MethodContext(cfg=RunConfig(methods=["vpt"]), num_classes=2, teacher=vit_teacher)
+    method = build_method("vpt", ctx, num_tokens=3, mode=mode)
+    assert method.prompts.shape == ((12 if mode == "deep" else 1), 3, 192)
+    x = _images()
+    with torch.no_grad():  # the prompts change the features (they are attended to) but not their shape
+        prompted = method.pooled(vit_teacher.prepare(x))
+        assert prompted.shape == vit_teacher.features(x).shape
+        assert not torch.allclose(prompted, vit_teacher.features(x), atol=1e-4)
+    out = method({"image": x, "label": torch.tensor([0, 1, 0, 1])})
+    out["loss"].backward()
+    assert method.prompts.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in vit_teacher.parameters())
+    assert {k.split(".")[0] for k in method.state_dict()} == {"head", "prompts"}  # never the FM
+
+
+def test_vpt_refuses_a_cnn_teacher(tiny_teacher):
+    ctx = MethodContext(cfg=RunConfig(methods=["vpt"]), num_classes=2, teacher=tiny_teacher(32))
+    with pytest.raises(Exception, match="Vision Transformer"):
+        build_method("vpt", ctx)

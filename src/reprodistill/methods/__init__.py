@@ -15,6 +15,7 @@ from reprodistill.methods import (  # noqa: F401
     student,
     tdmr,
     visual_prompt,
+    vpt,
 )
 from reprodistill.methods.base import METHODS, Batch, Method, MethodContext, register_method
 

@@ -1,0 +1,100 @@
+"""`vpt`: PEFT baseline for ViT teachers: Visual Prompt Tuning (Jia et al., ECCV 2022) + a linear head.
+
+``num_tokens`` learnable prompt tokens are inserted after the class/prefix tokens of a timm ViT: once before the
+first block (``shallow``, the default) or a fresh set before every block (``deep``). The frozen ViT runs with them,
+the prompt outputs are dropped before pooling, and a linear head (BN without affine + linear, like the probe)
+scores the pooled features. Only prompts and head train; gradients flow through the frozen FM, so the feature
+cache is not used. Prompts are initialised uniformly with the VPT paper's bound sqrt(6 / (3 * patch area + dim)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from reprodistill.data.transforms import InputSpec
+from reprodistill.errors import ConfigError
+from reprodistill.methods.base import Batch, Method, MethodContext, register_method
+
+
+@dataclass
+class VPTOptions:
+    num_tokens: int = 10
+    mode: Literal["shallow", "deep"] = "shallow"
+
+
+def _vit(teacher: Any) -> nn.Module:
+    model = getattr(teacher, "model", None)
+    needed = ("patch_embed", "_pos_embed", "blocks", "norm", "forward_head", "num_prefix_tokens")
+    if model is None or not all(hasattr(model, a) for a in needed):
+        raise ConfigError(
+            f"vpt needs a timm Vision Transformer teacher (e.g. teacher.name=<vit checkpoint> "
+            f"teacher.arch=vit_tiny_patch16_224); {teacher.name} is not one. Use lora or visual_prompt for CNN FMs."
+        )
+    return model
+
+
+class _PromptedViT(nn.Module):
+    def __init__(self, method: "VisualPromptTuning") -> None:
+        super().__init__()
+        self.fm, self.prompts, self.head = method.teacher, method.prompts, method.head
+        object.__setattr__(self, "method", method)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.method.pooled(x))
+
+
+@register_method("vpt")
+class VisualPromptTuning(Method):
+    uses_student = False
+    uses_teacher = True
+    Options = VPTOptions
+
+    def __init__(self, ctx: MethodContext, options: VPTOptions) -> None:
+        super().__init__(ctx, options)
+        vit = _vit(ctx.teacher)
+        dim = vit.embed_dim
+        patch = math.prod(vit.patch_embed.patch_size)
+        bound = math.sqrt(6.0 / (3 * patch + dim))
+        sets = len(vit.blocks) if options.mode == "deep" else 1
+        self.prompts = nn.Parameter(torch.empty(sets, options.num_tokens, dim).uniform_(-bound, bound))
+        d = ctx.teacher.feature_dim
+        self.head = nn.Sequential(nn.BatchNorm1d(d, affine=False), nn.Linear(d, ctx.num_classes))
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features of the prompted ViT for a preprocessed batch."""
+        m, k = _vit(self.teacher), self.options.num_tokens
+        p = m.num_prefix_tokens
+        x = m._pos_embed(m.patch_embed(x))
+        x = m.norm_pre(x) if hasattr(m, "norm_pre") else x
+        b = len(x)
+        for i, block in enumerate(m.blocks):
+            if i == 0:
+                x = torch.cat([x[:, :p], self.prompts[0].expand(b, -1, -1), x[:, p:]], dim=1)
+            elif self.options.mode == "deep":  # replace last block's prompt outputs with this block's prompts
+                x = torch.cat([x[:, :p], self.prompts[i].expand(b, -1, -1), x[:, p + k :]], dim=1)
+            x = block(x)
+        x = m.norm(x)
+        x = torch.cat([x[:, :p], x[:, p + k :]], dim=1)  # pooling sees the image tokens only, as without prompts
+        return m.forward_head(x, pre_logits=True).float()
+
+    def logits(self, batch: Batch) -> torch.Tensor:
+        return self.head(self.pooled(self.teacher.prepare(batch["image"])))
+
+    def forward(self, batch: Batch) -> dict[str, Any]:
+        logits = self.logits(batch)
+        ce = self.task_loss(logits, batch["label"])
+        return {"loss": ce, "logits": logits, "parts": {"ce": ce.detach()}}
+
+    def predict(self, batch: Batch) -> torch.Tensor:
+        return self.logits(batch)
+
+    def deployed(self) -> nn.Module:
+        return _PromptedViT(self)
+
+    def deployed_spec(self) -> InputSpec:
+        return self.teacher.spec
