@@ -31,7 +31,8 @@ def test_override_values_are_parsed_as_yaml():
         ("data.fraction=1.5", "data.fraction must be in (0, 1]"),
         (
             "methods=[nope]",
-            "unknown method 'nope'; valid names: at, cka_kd, dkd, drd, fitnet, kd, linear_probe, lora, rd, rkd, student, tdmr, visual_prompt, vpt",
+            "unknown method 'nope'; valid names: at, cka_kd, dkd, drd, fitnet, kd, linear_probe, lora, rd, rkd, "
+            "student, tdmr, visual_prompt, vpt",
         ),
         ("method_options.student.foo=1", "method_options.student: unknown key(s) ['foo']"),
         ("train.epochs", "must look like section.key=value"),
