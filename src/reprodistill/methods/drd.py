@@ -74,18 +74,9 @@ class DeepReprogrammingDistillation(Method):
         self.stage_ids = list(range(n)) if options.stages is None else list(options.stages)
         if not self.stage_ids or any(not 0 <= i < n for i in self.stage_ids):
             raise ConfigError(f"method_options.drd.stages={options.stages}: the student has stages 0..{n - 1}")
-        shapes = self._stage_input_shapes()
-        c_t = self.teacher.spatial_channels("drd")
+        shapes = self.staged.probe_shapes(self.student)[0]
+        c_t = self.teacher.spatial_map_shape("drd")[0]
         self.projectors = nn.ModuleList(MapProjector(c_t, shapes[i][0], shapes[i][1:]) for i in self.stage_ids)
-
-    def _stage_input_shapes(self) -> list[tuple[int, int, int]]:
-        spec = self.student.spec
-        was = self.student.training
-        self.student.eval()
-        with torch.no_grad():
-            _, inputs = self.staged.forward_with_stage_inputs(torch.zeros(1, spec.channels, *spec.size))
-        self.student.train(was)
-        return [tuple(x.shape[1:]) for x in inputs]
 
     def forward(self, batch: Batch) -> dict[str, Any]:
         o = self.options

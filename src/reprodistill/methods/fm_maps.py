@@ -23,21 +23,11 @@ class FeatureMapDistillation(ProbedFMDistillation):
     def __init__(self, ctx: MethodContext, options: Any) -> None:
         super().__init__(ctx, options)
         self.staged = staged(self.student)
-        c_t = ctx.teacher.spatial_channels(self.name)
-        self.teacher_map_size = ctx.teacher.map_shape()[1:]
-        shapes = self._stage_output_shapes()
+        c_t, *self.teacher_map_size = ctx.teacher.spatial_map_shape(self.name)  # one FM probe for both
+        shapes = self.staged.probe_shapes(self.student)[1]
         self.stage = self._pick_stage(shapes, getattr(options, "stage", None))
         self.student_map_shape = shapes[self.stage]
         self.teacher_channels = c_t
-
-    def _stage_output_shapes(self) -> list[tuple[int, int, int]]:
-        spec = self.student.spec
-        was = self.student.training
-        self.student.eval()
-        with torch.no_grad():
-            _, outs = self.staged.forward_with_stage_outputs(torch.zeros(1, spec.channels, *spec.size))
-        self.student.train(was)
-        return [tuple(o.shape[1:]) for o in outs]
 
     def _pick_stage(self, shapes: list[tuple[int, int, int]], stage: Optional[int]) -> int:
         if stage is not None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
+import torch
 from torch import nn
 
-from reprodistill.data.transforms import InputSpec
-from reprodistill.methods.base import Batch, Method, MethodContext, register_method
+from reprodistill.methods.base import MethodContext, register_method
+from reprodistill.methods.fm_adapt import FMAdaptation
 from reprodistill.peft import inject_lora
 
 
@@ -26,21 +27,8 @@ class LoRAOptions:
     target: Optional[str] = None  # regex of FM layer names; None: last CNN stage convs or ViT attn.qkv
 
 
-class _AdaptedFM(nn.Module):
-    """uint8 images -> logits through the adapted FM and the head (what is deployed)."""
-
-    def __init__(self, fm: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        self.fm, self.head = fm, head
-
-    def forward(self, x):
-        return self.head(self.fm.pool(self.fm.forward_map(x)))
-
-
 @register_method("lora")
-class LoRAProbe(Method):
-    uses_student = False
-    uses_teacher = True
+class LoRAProbe(FMAdaptation):
     Options = LoRAOptions
 
     def __init__(self, ctx: MethodContext, options: LoRAOptions) -> None:
@@ -52,20 +40,10 @@ class LoRAProbe(Method):
         d = ctx.teacher.feature_dim
         self.head = nn.Sequential(nn.BatchNorm1d(d, affine=False), nn.Linear(d, ctx.num_classes))
 
-    def logits(self, batch: Batch):
+    @property
+    def adapted_fm(self):
+        return self.fm
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
         fm = self.fm
-        return self.head(fm.pool(fm.forward_map(fm.prepare(batch["image"]))).float())
-
-    def forward(self, batch: Batch) -> dict[str, Any]:
-        logits = self.logits(batch)
-        ce = self.task_loss(logits, batch["label"])
-        return {"loss": ce, "logits": logits, "parts": {"ce": ce.detach()}}
-
-    def predict(self, batch: Batch):
-        return self.logits(batch)
-
-    def deployed(self) -> nn.Module:
-        return _AdaptedFM(self.fm, self.head)
-
-    def deployed_spec(self) -> InputSpec:
-        return self.fm.spec
+        return self.head(fm.pool(fm.forward_map(fm.prepare(images))).float())

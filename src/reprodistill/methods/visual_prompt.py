@@ -15,9 +15,9 @@ from typing import Any, Literal, Optional
 import torch
 from torch import nn
 
-from reprodistill.data.transforms import InputSpec
 from reprodistill.errors import ConfigError
-from reprodistill.methods.base import Batch, Method, MethodContext, register_method
+from reprodistill.methods.base import Batch, MethodContext, register_method
+from reprodistill.methods.fm_adapt import FMAdaptation
 from reprodistill.reprogram.label_map import frequency_matrix, greedy_mapping
 from reprodistill.reprogram.prompt import VisualPrompt
 
@@ -31,22 +31,8 @@ class VisualPromptOptions:
     label_map: Literal["iterative", "frequency"] = "iterative"
 
 
-class _PromptedFM(nn.Module):
-    """What ships: prompt + the whole FM (+ head or label map); the FM is a submodule so its size is counted."""
-
-    def __init__(self, method: "VisualPromptMethod") -> None:
-        super().__init__()
-        object.__setattr__(self, "method", method)
-        self.prompt, self.fm = method.prompt, method.teacher
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: images at the FM's size (0..255 range)
-        return self.method.output(self.fm, self.prompt(x))
-
-
 @register_method("visual_prompt")
-class VisualPromptMethod(Method):
-    uses_student = False
-    uses_teacher = True
+class VisualPromptMethod(FMAdaptation):
     Options = VisualPromptOptions
 
     def __init__(self, ctx: MethodContext, options: VisualPromptOptions) -> None:
@@ -65,10 +51,11 @@ class VisualPromptMethod(Method):
             self.head = nn.Sequential(nn.BatchNorm1d(d, affine=False), nn.Linear(d, ctx.num_classes))
         self._train_split = None
 
-    def output(self, teacher, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.prompt(images)
         if self.use_label_map:
-            return teacher.logits(x).float()[:, self.mapping]
-        return self.head(teacher.pool(teacher.forward_map(x)).float())
+            return self.teacher.logits(x).float()[:, self.mapping]
+        return self.head(self.teacher.pool(self.teacher.forward_map(x)).float())
 
     def prepare(self, train: Any, device: torch.device) -> None:
         self._train_split = train
@@ -95,15 +82,4 @@ class VisualPromptMethod(Method):
                 self._mapped_epoch = epoch
                 if epoch > 0:
                     self.remap(batch["image"].device)
-        logits = self.output(self.teacher, self.prompt(batch["image"]))
-        ce = self.task_loss(logits, batch["label"])
-        return {"loss": ce, "logits": logits, "parts": {"ce": ce.detach()}}
-
-    def predict(self, batch: Batch) -> torch.Tensor:
-        return self.output(self.teacher, self.prompt(batch["image"]))
-
-    def deployed(self) -> nn.Module:
-        return _PromptedFM(self)
-
-    def deployed_spec(self) -> InputSpec:
-        return self.teacher.spec
+        return super().forward(batch)

@@ -16,9 +16,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from reprodistill.data.transforms import InputSpec
 from reprodistill.errors import ConfigError
-from reprodistill.methods.base import Batch, Method, MethodContext, register_method
+from reprodistill.methods.base import MethodContext, register_method
+from reprodistill.methods.fm_adapt import FMAdaptation
 
 
 @dataclass
@@ -38,20 +38,8 @@ def _vit(teacher: Any) -> nn.Module:
     return model
 
 
-class _PromptedViT(nn.Module):
-    def __init__(self, method: "VisualPromptTuning") -> None:
-        super().__init__()
-        self.fm, self.prompts, self.head = method.teacher, method.prompts, method.head
-        object.__setattr__(self, "method", method)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.method.pooled(x))
-
-
 @register_method("vpt")
-class VisualPromptTuning(Method):
-    uses_student = False
-    uses_teacher = True
+class VisualPromptTuning(FMAdaptation):
     Options = VPTOptions
 
     def __init__(self, ctx: MethodContext, options: VPTOptions) -> None:
@@ -82,19 +70,5 @@ class VisualPromptTuning(Method):
         x = torch.cat([x[:, :p], x[:, p + k :]], dim=1)  # pooling sees the image tokens only, as without prompts
         return m.forward_head(x, pre_logits=True).float()
 
-    def logits(self, batch: Batch) -> torch.Tensor:
-        return self.head(self.pooled(self.teacher.prepare(batch["image"])))
-
-    def forward(self, batch: Batch) -> dict[str, Any]:
-        logits = self.logits(batch)
-        ce = self.task_loss(logits, batch["label"])
-        return {"loss": ce, "logits": logits, "parts": {"ce": ce.detach()}}
-
-    def predict(self, batch: Batch) -> torch.Tensor:
-        return self.logits(batch)
-
-    def deployed(self) -> nn.Module:
-        return _PromptedViT(self)
-
-    def deployed_spec(self) -> InputSpec:
-        return self.teacher.spec
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pooled(self.teacher.prepare(images)))

@@ -39,6 +39,21 @@ class StagedStudent:
             outputs.append(x)
         return self.pooled(self.post(x)), outputs
 
+    def probe_shapes(self, student: Student) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+        """([input shape of each stage], [output shape of each stage]) for one image, without batch dim."""
+        spec = student.spec
+        was = student.training
+        student.eval()
+        with torch.no_grad():
+            x = self.stem(torch.zeros(1, spec.channels, *spec.size))
+            ins, outs = [], []
+            for stage in self.stages:
+                ins.append(tuple(x.shape[1:]))
+                x = stage(x)
+                outs.append(tuple(x.shape[1:]))
+        student.train(was)
+        return ins, outs
+
     def forward_with_stage_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(pooled features, [input of stage 0, input of stage 1, ...])."""
         inputs = []

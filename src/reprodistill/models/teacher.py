@@ -100,12 +100,12 @@ class Teacher(nn.Module):
             self.feature_maps(torch.zeros(1, spec.channels, *spec.size, dtype=torch.uint8, device=device)).shape[1:]
         )
 
-    def spatial_channels(self, method: str) -> int:
-        """C of the teacher's spatial feature map, or a ConfigError naming ``method`` for token-only teachers."""
+    def spatial_map_shape(self, method: str) -> tuple[int, int, int]:
+        """(C,h,w) of the teacher's spatial feature map, or a ConfigError naming ``method`` for token-only teachers."""
         shape = self.map_shape()
         if len(shape) != 3:
             raise ConfigError(f"{method} needs a teacher with spatial feature maps; {self.name} gives {shape}")
-        return shape[0]
+        return shape
 
 
 class MerlinTeacher(Teacher):
