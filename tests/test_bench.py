@@ -106,3 +106,27 @@ def test_bench_end_to_end_then_kill_and_rerun_only_missing_cells(tmp_path, small
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0 and "0 cells trained, 12 kept" in again.stdout
+
+
+def test_bench_variants_resolve_to_their_method_with_merged_options(tmp_path):
+    from reprodistill.bench.grid import bench_cells, cell_config
+    from reprodistill.config import ConfigError, load_config
+
+    spec = tmp_path / "ablate.yaml"
+    spec.write_text(
+        "methods: [tdmr, tdmr-no-prompt]\n"
+        "method_options: {tdmr: {stage1_epochs: 2, t_start: 3.0}}\n"
+        "bench: {fractions: [0.1], variants: {tdmr-no-prompt: {method: tdmr, options: {prompt: none}}}}\n"
+    )
+    cfg = load_config(str(spec))
+    cells = bench_cells(cfg)
+    assert [(c.method, c.base) for c in cells] == [("tdmr", "tdmr"), ("tdmr-no-prompt", "tdmr")]
+    c = cell_config(cfg, cells[1])
+    assert c.methods == ["tdmr"] and not c.bench.variants
+    assert c.method_options == {"tdmr": {"stage1_epochs": 2, "t_start": 3.0, "prompt": "none"}}
+    assert cells[1].result_path(tmp_path) == tmp_path / "cells/tdmr-no-prompt/frac0.1-seed0/tdmr/result.json"
+    # a variant's options are validated up front, and a variant may not shadow a registered method
+    with pytest.raises(ConfigError, match="prompt"):
+        load_config(str(spec), ["bench.variants.tdmr-no-prompt.options.prompt=nothing"])
+    with pytest.raises(ConfigError, match="shadow"):
+        load_config(str(spec), ["bench.variants.kd={method: tdmr}", "methods=[kd]"])

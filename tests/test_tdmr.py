@@ -27,8 +27,11 @@ def test_schedule_values(schedule, p, expected):
 
 
 class _Dataset:
+    size, channels = (28, 28), 1
+
     def __init__(self, images, labels):
-        self.images, self.split = images, type("S", (), {"labels": labels.numpy()})()
+        self.images = images
+        self.split = type("S", (), {"labels": labels.numpy(), "images": images.numpy(), "paths": None})()
 
     def __len__(self):
         return len(self.images)
@@ -45,10 +48,12 @@ def tdmr_setup(tiny_teacher):
     labels = torch.arange(24) % 2
     train = type("Split", (), {"dataset": _Dataset(images, labels)})()
 
-    def make(**opts):
+    def make(cache_dir=None, **opts):
         torch.manual_seed(0)
         student = create_student(StudentConfig(name="resnet10t"), num_classes=2, default_size=(28, 28))
-        ctx = MethodContext(cfg=RunConfig(methods=["tdmr"]), num_classes=2, student=student, teacher=teacher)
+        cfg = RunConfig(methods=["tdmr"])
+        cfg.teacher.cache_dir = cache_dir and str(cache_dir)
+        ctx = MethodContext(cfg=cfg, num_classes=2, student=student, teacher=teacher)
         return build_method("tdmr", ctx, **{"stage1_epochs": 2, "stage1_batch_size": 8, "pad": 4, **opts})
 
     batch = {"image": images[:8], "label": labels[:8], "index": torch.arange(8)}
@@ -97,6 +102,44 @@ def test_ablation_switches(tdmr_setup):
     assert no_proxy.prompt is None
 
 
+def test_stage1_step_cap(tdmr_setup):
+    _, train, make, _ = tdmr_setup
+    method = make(stage1_epochs=5, stage1_max_steps=4)  # 5 epochs would be 15 steps of 8
+    method.prepare(train, torch.device("cpu"))
+    assert method.stage1_steps == 4
+
+
+def test_stage1_is_stored_and_reused_when_only_stage2_changes(tmp_path, tdmr_setup):
+    _, train, make, _ = tdmr_setup
+    first = make(cache_dir=tmp_path)
+    first.prepare(train, torch.device("cpu"))
+    assert first.stage1_steps == 6 and len(list(tmp_path.glob("tdmr-stage1-*.pt"))) == 1
+    # same stage 1, different stage-2 schedule (an ablation): loaded, not retrained, and identical
+    again = make(cache_dir=tmp_path, schedule="constant")
+    again.prepare(train, torch.device("cpu"))
+    assert again.stage1_steps == 0
+    assert torch.equal(again.proxy_train, first.proxy_train) and torch.equal(again.logits_train, first.logits_train)
+    assert torch.equal(again.prompt.weight, first.prompt.weight)
+    assert not any(p.requires_grad for m in again.stage1_modules() for p in m.parameters())
+    # a stage-1 option changes the key: trained anew, into a second entry
+    other = make(cache_dir=tmp_path, stage1_lr=3e-3)
+    other.prepare(train, torch.device("cpu"))
+    assert other.stage1_steps == 6 and len(list(tmp_path.glob("tdmr-stage1-*.pt"))) == 2
+
+
+def test_without_prompt_stage1_reads_the_cached_fm_features(tmp_path, tdmr_setup):
+    teacher, train, make, _ = tdmr_setup
+    method = make(cache_dir=tmp_path, prompt="none", stage1_lr=5e-3)
+    method.prepare(train, torch.device("cpu"))
+    pooled = [p for p in tmp_path.glob("*.npy")]
+    assert len(pooled) == 1  # the same fixed-view pooled entry the linear probe and KD methods use
+    import numpy as np
+
+    with torch.no_grad():
+        direct = teacher.features(train.dataset.images)
+    assert np.allclose(np.load(pooled[0]), direct.numpy(), atol=1e-2)
+
+
 def test_tdmr_with_a_transformer_fm_from_a_local_checkpoint(tmp_path, tdmr_setup):
     import timm
 
@@ -108,7 +151,9 @@ def test_tdmr_with_a_transformer_fm_from_a_local_checkpoint(tmp_path, tdmr_setup
     torch.save(timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=0).state_dict(), tmp_path / "vit.pt")
     vit = create_teacher(TeacherConfig(name=str(tmp_path / "vit.pt"), arch="vit_tiny_patch16_224", image_size=32))
     student = create_student(StudentConfig(name="resnet10t"), num_classes=2, default_size=(28, 28))
-    ctx = MethodContext(cfg=RunConfig(methods=["tdmr"]), num_classes=2, student=student, teacher=vit)
+    cfg = RunConfig(methods=["tdmr"])
+    cfg.teacher.cache_dir = None
+    ctx = MethodContext(cfg=cfg, num_classes=2, student=student, teacher=vit)
     method = build_method("tdmr", ctx, stage1_epochs=1, stage1_batch_size=8, pad=4)
     method.prepare(train, torch.device("cpu"))
     assert method.prompt.weight.abs().sum() > 0

@@ -119,6 +119,9 @@ class BenchConfig:
 
     seeds: list[int] = field(default_factory=lambda: [0])
     fractions: list[float] = field(default_factory=lambda: [1.0])
+    # Named method variants usable in `methods` of a bench, e.g. for ablations:
+    # {tdmr-no-prompt: {method: tdmr, options: {prompt: none}}}; options are merged over method_options.<method>.
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -263,6 +266,18 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def method_variant(cfg: RunConfig, name: str) -> tuple[str, dict[str, Any]]:
+    """(registered method, its options) of a name in ``cfg.methods``: a method itself or a ``bench.variants`` entry."""
+    v = cfg.bench.variants.get(name)
+    if v is None:
+        return name, dict(cfg.method_options.get(name) or {})
+    if set(v) - {"method", "options"} or "method" not in v:
+        raise ConfigError(
+            f"bench.variants.{name} must look like {{method: <registered method>, options: {{...}}}}, got {v}"
+        )
+    return v["method"], {**(cfg.method_options.get(v["method"]) or {}), **(v.get("options") or {})}
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check value ranges and cross-field rules that types alone cannot express."""
     d, t = cfg.data, cfg.train
@@ -290,10 +305,14 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError("methods is empty; name at least one method, e.g. methods=[student,linear_probe]")
     from reprodistill.methods import METHODS  # late import: methods import config
 
-    for name in cfg.methods:
-        METHODS.get(name)
     for name, opts in cfg.method_options.items():
         METHODS.get(name).parse_options(opts)
+    for name in cfg.methods:  # a variant's merged options are checked now, not hours into a bench
+        base, opts = method_variant(cfg, name)
+        METHODS.get(base).parse_options(opts)
+    clash = sorted(set(cfg.bench.variants) & set(METHODS.names()))
+    if clash:
+        raise ConfigError(f"bench.variants {clash} shadow registered methods; give the variants other names")
     return cfg
 
 

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import yaml
 
-from reprodistill.config import BenchConfig, RunConfig, to_dict
+from reprodistill.config import BenchConfig, RunConfig, method_variant, to_dict
 from reprodistill.engine import distributed
 from reprodistill.engine.checkpoint import read_json, write_text
 from reprodistill.engine.metrics import SCALAR_METRICS
@@ -42,19 +42,23 @@ RESULT_COLUMNS = (
     "latency_ms",
     "peak_rss_mb",
     "deploys",
-    "cell_dir",
+    "method_dir",  # the trained method's folder inside the cell's run folder (metrics.csv, test_metrics.json, ...)
 )
 
 
 @dataclass(frozen=True)
 class Cell:
-    method: str
+    method: str  # a registered method or a bench variant of one
     fraction: float
     seed: int
+    base: str = ""  # the registered method that trains (= method unless a variant)
 
     @property
     def folder(self) -> str:
         return f"{self.method}/frac{self.fraction:g}-seed{self.seed}"
+
+    def result_path(self, bench_dir: Path) -> Path:
+        return bench_dir / "cells" / self.folder / self.base / "result.json"
 
 
 @dataclass
@@ -69,14 +73,17 @@ class BenchResult:
 def bench_cells(cfg: RunConfig) -> list[Cell]:
     """Every (method, fraction, seed) of the grid, largest fraction first, then seeds, then methods."""
     fractions = sorted(cfg.bench.fractions, reverse=True)
-    return [Cell(m, f, s) for f in fractions for s in cfg.bench.seeds for m in cfg.methods]
+    base = {m: method_variant(cfg, m)[0] for m in cfg.methods}
+    return [Cell(m, f, s, base[m]) for f in fractions for s in cfg.bench.seeds for m in cfg.methods]
 
 
 def cell_config(cfg: RunConfig, cell: Cell) -> RunConfig:
-    """The run config of one cell: the bench config with one method, its fraction and seed, and no grid."""
+    """The run config of one cell: the bench config with one method (a variant resolved to its method and merged
+    options), its fraction and seed, and no grid."""
     c = copy.deepcopy(cfg)
-    c.methods = [cell.method]
-    c.method_options = {k: v for k, v in cfg.method_options.items() if k == cell.method}
+    base, options = method_variant(cfg, cell.method)
+    c.methods = [base]
+    c.method_options = {base: options} if options else {}
     c.data.fraction = cell.fraction
     c.train.seed = cell.seed
     c.bench = BenchConfig()  # so that growing the grid later never invalidates finished cells
@@ -89,7 +96,7 @@ def default_bench_dir(cfg: RunConfig) -> Path:
     return Path(cfg.out_dir) / f"bench-{cfg.name or 'run'}"
 
 
-def _row(cell: Cell, result: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
+def _row(cell: Cell, result: dict[str, Any], method_dir: Path) -> dict[str, Any]:
     test = result["test"]
     return {
         "method": cell.method,
@@ -105,8 +112,8 @@ def _row(cell: Cell, result: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
         "gflops": round(result["gflops"], 4),
         "latency_ms": round(result["latency_ms"], 2),
         "peak_rss_mb": round(result["peak_rss_mb"]),
-        "deploys": "student" if METHODS.get(cell.method).uses_student else "FM",
-        "cell_dir": str(cell_dir),
+        "deploys": "student" if METHODS.get(cell.base).uses_student else "FM",
+        "method_dir": str(method_dir),
     }
 
 
@@ -144,19 +151,19 @@ def run_bench(cfg: RunConfig, bench_dir: Optional[Path] = None, plots: bool = Tr
     )
     for i, cell in enumerate(cells, 1):
         cell_dir = bench_dir / "cells" / cell.folder
-        done = cell_dir / cell.method / "result.json"
+        done = cell.result_path(bench_dir)
         if done.is_file():
             res.cells_kept += 1
         else:
             log.info("bench cell %d/%d: %s, fraction %g, seed %d", i, len(cells), cell.method, cell.fraction, cell.seed)
-            if teacher is None and METHODS.get(cell.method).uses_teacher:
+            if teacher is None and METHODS.get(cell.base).uses_teacher:
                 from reprodistill.engine.loop import resolve_device
 
                 teacher = build_teacher(cfg, resolve_device(cfg.train.device))
             run(cell_config(cfg, cell), run_dir=cell_dir, teacher=teacher)
             setup_logging(bench_dir)  # the cell's run pointed the log at its own folder
             res.cells_run += 1
-        res.rows.append(_row(cell, read_json(done), cell_dir))
+        res.rows.append(_row(cell, read_json(done), done.parent))
     res.wall_time_s = time.perf_counter() - t0
     if not main:
         return res

@@ -173,7 +173,7 @@ def plot_training_curves(path: Path, rows: list[dict[str, Any]], methods: list[s
     for r in rows:
         if float(r["fraction"]) != frac or int(r["seed"]) != seed:
             continue
-        hist_path = Path(r["cell_dir"]) / r["method"] / "metrics.csv"
+        hist_path = Path(r["method_dir"]) / "metrics.csv"
         if not hist_path.is_file():
             continue
         hist = _read_history(hist_path)
@@ -210,7 +210,7 @@ def best_student_cell(rows: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
 
 def plot_confusion(path: Path, row: dict[str, Any], class_names: list[str]) -> None:
     plt = _plt()
-    test = read_json(Path(row["cell_dir"]) / row["method"] / "test_metrics.json")
+    test = read_json(Path(row["method_dir"]) / "test_metrics.json")
     cm = np.array(test["confusion_matrix"])
     k = len(cm)
     names = class_names if len(class_names) == k else [str(i) for i in range(k)]
@@ -245,7 +245,7 @@ def write_report(bench_dir: Path, cfg: RunConfig, rows: list[dict[str, Any]], wa
     plot_training_curves(plots / "training_curves.png", rows, methods)
     best = best_student_cell(rows)
     class_names = []
-    first_data = Path(rows[0]["cell_dir"]) / "data.json" if rows else None
+    first_data = Path(rows[0]["method_dir"]).parent / "data.json" if rows else None
     if first_data and first_data.is_file():
         class_names = read_json(first_data)["class_names"]
     if best:
@@ -282,7 +282,7 @@ def _branch_rows(rows: list[dict[str, Any]]) -> str:
     """Table of branches such as RD's reprogrammed FM or the KD baselines' probed FM (mean over seeds)."""
     vals: dict[tuple[str, str, float], list[tuple[float, float]]] = defaultdict(list)
     for r in rows:
-        p = Path(r["cell_dir"]) / r["method"] / "test_metrics.json"
+        p = Path(r["method_dir"]) / "test_metrics.json"
         if not p.is_file():
             continue
         for branch, m in read_json(p).get("extra", {}).items():

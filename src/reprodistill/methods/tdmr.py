@@ -5,8 +5,12 @@ Stage 1 (in :meth:`prepare`, before the shared loop trains the student): a visua
 (:class:`~reprodistill.reprogram.prompt.VisualPrompt`; padding frame by default) feeds the frozen FM; a projection
 head maps its pooled features into a ``proxy_dim`` proxy space and a linear classifier scores the task there.
 Only prompt, projection and classifier train (AdamW, class-weighted CE, ``stage1_epochs`` passes over the training
-split, gradients through the frozen FM to the prompt). Then the reprogrammed FM's proxy features and logits of the
-fixed view of every training image are computed once and kept, so stage 2 runs at student cost.
+split but at most ``stage1_max_steps`` steps, gradients through the frozen FM to the prompt). Then the reprogrammed
+FM's proxy features and logits of the fixed view of every training image are computed once and kept, so stage 2
+runs at student cost. Stage 1 is the expensive part (an FM forward and backward per image), so its result is
+stored in the feature cache directory under a key of everything it depends on (FM, training split, seed, stage-1
+options, class weights): a resumed run, a rerun, or an ablation that changes only stage 2 (``schedule``, weights,
+temperatures) loads it instead of training it again.
 
 Stage 2 (the shared loop): the student's pooled features pass a linear projector into the proxy space and
 
@@ -17,22 +21,37 @@ with p the fraction of training done. Schedules (the paper's is not public):
   the student first learns the proxy geometry, then the reprogrammed FM's decisions and the labels.
 - ``stepwise``: thirds: features only, then KD, then KD + CE.
 - ``constant``: all weights 1 and T = t_start throughout (the ablation without a schedule).
-Ablations: ``prompt=none`` (no input reprogramming; stage 1 then trains on fixed FM features), ``proxy=none``
+Ablations: ``prompt=none`` (no input reprogramming; stage 1 then trains on the cached fixed-view FM features, the
+same ones the linear probe reads), ``proxy=none``
 (no projection: the proxy space is the FM's feature space).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from reprodistill.distill import kd_loss
+from reprodistill.engine.checkpoint import atomic_write
+from reprodistill.engine.feature_cache import cache_key, cached_features
+from reprodistill.engine.features import extract_features
 from reprodistill.methods.base import Batch, Method, MethodContext, register_method
 from reprodistill.reprogram.prompt import VisualPrompt
+
+log = logging.getLogger("reprodistill")
+STAGE1_FORMAT = 1
+# options that change what stage 1 produces (the rest only shape stage 2)
+STAGE1_OPTIONS = ("prompt", "pad", "proxy", "proxy_dim", "stage1_epochs", "stage1_max_steps", "stage1_lr",
+                  "stage1_batch_size")  # fmt: skip
 
 
 @dataclass
@@ -42,6 +61,7 @@ class TDMROptions:
     proxy: Literal["linear", "none"] = "linear"
     proxy_dim: int = 256
     stage1_epochs: int = 5
+    stage1_max_steps: Optional[int] = None
     stage1_lr: float = 1e-3
     stage1_batch_size: int = 64
     schedule: Literal["progressive", "stepwise", "constant"] = "progressive"
@@ -103,7 +123,59 @@ class TaskDrivenModelReprogramming(Method):
     def stage1_modules(self) -> list[nn.Module]:
         return [m for m in (self.prompt, self.projection, self.fm_classifier) if m is not None]
 
+    def stage1_cache_path(self, train: Any) -> Optional[Path]:
+        """Where this run's stage-1 result is stored (None when the feature cache is off)."""
+        cfg = self.ctx.cfg
+        if not cfg.teacher.cache_dir:
+            return None
+        desc = {
+            "fm_and_data": cache_key(self.teacher, train.dataset, "tdmr-stage1"),
+            "options": {k: v for k, v in asdict(self.options).items() if k in STAGE1_OPTIONS},
+            "seed": cfg.train.seed,
+            "class_weights": None if self.class_weights is None else self.class_weights.tolist(),
+            "label_smoothing": cfg.train.label_smoothing,
+            "format": STAGE1_FORMAT,
+        }
+        key = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:32]
+        return Path(cfg.teacher.cache_dir).expanduser() / f"tdmr-stage1-{key}.pt"
+
+    def _stage1_state(self) -> dict[str, Any]:
+        return {"modules": [m.state_dict() for m in self.stage1_modules()],
+                "proxy_train": self.proxy_train, "logits_train": self.logits_train}  # fmt: skip
+
     def prepare(self, train: Any, device: torch.device) -> None:
+        """Stage 1, or its stored result when the same stage 1 ran before (deterministic, so resume-safe)."""
+        path = self.stage1_cache_path(train)
+        if path is not None and path.is_file():
+            state = torch.load(path, map_location=device, weights_only=True)
+            for m, sd in zip(self.stage1_modules(), state["modules"]):
+                m.load_state_dict(sd)
+            self.proxy_train, self.logits_train = state["proxy_train"], state["logits_train"]
+            self.stage1_steps = 0
+            self._freeze_stage1()
+            log.info("tdmr: stage 1 loaded from %s", path)
+            return
+        self.train_stage1(train, device)
+        if path is not None:
+            state = {k: v.cpu() if torch.is_tensor(v) else v for k, v in self._stage1_state().items()}
+            atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+    def _fixed_features(self, train: Any, device: torch.device) -> torch.Tensor:
+        """Fixed-view pooled FM features of the training split, from the feature cache when they are there."""
+        cfg = self.ctx.cfg
+        ds = train.dataset
+        feats = cached_features(
+            self.teacher,
+            ds,
+            cfg.teacher.cache_dir,
+            kind="pooled",
+            name="train",
+            compute=lambda: extract_features(self.teacher, ds, cfg.teacher.batch_size, device, desc="tdmr FM pass"),
+        )
+        return feats.float().to(device)
+
+    def train_stage1(self, train: Any, device: torch.device) -> None:
+        """Train prompt, projection and FM classifier through the frozen FM; then compute the training targets."""
         o = self.options
         ds = train.dataset
         n = len(ds)
@@ -112,13 +184,18 @@ class TaskDrivenModelReprogramming(Method):
         params = [p for m in self.stage1_modules() for p in m.parameters()]
         opt = torch.optim.AdamW(params, lr=o.stage1_lr, weight_decay=1e-4)
         gen = torch.Generator().manual_seed(self.ctx.cfg.train.seed + 17)
-        fixed = None
-        if self.prompt is None:  # nothing before the FM trains: one FM pass serves every stage-1 epoch
-            fixed = torch.cat([self.teacher.features(images(range(s, min(s + 256, n)))) for s in range(0, n, 256)])
+        # nothing before the FM trains without a prompt: one (cached) FM pass serves every stage-1 epoch
+        fixed = self._fixed_features(train, device) if self.prompt is None else None
+        max_steps = o.stage1_max_steps if o.stage1_max_steps is not None else float("inf")
+        self.stage1_steps = 0
         for m in self.stage1_modules():
             m.train()
+        bar = tqdm(total=int(min(o.stage1_epochs * -(-n // o.stage1_batch_size), max_steps)), desc="tdmr stage 1",
+                   unit="step", leave=False, disable=None)  # fmt: skip
         for _ in range(o.stage1_epochs):
             for idx in torch.randperm(n, generator=gen).split(o.stage1_batch_size):
+                if self.stage1_steps >= max_steps:
+                    break
                 if len(idx) < 2:  # BatchNorm needs two samples
                     continue
                 f_t = fixed[idx] if fixed is not None else self.fm_features(images(idx))
@@ -127,15 +204,23 @@ class TaskDrivenModelReprogramming(Method):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-        for m in self.stage1_modules():
-            m.eval()
-            m.requires_grad_(False)  # frozen from here on: stage 2 distils from it
+                self.stage1_steps += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.close()
+        log.info("tdmr: stage 1 trained for %d steps", self.stage1_steps)
+        self._freeze_stage1()
         with torch.no_grad():
             outs = [self.reprogrammed(fixed[s : s + 256] if fixed is not None else
                                       self.fm_features(images(range(s, min(s + 256, n)))))
                     for s in range(0, n, 256)]  # fmt: skip
         self.proxy_train = torch.cat([z for z, _ in outs])
         self.logits_train = torch.cat([lg for _, lg in outs])
+
+    def _freeze_stage1(self) -> None:
+        for m in self.stage1_modules():
+            m.eval()
+            m.requires_grad_(False)  # frozen from here on: stage 2 distils from it
 
     def train(self, mode: bool = True) -> "TaskDrivenModelReprogramming":
         super().train(mode)
