@@ -160,3 +160,12 @@ def test_tdmr_with_a_transformer_fm_from_a_local_checkpoint(tmp_path, tdmr_setup
     method.train()
     method(batch)["loss"].backward()
     assert method.student_projector.weight.grad is not None
+
+
+def test_head_warm_up_trains_projection_and_classifier_before_any_fm_backward(tdmr_setup):
+    _, train, make, _ = tdmr_setup
+    method = make(stage1_head_epochs=3, stage1_max_steps=0)
+    head_before = method.fm_classifier.weight.clone()
+    method.prepare(train, torch.device("cpu"))
+    assert method.stage1_steps == 0 and method.prompt.weight.abs().sum() == 0  # no step through the FM
+    assert not torch.equal(method.fm_classifier.weight, head_before)

@@ -4,8 +4,12 @@ space for the task, then distil it into the student progressively.
 Stage 1 (in :meth:`prepare`, before the shared loop trains the student): a visual prompt in the FM's pixel space
 (:class:`~reprodistill.reprogram.prompt.VisualPrompt`; padding frame by default) feeds the frozen FM; a projection
 head maps its pooled features into a ``proxy_dim`` proxy space and a linear classifier scores the task there.
-Only prompt, projection and classifier train (AdamW, class-weighted CE, ``stage1_epochs`` passes over the training
-split but at most ``stage1_max_steps`` steps, gradients through the frozen FM to the prompt). Then the reprogrammed
+Only prompt, projection and classifier train (AdamW, class-weighted CE). First the projection and classifier are
+warmed up for ``stage1_head_epochs`` on the FM features of the images under the initial prompt (one FM forward pass,
+no backward; without the warm-up, the few steps that an FM backward per image allows leave a from-scratch head far
+from converged, and the reprogrammed FM would lose to a plain linear probe for that reason alone). Then all three
+train jointly for ``stage1_epochs`` passes over the training split but at most ``stage1_max_steps`` steps,
+gradients through the frozen FM to the prompt. Then the reprogrammed
 FM's proxy features and logits of the fixed view of every training image are computed once and kept, so stage 2
 runs at student cost. Stage 1 is the expensive part (an FM forward and backward per image), so its result is
 stored in the feature cache directory under a key of everything it depends on (FM, training split, seed, stage-1
@@ -50,8 +54,8 @@ from reprodistill.reprogram.prompt import VisualPrompt
 log = logging.getLogger("reprodistill")
 STAGE1_FORMAT = 1
 # options that change what stage 1 produces (the rest only shape stage 2)
-STAGE1_OPTIONS = ("prompt", "pad", "proxy", "proxy_dim", "stage1_epochs", "stage1_max_steps", "stage1_lr",
-                  "stage1_batch_size")  # fmt: skip
+STAGE1_OPTIONS = ("prompt", "pad", "proxy", "proxy_dim", "stage1_head_epochs", "stage1_epochs", "stage1_max_steps",
+                  "stage1_lr", "stage1_batch_size")  # fmt: skip
 
 
 @dataclass
@@ -60,6 +64,7 @@ class TDMROptions:
     pad: Optional[int] = None
     proxy: Literal["linear", "none"] = "linear"
     proxy_dim: int = 256
+    stage1_head_epochs: int = 30
     stage1_epochs: int = 5
     stage1_max_steps: Optional[int] = None
     stage1_lr: float = 1e-3
@@ -186,10 +191,16 @@ class TaskDrivenModelReprogramming(Method):
         gen = torch.Generator().manual_seed(self.ctx.cfg.train.seed + 17)
         # nothing before the FM trains without a prompt: one (cached) FM pass serves every stage-1 epoch
         fixed = self._fixed_features(train, device) if self.prompt is None else None
-        max_steps = o.stage1_max_steps if o.stage1_max_steps is not None else float("inf")
-        self.stage1_steps = 0
         for m in self.stage1_modules():
             m.train()
+        # warm-up of projection + classifier on the features under the initial prompt (no FM backward)
+        warm = fixed if fixed is not None else self._prompted_features(images, n) if o.stage1_head_epochs else None
+        for _ in range(o.stage1_head_epochs):
+            for idx in torch.randperm(n, generator=gen).split(o.stage1_batch_size):
+                if len(idx) >= 2:  # BatchNorm needs two samples
+                    self._stage1_step(opt, warm[idx], labels[idx].to(device))
+        max_steps = o.stage1_max_steps if o.stage1_max_steps is not None else float("inf")
+        self.stage1_steps = 0
         bar = tqdm(total=int(min(o.stage1_epochs * -(-n // o.stage1_batch_size), max_steps)), desc="tdmr stage 1",
                    unit="step", leave=False, disable=None)  # fmt: skip
         for _ in range(o.stage1_epochs):
@@ -199,23 +210,28 @@ class TaskDrivenModelReprogramming(Method):
                 if len(idx) < 2:  # BatchNorm needs two samples
                     continue
                 f_t = fixed[idx] if fixed is not None else self.fm_features(images(idx))
-                _, logits = self.reprogrammed(f_t)
-                loss = self.task_loss(logits, labels[idx].to(device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                loss = self._stage1_step(opt, f_t, labels[idx].to(device))
                 self.stage1_steps += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{loss:.3f}")
         bar.close()
         log.info("tdmr: stage 1 trained for %d steps", self.stage1_steps)
         self._freeze_stage1()
         with torch.no_grad():
-            outs = [self.reprogrammed(fixed[s : s + 256] if fixed is not None else
-                                      self.fm_features(images(range(s, min(s + 256, n)))))
-                    for s in range(0, n, 256)]  # fmt: skip
-        self.proxy_train = torch.cat([z for z, _ in outs])
-        self.logits_train = torch.cat([lg for _, lg in outs])
+            z, logits = self.reprogrammed(fixed if fixed is not None else self._prompted_features(images, n))
+        self.proxy_train, self.logits_train = z, logits
+
+    def _stage1_step(self, opt: torch.optim.Optimizer, f_t: torch.Tensor, labels: torch.Tensor) -> float:
+        loss = self.task_loss(self.reprogrammed(f_t)[1], labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def _prompted_features(self, images: Any, n: int) -> torch.Tensor:
+        """Pooled FM features of every training image under the current prompt (one forward pass, no backward)."""
+        return torch.cat([self.fm_features(images(range(s, min(s + 256, n)))) for s in range(0, n, 256)])
 
     def _freeze_stage1(self) -> None:
         for m in self.stage1_modules():
