@@ -44,6 +44,27 @@ def test_additive_prompt_covers_the_whole_image():
         VisualPrompt(SPEC, "padding", pad=16)
 
 
+def test_learnable_resize_places_the_image_and_learns_its_scale():
+    vp = VisualPrompt(SPEC, "padding", pad=4, learnable_resize=True)
+    assert vp.scale.item() == pytest.approx(24 / 32, abs=1e-5)  # starts where the fixed frame is
+    white = torch.full((2, 1, 28, 28), 255, dtype=torch.uint8)
+    with torch.no_grad():
+        unit = vp(white) * torch.tensor(SPEC.std).view(1, 3, 1, 1) + torch.tensor(SPEC.mean).view(1, 3, 1, 1)
+    # W = 0: image (ones) in the centre 24x24, black frame outside (bilinear edges aside)
+    assert torch.allclose(unit[..., 6:26, 6:26], torch.ones(1), atol=1e-5) and unit[..., :3, :].abs().max() < 1e-5
+    with torch.no_grad():
+        vp.weight.fill_(10.0)  # prompt = 1 everywhere outside the image: a white canvas whatever the scale
+    out = vp(white)
+    out.sum().backward()
+    assert vp.scale_logit.grad is not None and vp.weight.grad[..., 12:20, 12:20].abs().sum() == 0
+    vp2 = VisualPrompt(SPEC, "padding", pad=4, learnable_resize=True)
+    loss = vp2(_images()).pow(2).mean()
+    loss.backward()
+    assert vp2.scale_logit.grad.abs() > 0  # the loss reaches the scale
+    with pytest.raises(Exception, match="padding"):
+        VisualPrompt(SPEC, "additive", learnable_resize=True)
+
+
 def test_label_mapping_by_hand():
     freq = torch.tensor([[5, 1], [3, 4], [0, 9]])
     # largest count 9: target 1 -> source 2; then among source rows 0,1 and target 0: 5 -> source 0

@@ -169,3 +169,55 @@ def test_head_warm_up_trains_projection_and_classifier_before_any_fm_backward(td
     method.prepare(train, torch.device("cpu"))
     assert method.stage1_steps == 0 and method.prompt.weight.abs().sum() == 0  # no step through the FM
     assert not torch.equal(method.fm_classifier.weight, head_before)
+
+
+def _tdmr_on(teacher, **opts):
+    torch.manual_seed(0)
+    student = create_student(StudentConfig(name="resnet10t"), num_classes=2, default_size=(28, 28))
+    cfg = RunConfig(methods=["tdmr"])
+    cfg.teacher.cache_dir = None
+    ctx = MethodContext(cfg=cfg, num_classes=2, student=student, teacher=teacher)
+    return build_method("tdmr", ctx, **{"stage1_epochs": 2, "stage1_batch_size": 8, "pad": 4, **opts})
+
+
+@pytest.mark.parametrize("label_map", ["iterative", "frequency"])
+def test_label_mapped_stage1_trains_only_the_prompt_through_the_fm_head(tdmr_setup, label_map):
+    import timm
+
+    from reprodistill.models.teacher import TimmTeacher
+
+    _, train, _, _ = tdmr_setup
+    torch.manual_seed(0)
+    fm = TimmTeacher("tiny-head", timm.create_model("resnet10t", num_classes=10), 32)
+    fm_before = {k: v.clone() for k, v in fm.state_dict().items()}
+    method = _tdmr_on(fm, output="label_map", label_map=label_map)
+    assert [type(m).__name__ for m in method.stage1_modules()] == ["VisualPrompt", "BatchNorm1d", "MappedHead"]
+    method.prepare(train, torch.device("cpu"))
+    mapping = method.fm_classifier.mapping
+    assert len(set(mapping.tolist())) == 2 and all(0 <= s < 10 for s in mapping.tolist())  # one-to-one
+    assert method.prompt.weight.abs().sum() > 0 and method.stage1_steps == 6
+    assert all(torch.equal(v, fm_before[k]) for k, v in fm.state_dict().items())
+    assert method.proxy_train.shape == (24, fm.feature_dim)  # the FM's own (standardised) feature space
+    with torch.no_grad():  # the stored targets are the FM's own scores of the mapped source classes
+        f = fm(method.prompt(train.dataset.images))
+        assert torch.allclose(method.logits_train, fm.class_head()(f)[:, mapping], atol=1e-4)
+
+
+def test_label_map_and_learnable_resize_options_are_checked(tdmr_setup):
+    from reprodistill.errors import ConfigError
+
+    teacher, train, make, _ = tdmr_setup
+    with pytest.raises(ConfigError, match="class head"):
+        make(output="label_map")  # the tiny test FM has no class head
+    with pytest.raises(ConfigError, match="proxy"):
+        import timm
+
+        from reprodistill.models.teacher import TimmTeacher
+
+        _tdmr_on(
+            TimmTeacher("h", timm.create_model("resnet10t", num_classes=10), 32), output="label_map", proxy="linear"
+        )
+    method = make(resize="learnable")
+    scale = method.prompt.scale.item()
+    method.prepare(train, torch.device("cpu"))
+    assert method.prompt.scale.item() != scale  # the image's scale on the canvas trained in stage 1

@@ -25,6 +25,11 @@ with p the fraction of training done. Schedules (the paper's is not public):
   the student first learns the proxy geometry, then the reprogrammed FM's decisions and the labels.
 - ``stepwise``: thirds: features only, then KD, then KD + CE.
 - ``constant``: all weights 1 and T = t_start throughout (the ablation without a schedule).
+Options beyond the defaults: ``resize=learnable`` (the image's scale on the prompt canvas trains too), and
+``output=label_map`` for FMs with their own class head (e.g. ImageNet EfficientNet-Lite0): stage 1 then scores
+the task with the FM's head through a greedy one-to-one label mapping, ``label_map=iterative`` (ILM: re-mapped with
+the current prompt at every stage-1 epoch) or ``frequency`` (FLM: mapped once, from the initial prompt), only the
+prompt trains, and the proxy space is the FM's standardised feature space.
 Ablations: ``prompt=none`` (no input reprogramming; stage 1 then trains on the cached fixed-view FM features, the
 same ones the linear probe reads), ``proxy=none``
 (no projection: the proxy space is the FM's feature space).
@@ -48,21 +53,26 @@ from reprodistill.distill import kd_loss
 from reprodistill.engine.checkpoint import atomic_write
 from reprodistill.engine.feature_cache import cache_key, cached_features
 from reprodistill.engine.features import extract_features
+from reprodistill.errors import ConfigError
 from reprodistill.methods.base import Batch, Method, MethodContext, register_method
+from reprodistill.reprogram.label_map import MappedHead
 from reprodistill.reprogram.prompt import VisualPrompt
 
 log = logging.getLogger("reprodistill")
 STAGE1_FORMAT = 1
 # options that change what stage 1 produces (the rest only shape stage 2)
-STAGE1_OPTIONS = ("prompt", "pad", "proxy", "proxy_dim", "stage1_head_epochs", "stage1_epochs", "stage1_max_steps",
-                  "stage1_lr", "stage1_batch_size")  # fmt: skip
+STAGE1_OPTIONS = ("prompt", "pad", "resize", "output", "label_map", "proxy", "proxy_dim", "stage1_head_epochs",
+                  "stage1_epochs", "stage1_max_steps", "stage1_lr", "stage1_batch_size")  # fmt: skip
 
 
 @dataclass
 class TDMROptions:
     prompt: Literal["padding", "additive", "none"] = "padding"
     pad: Optional[int] = None
-    proxy: Literal["linear", "none"] = "linear"
+    resize: Literal["fixed", "learnable"] = "fixed"
+    output: Literal["projection", "label_map"] = "projection"
+    label_map: Literal["iterative", "frequency"] = "iterative"
+    proxy: Literal["auto", "linear", "none"] = "auto"  # auto: linear for output=projection, none for label_map
     proxy_dim: int = 256
     stage1_head_epochs: int = 30
     stage1_epochs: int = 5
@@ -99,8 +109,22 @@ class TaskDrivenModelReprogramming(Method):
     def __init__(self, ctx: MethodContext, options: TDMROptions) -> None:
         super().__init__(ctx, options)
         d_t = ctx.teacher.feature_dim
-        self.prompt = None if options.prompt == "none" else VisualPrompt(ctx.teacher.spec, options.prompt, options.pad)
-        if options.proxy == "linear":
+        self.prompt = None
+        if options.prompt != "none":
+            resize = options.resize == "learnable"
+            self.prompt = VisualPrompt(ctx.teacher.spec, options.prompt, options.pad, learnable_resize=resize)
+        self.label_mapped = options.output == "label_map"
+        head = ctx.teacher.class_head()
+        if self.label_mapped and head is None:
+            raise ConfigError(
+                f"tdmr output=label_map needs an FM with its own class head; {ctx.teacher.name} has none "
+                "(use output=projection, or an FM such as efficientnet_lite0)"
+            )
+        proxy = options.proxy if options.proxy != "auto" else ("none" if self.label_mapped else "linear")
+        if self.label_mapped and proxy == "linear":
+            raise ConfigError("tdmr output=label_map scores the task with the FM's own head, so a proxy projection "
+                              "would never train; use proxy=none or proxy=auto")  # fmt: skip
+        if proxy == "linear":
             self.projection: nn.Module = nn.Sequential(
                 nn.BatchNorm1d(d_t, affine=False), nn.Linear(d_t, options.proxy_dim)
             )
@@ -108,7 +132,7 @@ class TaskDrivenModelReprogramming(Method):
         else:
             self.projection = nn.BatchNorm1d(d_t, affine=False)
             d_p = d_t
-        self.fm_classifier = nn.Linear(d_p, ctx.num_classes)
+        self.fm_classifier = MappedHead(head, ctx.num_classes) if self.label_mapped else nn.Linear(d_p, ctx.num_classes)
         self.student_projector = nn.Linear(self.student.feature_dim, d_p)
         self.register_buffer("proxy_train", torch.zeros(0, d_p), persistent=False)
         self.register_buffer("logits_train", torch.zeros(0, ctx.num_classes), persistent=False)
@@ -122,8 +146,9 @@ class TaskDrivenModelReprogramming(Method):
         return self.teacher(self.fm_input(images)).float()
 
     def reprogrammed(self, f_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(proxy features, task logits) of pooled FM features; a label-mapped FM scores its own features."""
         z = self.projection(f_t)
-        return z, self.fm_classifier(z)
+        return z, self.fm_classifier(f_t if self.label_mapped else z)
 
     def stage1_modules(self) -> list[nn.Module]:
         return [m for m in (self.prompt, self.projection, self.fm_classifier) if m is not None]
@@ -187,15 +212,20 @@ class TaskDrivenModelReprogramming(Method):
         labels = torch.as_tensor(ds.split.labels, dtype=torch.long)
         images = lambda idx: torch.stack([ds[int(i)]["image"] for i in idx]).to(device)  # noqa: E731
         params = [p for m in self.stage1_modules() for p in m.parameters()]
-        opt = torch.optim.AdamW(params, lr=o.stage1_lr, weight_decay=1e-4)
+        opt = torch.optim.AdamW(params, lr=o.stage1_lr, weight_decay=1e-4) if params else None
         gen = torch.Generator().manual_seed(self.ctx.cfg.train.seed + 17)
         # nothing before the FM trains without a prompt: one (cached) FM pass serves every stage-1 epoch
         fixed = self._fixed_features(train, device) if self.prompt is None else None
         for m in self.stage1_modules():
             m.train()
+        need_warm = o.stage1_head_epochs or self.label_mapped
+        warm = fixed if fixed is not None else self._prompted_features(images, n) if need_warm else None
+        if self.label_mapped:  # FLM / first ILM mapping, and the proxy space's statistics, from the initial prompt
+            self.fm_classifier.fit(warm, labels)
+            self.projection.running_mean.copy_(warm.mean(0))
+            self.projection.running_var.copy_(warm.var(0))
         # warm-up of projection + classifier on the features under the initial prompt (no FM backward)
-        warm = fixed if fixed is not None else self._prompted_features(images, n) if o.stage1_head_epochs else None
-        for _ in range(o.stage1_head_epochs):
+        for _ in range(o.stage1_head_epochs if not self.label_mapped else 0):
             for idx in torch.randperm(n, generator=gen).split(o.stage1_batch_size):
                 if len(idx) >= 2:  # BatchNorm needs two samples
                     self._stage1_step(opt, warm[idx], labels[idx].to(device))
@@ -203,7 +233,11 @@ class TaskDrivenModelReprogramming(Method):
         self.stage1_steps = 0
         bar = tqdm(total=int(min(o.stage1_epochs * -(-n // o.stage1_batch_size), max_steps)), desc="tdmr stage 1",
                    unit="step", leave=False, disable=None)  # fmt: skip
-        for _ in range(o.stage1_epochs):
+        if opt is None:  # a label-mapped FM without a prompt: nothing trains, the mapping is all of stage 1
+            max_steps = 0
+        for epoch in range(o.stage1_epochs):
+            if self.label_mapped and o.label_map == "iterative" and epoch > 0 and self.stage1_steps < max_steps:
+                self.fm_classifier.fit(self._prompted_features(images, n), labels)  # ILM: re-map with this prompt
             for idx in torch.randperm(n, generator=gen).split(o.stage1_batch_size):
                 if self.stage1_steps >= max_steps:
                     break

@@ -18,7 +18,7 @@ from torch import nn
 from reprodistill.errors import ConfigError
 from reprodistill.methods.base import Batch, MethodContext, register_method
 from reprodistill.methods.fm_adapt import FMAdaptation
-from reprodistill.reprogram.label_map import frequency_matrix, greedy_mapping
+from reprodistill.reprogram.label_map import fit_mapping
 from reprodistill.reprogram.prompt import VisualPrompt
 
 
@@ -26,6 +26,7 @@ from reprodistill.reprogram.prompt import VisualPrompt
 class VisualPromptOptions:
     prompt: Literal["padding", "additive"] = "padding"
     pad: Optional[int] = None  # frame width in FM pixels; None: size // 7 (16 at 112 px, 32 at 224 px)
+    resize: Literal["fixed", "learnable"] = "fixed"  # learnable: the image's scale on the canvas trains too
     # 'auto': label mapping if the FM has a class head, else a linear head
     output: Literal["auto", "label_map", "linear"] = "auto"
     label_map: Literal["iterative", "frequency"] = "iterative"
@@ -38,11 +39,13 @@ class VisualPromptMethod(FMAdaptation):
     def __init__(self, ctx: MethodContext, options: VisualPromptOptions) -> None:
         super().__init__(ctx, options)
         teacher = ctx.teacher
-        has_head = hasattr(teacher, "logits") and getattr(getattr(teacher, "model", None), "num_classes", 0) > 0
+        has_head = teacher.class_head() is not None
         self.use_label_map = options.output == "label_map" or (options.output == "auto" and has_head)
         if self.use_label_map and not has_head:
             raise ConfigError(f"visual_prompt output=label_map needs an FM with a class head; {teacher.name} has none")
-        self.prompt = VisualPrompt(teacher.spec, options.prompt, options.pad)
+        self.prompt = VisualPrompt(
+            teacher.spec, options.prompt, options.pad, learnable_resize=options.resize == "learnable"
+        )
         if self.use_label_map:
             self.register_buffer("mapping", torch.arange(ctx.num_classes))
             self._mapped_epoch = -1
@@ -72,8 +75,7 @@ class VisualPromptMethod(FMAdaptation):
             images = torch.stack([it["image"] for it in items]).to(device)
             logits.append(self.teacher.logits(self.prompt(images)).float().cpu())
             labels.append(torch.stack([it["label"] for it in items]))
-        freq = frequency_matrix(torch.cat(logits), torch.cat(labels), self.num_classes)
-        self.mapping.copy_(greedy_mapping(freq).to(self.mapping.device))
+        self.mapping.copy_(fit_mapping(torch.cat(logits), torch.cat(labels), self.num_classes).to(self.mapping.device))
 
     def forward(self, batch: Batch) -> dict[str, Any]:
         if self.use_label_map and self.options.label_map == "iterative" and self._train_split is not None:

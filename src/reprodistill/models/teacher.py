@@ -8,7 +8,7 @@ model name (weights from the hub, so online only, or from ``teacher.weights=<fil
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -58,6 +58,10 @@ class Teacher(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.forward_map(x))
+
+    def class_head(self) -> Optional[nn.Module]:
+        """pooled features (:meth:`pool`) -> the FM's own class scores, or None for a headless model."""
+        return None
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images [B,C,H,W] -> the teacher's input tensor."""
@@ -153,6 +157,10 @@ class TimmTeacher(Teacher):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores of the teacher's own head (e.g. ImageNet), for label-mapping methods."""
         return self.model.forward_head(self.model.forward_features(x))
+
+    def class_head(self) -> Optional[nn.Module]:
+        """pooled features (:meth:`pool`) -> the FM's own class scores, or None for a headless model."""
+        return self.model.get_classifier() if getattr(self.model, "num_classes", 0) > 0 else None
 
 
 @TEACHERS.register("merlin")

@@ -9,6 +9,7 @@ repeat. Frequency LM computes it once, before training; iterative LM recomputes 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def frequency_matrix(source_logits: torch.Tensor, labels: torch.Tensor, num_target: int) -> torch.Tensor:
@@ -36,3 +37,28 @@ def greedy_mapping(freq: torch.Tensor) -> torch.Tensor:
         f[s, :] = -1
         f[:, t] = -1
     return mapping
+
+
+def fit_mapping(source_logits: torch.Tensor, labels: torch.Tensor, num_target: int) -> torch.Tensor:
+    """The greedy one-to-one mapping of the frequency matrix of ``source_logits`` against ``labels``."""
+    return greedy_mapping(frequency_matrix(source_logits, labels, num_target))
+
+
+class MappedHead(nn.Module):
+    """An FM's own (frozen) class head followed by a source -> target label mapping kept as a buffer.
+
+    The head is not a submodule: its weights belong to the FM and stay out of this module's state dict.
+    """
+
+    def __init__(self, head: nn.Module, num_target: int) -> None:
+        super().__init__()
+        object.__setattr__(self, "head", head)
+        self.register_buffer("mapping", torch.arange(num_target))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)[:, self.mapping]
+
+    @torch.no_grad()
+    def fit(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Re-map from the FM's predictions on ``features`` (pooled, pre-logits) of the training images."""
+        self.mapping.copy_(fit_mapping(self.head(features), labels, len(self.mapping)).to(self.mapping.device))
