@@ -175,7 +175,12 @@ def test_methods_through_the_fm_run_end_to_end(tmp_path, small_npz):
     assert all(0.0 <= r.test["auc"] <= 1.0 for r in res.results)
     assert "reprogrammed_fm" in by["tdmr"].test["extra"]
     assert by["tdmr"].params < by["lora"].params  # TDMR ships the student, the PEFT baselines the FM
-    assert not list((tmp_path / "cache").glob("*.npy"))  # none of them may use cached features
+    # cached: LoRA's frozen trunk (the input of its adapted stage) and TDMR's stage 1; no FM features of any view
+    import json
+
+    kinds = [json.loads(p.read_text())["kind"] for p in (tmp_path / "cache").glob("*.json")]
+    assert kinds == ["stage-input:model.layer4.0"]
+    assert len(list((tmp_path / "cache").glob("tdmr-stage1-*.pt"))) == 1
 
 
 @pytest.fixture()
@@ -209,3 +214,59 @@ def test_vpt_refuses_a_cnn_teacher(tiny_teacher):
     ctx = MethodContext(cfg=RunConfig(methods=["vpt"]), num_classes=2, teacher=tiny_teacher(32))
     with pytest.raises(Exception, match="Vision Transformer"):
         build_method("vpt", ctx)
+
+
+def test_common_parent_of_adapted_layers():
+    from reprodistill.peft.trunk import common_parent
+
+    assert common_parent(["m.layer4.0.conv1", "m.layer4.2.conv3"]) == "m.layer4"
+    assert common_parent(["m.layer4.0.conv1"]) == "m.layer4.0"  # a lone layer: its parent
+    assert common_parent(["a.x", "b.y"]) == ""
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "label": self.labels[i], "index": torch.tensor(i)}
+
+
+def test_lora_trunk_cache_trains_only_the_adapted_stage_and_matches_the_whole_fm(tiny_teacher):
+    teacher = tiny_teacher(32)
+    with torch.no_grad():
+        for m in teacher.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.fill_(1.0)
+    cfg = RunConfig(methods=["lora"])
+    cfg.teacher.cache_dir = None
+    method = build_method("lora", MethodContext(cfg=cfg, num_classes=2, teacher=teacher), rank=4)
+    # every default adapter is in layer4 (one block in resnet10t), whose output is the FM's map
+    assert method.stage_name == "model.layer4.0"
+    x, y = _images(8), torch.tensor([0, 1] * 4)
+    method.prepare(type("Split", (), {"dataset": _Images(x, y)})(), torch.device("cpu"))
+    assert method.trunk_train.dtype == torch.float16 and method.trunk_train.shape[:2] == (8, 256)
+    batch = {"image": x, "label": y, "index": torch.arange(8)}
+    method.train()
+    with torch.no_grad():  # the trunk path and the whole FM agree (up to the fp16 cache)
+        assert torch.allclose(method.train_logits(batch), method.logits(x), atol=2e-2)
+    opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(5):
+        loss = method(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert method.adapters[0][1].weight.abs().sum() > 0  # the adapters trained through the cached trunk
+    with torch.no_grad():  # and evaluation, which runs the whole adapted FM, sees what training saw
+        assert torch.allclose(method.train_logits(batch), method.logits(x), atol=2e-2)
+    method.eval()
+    assert torch.equal(method(batch)["logits"], method.logits(x))
+    # adapters spread over a ViT's blocks (a norm runs after them): no trunk to cache
+    vit = TimmTeacher("vit", timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=0), 32)
+    assert build_method("lora", MethodContext(cfg=cfg, num_classes=2, teacher=vit), rank=2).stage_name is None

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -24,15 +26,18 @@ def extract_features(
     kind: str = "pooled",
     desc: str = "teacher features",
     num_workers: int = 0,
+    fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """Teacher features of every image of ``dataset`` in order (float32, CPU).
 
     Args:
         kind: 'pooled' for [N, D] vectors, 'map' for the last feature map [N, C, h, w] (or tokens [N, T, C]).
+        fn: Instead of ``kind``, any function of a uint8 image batch (e.g. the input of one FM stage).
     """
-    if kind not in FEATURE_KINDS:
-        raise ValueError(f"unknown teacher feature kind {kind!r}; use one of {FEATURE_KINDS}")
-    fn = teacher.features if kind == "pooled" else teacher.feature_maps
+    if fn is None:
+        if kind not in FEATURE_KINDS:
+            raise ValueError(f"unknown teacher feature kind {kind!r}; use one of {FEATURE_KINDS}")
+        fn = teacher.features if kind == "pooled" else teacher.feature_maps
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     out, pos = None, 0
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):

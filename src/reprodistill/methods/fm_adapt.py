@@ -26,8 +26,12 @@ class FMAdaptation(Method):
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def train_logits(self, batch: Batch) -> torch.Tensor:
+        """Logits of a training batch (by default the same path as prediction)."""
+        return self.logits(batch["image"])
+
     def forward(self, batch: Batch) -> dict[str, Any]:
-        logits = self.logits(batch["image"])
+        logits = self.train_logits(batch) if self.training else self.logits(batch["image"])
         ce = self.task_loss(logits, batch["label"])
         return {"loss": ce, "logits": logits, "parts": {"ce": ce.detach()}}
 

@@ -1,23 +1,34 @@
 """`lora`: PEFT baseline: LoRA adapters in the frozen FM plus a linear probe head, trained through the FM.
 
 The FM is copied for this method (the shared frozen teacher stays untouched for the other methods of a run);
-only the adapters and the head train and are checkpointed. Gradients must flow through the FM, so this method
-never uses the feature cache: every training step costs an FM forward and backward. Defaults: rank 8, alpha 16,
-the convolutions of the FM's last stage (CNNs) or the attention qkv projections (ViTs). Deploys the whole FM.
+only the adapters and the head train and are checkpointed. Defaults: rank 8, alpha 16, the convolutions of the
+FM's last stage (CNNs) or the attention qkv projections (ViTs). Deploys the whole FM.
+
+``trunk_cache`` (default on): when every adapter sits in one stage whose output is the FM's feature map (the
+default CNN targets), the frozen trunk before that stage is run once per training image (fixed view, stored in
+the feature cache) and training steps run only the adapted stage (:mod:`reprodistill.peft.trunk`); otherwise, or
+with ``trunk_cache=false``, every step costs a whole FM forward and backward on the augmented batch. Evaluation
+always runs the whole adapted FM.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
-from reprodistill.methods.base import MethodContext, register_method
+from reprodistill.engine.feature_cache import cached_features
+from reprodistill.engine.features import extract_features
+from reprodistill.methods.base import Batch, MethodContext, register_method
 from reprodistill.methods.fm_adapt import FMAdaptation
 from reprodistill.peft import inject_lora
+from reprodistill.peft.trunk import last_stage_boundary, stage_inputs
+
+log = logging.getLogger("reprodistill")
 
 
 @dataclass
@@ -25,6 +36,7 @@ class LoRAOptions:
     rank: int = 8
     alpha: float = 16.0
     target: Optional[str] = None  # regex of FM layer names; None: last CNN stage convs or ViT attn.qkv
+    trunk_cache: bool = True
 
 
 @register_method("lora")
@@ -39,6 +51,43 @@ class LoRAProbe(FMAdaptation):
         self.adapters = nn.ModuleList(nn.ModuleList([w.lora_a, w.lora_b]) for w in wrappers)
         d = ctx.teacher.feature_dim
         self.head = nn.Sequential(nn.BatchNorm1d(d, affine=False), nn.Linear(d, ctx.num_classes))
+        names = [n for n, m in fm.named_modules() if any(m is w for w in wrappers)]
+        self.stage_name = last_stage_boundary(fm, names) if options.trunk_cache else None
+        self.trunk_train: Optional[torch.Tensor] = None  # fp16 [N, ...] input of the adapted stage, fixed view
+
+    def prepare(self, train: Any, device: torch.device) -> None:
+        """With the trunk cache: the adapted stage's input for every training image, from the feature cache."""
+        if self.stage_name is None:
+            if self.options.trunk_cache:
+                log.info("lora: adapters are not confined to the FM's last stage; training runs the whole FM")
+            return
+        cfg, ds, name = self.ctx.cfg, train.dataset, self.stage_name
+        teacher = self.teacher  # the unadapted original: the trunk before the adapted stage is identical
+        self.trunk_train = cached_features(
+            teacher,
+            ds,
+            cfg.teacher.cache_dir,
+            kind=f"stage-input:{name}",
+            name="train",
+            compute=lambda: extract_features(
+                teacher,
+                ds,
+                cfg.teacher.batch_size,
+                device,
+                desc=f"FM trunk to {name}",
+                fn=lambda x: stage_inputs(teacher, name, x),
+            ),  # fmt: skip
+        )
+        log.info("lora: trunk cache on: training steps run only %s", name)
+
+    def train_logits(self, batch: Batch) -> torch.Tensor:
+        if self.trunk_train is None:
+            return self.logits(batch["image"])
+        x = self.trunk_train[batch["index"].cpu()].to(batch["label"].device).float()
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)  # the FMs here run channels_last on CPU
+        stage = dict(self.fm.named_modules())[self.stage_name]
+        return self.head(self.fm.pool(stage(x)).float())
 
     @property
     def adapted_fm(self):
