@@ -14,7 +14,8 @@ FM's proxy features and logits of the fixed view of every training image are com
 runs at student cost. Stage 1 is the expensive part (an FM forward and backward per image), so its result is
 stored in the feature cache directory under a key of everything it depends on (FM, training split, seed, stage-1
 options, class weights): a resumed run, a rerun, or an ablation that changes only stage 2 (``schedule``, weights,
-temperatures) loads it instead of training it again.
+temperatures) loads it instead of training it again. The student is not part of the key, so runs that compare
+students with the same seed distil from the same reprogrammed FM.
 
 Stage 2 (the shared loop): the student's pooled features pass a linear projector into the proxy space and
 
