@@ -279,7 +279,7 @@ def write_report(bench_dir: Path, cfg: RunConfig, rows: list[dict[str, Any]], wa
 
 
 def _branch_rows(rows: list[dict[str, Any]]) -> str:
-    """Table of branches such as RD's reprogrammed FM or the KD baselines' probed FM (mean over seeds)."""
+    """Table of branches such as RD's reprogrammed FM or the KD baselines' probed FM (mean ± std over seeds)."""
     vals: dict[tuple[str, str, float], list[tuple[float, float]]] = defaultdict(list)
     for r in rows:
         p = Path(r["method_dir"]) / "test_metrics.json"
@@ -292,7 +292,9 @@ def _branch_rows(rows: list[dict[str, Any]]) -> str:
     out = ["| method | branch | fraction | seeds | acc | AUC |", "|---|---|---:|---:|---:|---:|"]
     for (m, b, f), v in sorted(vals.items(), key=lambda kv: (-kv[0][2], kv[0][0])):
         a = np.array(v)
-        out.append(f"| {m} | {b} | {f:g} | {len(v)} | {a[:, 0].mean():.4f} | {a[:, 1].mean():.4f} |")
+        std = a.std(0, ddof=1) if len(v) > 1 else np.zeros(2)
+        acc, auc = _pm((a[:, 0].mean(), std[0]), len(v)), _pm((a[:, 1].mean(), std[1]), len(v))
+        out.append(f"| {m} | {b} | {f:g} | {len(v)} | {acc} | {auc} |")
     return "\n".join(out)
 
 
