@@ -175,6 +175,7 @@ def test_methods_through_the_fm_run_end_to_end(tmp_path, small_npz):
     assert all(0.0 <= r.test["auc"] <= 1.0 for r in res.results)
     assert "reprogrammed_fm" in by["tdmr"].test["extra"]
     assert by["tdmr"].params < by["lora"].params  # TDMR ships the student, the PEFT baselines the FM
+    assert by["tdmr"].prepare_s > 0 and by["lora"].prepare_s > 0  # stage 1 / the trunk pass count as cost
     # cached: LoRA's frozen trunk (the input of its adapted stage) and TDMR's stage 1; no FM features of any view
     import json
 

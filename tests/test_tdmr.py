@@ -118,6 +118,7 @@ def test_stage1_is_stored_and_reused_when_only_stage2_changes(tmp_path, tdmr_set
     again = make(cache_dir=tmp_path, schedule="constant")
     again.prepare(train, torch.device("cpu"))
     assert again.stage1_steps == 0
+    assert again.prepare_s > 0  # the stored stage 1's original cost, so the transfer cost stays honest
     assert torch.equal(again.proxy_train, first.proxy_train) and torch.equal(again.logits_train, first.logits_train)
     assert torch.equal(again.prompt.weight, first.prompt.weight)
     assert not any(p.requires_grad for m in again.stage1_modules() for p in m.parameters())

@@ -36,6 +36,7 @@ RESULT_COLUMNS = (
     "best_epoch",
     "train_time_s",
     "fm_feature_s",
+    "prepare_s",
     "transfer_s",
     "params",
     "gflops",
@@ -106,8 +107,9 @@ def _row(cell: Cell, result: dict[str, Any], method_dir: Path) -> dict[str, Any]
         "best_epoch": result["best_epoch"],
         "train_time_s": round(result["train_time_s"], 2),
         "fm_feature_s": round(result.get("fm_feature_s", 0.0), 2),
-        # transfer cost: the method's training plus the FM pass its cached features needed
-        "transfer_s": round(result["train_time_s"] + result.get("fm_feature_s", 0.0), 2),
+        "prepare_s": round(result.get("prepare_s", 0.0), 2),
+        # transfer cost: the method's training, the FM pass its cached features needed, and its own preparation
+        "transfer_s": round(result["train_time_s"] + result.get("fm_feature_s", 0.0) + result.get("prepare_s", 0.0), 2),
         "params": result["params"],
         "gflops": round(result["gflops"], 4),
         "latency_ms": round(result["latency_ms"], 2),

@@ -103,7 +103,7 @@ def plot_accuracy_vs_cost(path: Path, rows: list[dict[str, Any]], methods: list[
     ]
     ax.legend(handles=handles, fontsize=7, ncol=2, loc="best")
     ax.set_xscale("log")
-    ax.set_xlabel("transfer cost: training + FM feature pass (s, log scale)")
+    ax.set_xlabel("transfer cost: training + FM pass + preparation (s, log scale)")
     ax.set_ylabel("test accuracy (mean ± std over seeds)")
     ax.set_title("Accuracy vs training cost")
     ax.grid(alpha=0.3)

@@ -56,6 +56,9 @@ class MethodResult:
     peak_rss_mb: float
     # seconds of the FM pass over train+val that this method's cached features cost (0 for the student alone)
     fm_feature_s: float = 0.0
+    # seconds of the method's own work before training (a probe fit, TDMR's stage 1, LoRA's trunk pass), counted
+    # as when first done even if this run loaded its stored result
+    prepare_s: float = 0.0
 
 
 @dataclass
@@ -376,7 +379,9 @@ def run(
             method_cls.name,
             sum(p.numel() for p in method.parameters() if p.requires_grad),
         )
+        t_prep = time.perf_counter()
         method.prepare(splits["train"], device)
+        prepare_s = method.prepare_s if method.prepare_s is not None else time.perf_counter() - t_prep
         fitted = fit(method, splits["train"], splits["val"], cfg.train, out, device, resume=resume)
         method.load_state_dict(load_checkpoint(out / "best.pt")["method"])
         test = evaluate(method, splits["test"], cfg.train, device, extra=True)
@@ -394,6 +399,7 @@ def run(
             lat,
             peak_rss_mb(),
             result.fm_pass_s.get(kind, 0.0) if kind else 0.0,
+            prepare_s,
         )
         result.results.append(method_result)
         if main:

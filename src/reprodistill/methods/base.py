@@ -77,6 +77,9 @@ class Method(nn.Module):
         self.register_buffer("class_weights", ctx.class_weights, persistent=False)
         # Fraction of training done, in [0, 1]; the loop updates it before every step (for decaying loss weights).
         self.progress = 0.0
+        # What prepare() cost in seconds when its work was first done; a prepare that loads stored work sets it
+        # (else the engine times the call), so a method's transfer cost does not vanish on a cache hit.
+        self.prepare_s: Optional[float] = None
 
     @classmethod
     def parse_options(cls, data: dict[str, Any] | None) -> Any:

@@ -63,12 +63,14 @@ class LoRAProbe(FMAdaptation):
             return
         cfg, ds, name = self.ctx.cfg, train.dataset, self.stage_name
         teacher = self.teacher  # the unadapted original: the trunk before the adapted stage is identical
+        timings: dict[str, float] = {}
         self.trunk_train = cached_features(
             teacher,
             ds,
             cfg.teacher.cache_dir,
             kind=f"stage-input:{name}",
             name="train",
+            timings=timings,
             compute=lambda: extract_features(
                 teacher,
                 ds,
@@ -78,6 +80,7 @@ class LoRAProbe(FMAdaptation):
                 fn=lambda x: stage_inputs(teacher, name, x),
             ),  # fmt: skip
         )
+        self.prepare_s = timings["train"]  # the trunk pass, also when it came from the cache
         log.info("lora: trunk cache on: training steps run only %s", name)
 
     def train_logits(self, batch: Batch) -> torch.Tensor:

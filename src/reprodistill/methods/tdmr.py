@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -182,13 +183,16 @@ class TaskDrivenModelReprogramming(Method):
             for m, sd in zip(self.stage1_modules(), state["modules"]):
                 m.load_state_dict(sd)
             self.proxy_train, self.logits_train = state["proxy_train"], state["logits_train"]
+            self.prepare_s = state.get("compute_seconds")
             self.stage1_steps = 0
             self._freeze_stage1()
             log.info("tdmr: stage 1 loaded from %s", path)
             return
+        t0 = time.perf_counter()
         self.train_stage1(train, device)
         if path is not None:
             state = {k: v.cpu() if torch.is_tensor(v) else v for k, v in self._stage1_state().items()}
+            state["compute_seconds"] = time.perf_counter() - t0
             atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     def _fixed_features(self, train: Any, device: torch.device) -> torch.Tensor:
