@@ -134,6 +134,10 @@ def test_without_prompt_stage1_reads_the_cached_fm_features(tmp_path, tdmr_setup
     method.prepare(train, torch.device("cpu"))
     pooled = [p for p in tmp_path.glob("*.npy")]
     assert len(pooled) == 1  # the same fixed-view pooled entry the linear probe and KD methods use
+    # a second stage 1 (other options) reads that entry and still counts the FM pass it once cost
+    again = make(cache_dir=tmp_path, prompt="none", stage1_lr=2e-3)
+    again.prepare(train, torch.device("cpu"))
+    assert again._reused_fm_pass_s > 0 and again.prepare_s >= again._reused_fm_pass_s
     import numpy as np
 
     with torch.no_grad():
