@@ -53,6 +53,8 @@ class LoRAProbe(FMAdaptation):
         self.head = nn.Sequential(nn.BatchNorm1d(d, affine=False), nn.Linear(d, ctx.num_classes))
         names = [n for n, m in fm.named_modules() if any(m is w for w in wrappers)]
         self.stage_name = last_stage_boundary(fm, names) if options.trunk_cache else None
+        # the adapted stage itself, looked up once (not a submodule: it belongs to the FM copy)
+        object.__setattr__(self, "stage", dict(fm.named_modules())[self.stage_name] if self.stage_name else None)
         self.trunk_train: Optional[torch.Tensor] = None  # fp16 [N, ...] input of the adapted stage, fixed view
 
     def prepare(self, train: Any, device: torch.device) -> None:
@@ -89,8 +91,7 @@ class LoRAProbe(FMAdaptation):
         x = self.trunk_train[batch["index"].cpu()].to(batch["label"].device).float()
         if x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)  # the FMs here run channels_last on CPU
-        stage = dict(self.fm.named_modules())[self.stage_name]
-        return self.head(self.fm.pool(stage(x)).float())
+        return self.head(self.fm.pool(self.stage(x)).float())
 
     @property
     def adapted_fm(self):

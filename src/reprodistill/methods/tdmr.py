@@ -242,11 +242,11 @@ class TaskDrivenModelReprogramming(Method):
                 if len(idx) >= 2:  # BatchNorm needs two samples
                     self._stage1_step(opt, warm[idx], labels[idx].to(device))
         max_steps = o.stage1_max_steps if o.stage1_max_steps is not None else float("inf")
+        if opt is None:  # a label-mapped FM without a prompt: nothing trains, the mapping is all of stage 1
+            max_steps = 0
         self.stage1_steps = 0
         bar = tqdm(total=int(min(o.stage1_epochs * -(-n // o.stage1_batch_size), max_steps)), desc="tdmr stage 1",
                    unit="step", leave=False, disable=None)  # fmt: skip
-        if opt is None:  # a label-mapped FM without a prompt: nothing trains, the mapping is all of stage 1
-            max_steps = 0
         for epoch in range(o.stage1_epochs):
             if self.label_mapped and o.label_map == "iterative" and epoch > 0 and self.stage1_steps < max_steps:
                 self.fm_classifier.fit(self._prompted_features(images, n), labels)  # ILM: re-map with this prompt
