@@ -11,8 +11,21 @@ from reprodistill.errors import DataError
 
 def test_medmnist_flag_finds_shared_file_with_official_splits(pneumonia_path):
     data = load_data(DataConfig(source="medmnist:pneumoniamnist", root=str(pneumonia_path.parent)))
-    assert (len(data.train), len(data.val), len(data.test)) == (3882, 524, 624)
-    assert np.bincount(data.train.labels).tolist() == [388, 3494]
+    # the official MedMNIST v2 file (MD5 28209eda62fecd6e6a2d98b1501bb15f)
+    assert (len(data.train), len(data.val), len(data.test)) == (4708, 524, 624)
+    assert np.bincount(data.train.labels).tolist() == [1214, 3494]
+    assert np.bincount(data.val.labels).tolist() == [135, 389]
+    assert np.bincount(data.test.labels).tolist() == [234, 390]
+
+
+def test_breastmnist_official_counts(breast_path):
+    data = load_data(DataConfig(source="medmnist:breastmnist", root=str(breast_path.parent)))
+    assert [np.bincount(s.labels).tolist() for s in (data.train, data.val, data.test)] == [
+        [147, 399],
+        [21, 57],
+        [42, 114],
+    ]
+    assert data.channels == 1 and data.load_size == (28, 28)
     assert data.channels == 1 and data.load_size == (28, 28) and data.num_classes == 2
     item = ImageDataset(data.test, 3, (32, 32))[0]
     assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.uint8

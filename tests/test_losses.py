@@ -79,6 +79,7 @@ from reprodistill.distill import (  # noqa: E402
     match_size,
     rkd_angle_loss,
     rkd_distance_loss,
+    rkd_loss,
 )
 
 
@@ -177,3 +178,33 @@ def test_fitnet_loss_resizes_teacher_map():
     assert torch.equal(match_size(t, (2, 2)), pooled)
     assert fitnet_loss(pooled + 1.0, t).item() == pytest.approx(1.0)
     assert match_size(t, (8, 8)).shape == (1, 1, 8, 8)
+
+
+def test_cka_survives_a_common_offset_much_larger_than_the_spread():
+    # post-ReLU-like features: offset 100x the spread; the Gram-before-centring form returned 0 here in fp32
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 32, generator=g)
+    y = x @ torch.randn(32, 16, generator=g) + 0.1 * torch.randn(64, 16, generator=g)
+    reference = cka(x.double(), y.double()).item()
+    x_off, y_off = x + 100.0 * x.std(), y + 100.0 * y.std()
+    assert reference > 0.5
+    assert cka(x_off, y_off).item() == pytest.approx(reference, abs=1e-4)
+    xs = x_off.clone().requires_grad_()
+    cka_loss(xs, y_off).backward()
+    assert xs.grad.abs().sum() > 0
+
+
+def test_dkd_tckd_is_exact_at_large_margins():
+    # a margin of 80 at T=1: p_rest of the student ~ e^-80, far below the old 1e-12 clamp
+    s = torch.tensor([[40.0, -40.0]])
+    t = torch.tensor([[0.0, 0.0]])
+    tckd, _ = dkd_parts(s, t, torch.tensor([0]), temperature=1.0)
+    # KL([.5,.5] || [1-e^-80, e^-80]) = .5 log(.5 / (1 - e^-80)) + .5 log(.5 / e^-80) ~ log .5 + 40
+    assert tckd.item() == pytest.approx(math.log(0.5) + 40.0, rel=1e-5)
+
+
+def test_rkd_of_a_batch_of_one_is_zero_not_nan():
+    s, t = torch.randn(1, 8, requires_grad=True), torch.randn(1, 5)
+    loss = rkd_loss(s, t)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(s.grad).all()

@@ -92,7 +92,12 @@ class StudentConfig:
 class TrainConfig:
     """Optimisation settings shared by every method, so comparisons use the same budget."""
 
+    # Without `steps`: passes over the training split. With `steps`: evaluation rounds (validation, best/last
+    # checkpoint) that split the step budget evenly.
     epochs: int = 10
+    # Optimiser steps in all (null: `epochs` passes over the data). A step budget is the same at every training-set
+    # size, so a 10% run gets as many updates as a full one instead of a tenth of them.
+    steps: Optional[int] = None
     batch_size: int = 128
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1e-3
@@ -290,6 +295,11 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"data.{name} must be in (0, 1), got {getattr(d, name)}")
     if t.epochs < 1 or t.batch_size < 1:
         raise ConfigError("train.epochs and train.batch_size must be >= 1")
+    if t.steps is not None and t.steps < t.epochs:
+        raise ConfigError(
+            f"train.steps={t.steps} is fewer than train.epochs={t.epochs} evaluation rounds; raise train.steps, lower "
+            "train.epochs, or set train.steps=null to count passes over the data"
+        )
     if t.lr <= 0:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
     if cfg.teacher.views < 1:

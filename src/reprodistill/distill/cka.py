@@ -6,7 +6,9 @@ Linear CKA of n x d1 and n x d2 feature matrices X, Y with column-centred X~, Y~
 
 computed through the n x n Gram matrices (centred K = X~X~^T, M = Y~Y~^T: ||Y~^T X~||_F^2 = <K, M>), cheaper than
 the d x d form whenever the batch is smaller than the feature dims. Everything runs in fp32 (also under autocast),
-with an eps in the denominator so constant features give 0 instead of NaN.
+with an eps in the denominator so constant features give 0 instead of NaN. Features are column-centred before the
+Gram matrices are formed (exact for every estimator here, and what keeps a large common offset from cancelling the
+signal in fp32).
 """
 
 from __future__ import annotations
@@ -65,8 +67,12 @@ def cka(
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"CKA needs the same number of samples, got {x.shape[0]} and {y.shape[0]}")
     with torch.autocast(device_type=x.device.type, enabled=False):
+        # centre the features before any Gram matrix: with a common offset much larger than the spread (e.g. 50x,
+        # post-ReLU maps), x x^T is dominated by the offset and fp32 rounding swallows the signal (CKA came back 0)
         x = x.reshape(len(x), -1).float()
         y = y.reshape(len(y), -1).float()
+        x = x - x.mean(0, keepdim=True)
+        y = y - y.mean(0, keepdim=True)
         if kernel == "linear":
             k, m = _gram_linear(x), _gram_linear(y)
         elif kernel == "rbf":

@@ -18,11 +18,13 @@ def dkd_parts(
     t = temperature
     zs, zt = student_logits.float() / t, teacher_logits.float() / t
     gt = F.one_hot(labels, zs.shape[-1]).bool()
-    ps, pt = zs.softmax(-1), zt.softmax(-1)
-    # binary [target, rest] distributions
-    bs = torch.stack([ps[gt], (ps * ~gt).sum(-1)], dim=-1)
-    bt = torch.stack([pt[gt], (pt * ~gt).sum(-1)], dim=-1)
-    tckd = F.kl_div(bs.clamp_min(1e-12).log(), bt, reduction="batchmean") * t * t
+
+    def binary_log(z: torch.Tensor) -> torch.Tensor:
+        """log [p_target, 1 - p_target] in log space: exact at any margin (no clamp before a log)."""
+        lsm = F.log_softmax(z, dim=-1)
+        return torch.stack([lsm[gt], torch.logsumexp(lsm.masked_fill(gt, float("-inf")), dim=-1)], dim=-1)
+
+    tckd = F.kl_div(binary_log(zs), binary_log(zt), reduction="batchmean", log_target=True) * t * t
     # distributions over the non-target classes: mask the target logit out
     masked_s = F.log_softmax(zs.masked_fill(gt, -1e4), dim=-1)
     masked_t = F.softmax(zt.masked_fill(gt, -1e4), dim=-1)

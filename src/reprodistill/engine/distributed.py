@@ -95,33 +95,73 @@ def shutdown() -> None:
 
 
 class GlobalBatchSampler:
-    """Batches of one rank: a seeded per-epoch shuffle cut into global batches, each split into W contiguous slices.
+    """Batches of one rank: seeded shuffles cut into global batches, each split into W contiguous slices.
+
+    Without ``steps_per_epoch`` an epoch is one pass over the data (a fresh shuffle per epoch). With it, the global
+    batches of consecutive passes (pass p shuffled by (seed, p)) form one stream and epoch e takes its batches
+    ``[e * steps_per_epoch, (e + 1) * steps_per_epoch)``: a step budget that is the same at every data size, and an
+    epoch that depends on (seed, epoch) only, so a resumed run sees the same batches.
 
     :meth:`plan` also gives each slice's offset in its global batch and the global batch size, so per-image random
     augmentation can be drawn for the global batch and sliced: all W ranks together see exactly what one process
-    would. A final global batch smaller than W is dropped (W - 1 images at most, and a different few each epoch).
+    would. A final global batch too small to give every rank two images (BatchNorm in training mode cannot normalise
+    one) is merged into the batch before it.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1) -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        shuffle: bool,
+        rank: int = 0,
+        world: int = 1,
+        steps_per_epoch: Optional[int] = None,
+    ) -> None:
         self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
         self.rank, self.world = rank, world
+        self.steps_per_epoch = steps_per_epoch
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def plan(self) -> list[tuple[list[int], int, int]]:
-        """[(indices of this rank, offset in the global batch, global batch size)] for the current epoch."""
+    def _pass_batches(self, p: int) -> list[list[int]]:
+        """Global batches of pass ``p`` over the data."""
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + p)
             order = torch.randperm(self.n, generator=g).tolist()
         else:
             order = list(range(self.n))
+        batches = [order[s : s + self.batch_size] for s in range(0, self.n, self.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) < 2 * self.world:
+            batches[-2] += batches.pop()
+        return [b for b in batches if len(b) >= self.world]
+
+    def passes_per_epoch(self) -> float:
+        """Passes over the data in one epoch."""
+        if self.steps_per_epoch is None:
+            return 1.0
+        return self.steps_per_epoch / max(1, len(self._pass_batches(0)))
+
+    def _global_batches(self) -> list[list[int]]:
+        if self.steps_per_epoch is None:
+            return self._pass_batches(self.epoch)
+        per_pass = len(self._pass_batches(0))
+        first = self.epoch * self.steps_per_epoch
+        out: list[list[int]] = []
+        cached: dict[int, list[list[int]]] = {}
+        for g in range(first, first + self.steps_per_epoch):
+            p = g // per_pass
+            if p not in cached:
+                cached = {p: self._pass_batches(p)}
+            out.append(cached[p][g % per_pass])
+        return out
+
+    def plan(self) -> list[tuple[list[int], int, int]]:
+        """[(indices of this rank, offset in the global batch, global batch size)] for the current epoch."""
         out = []
-        for start in range(0, self.n, self.batch_size):
-            batch = order[start : start + self.batch_size]
-            if len(batch) < self.world:
-                continue
+        for batch in self._global_batches():
             bounds = [len(batch) * r // self.world for r in range(self.world + 1)]
             lo, hi = bounds[self.rank], bounds[self.rank + 1]
             out.append((batch[lo:hi], lo, len(batch)))
@@ -131,7 +171,7 @@ class GlobalBatchSampler:
         return iter([p[0] for p in self.plan()])
 
     def __len__(self) -> int:
-        return len(self.plan())
+        return self.steps_per_epoch if self.steps_per_epoch is not None else len(self._pass_batches(0))
 
 
 def shard_indices(n: int, rank_: Optional[int] = None, world: Optional[int] = None) -> list[int]:

@@ -96,8 +96,9 @@ def _loader_kwargs(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
 
 def train_loader(split: FeatureSplit, cfg: TrainConfig, device: torch.device) -> tuple[DataLoader, GlobalBatchSampler]:
     """This process's slices of seeded, per-epoch shuffled global batches of ``cfg.batch_size``."""
+    spe = None if cfg.steps is None else -(-cfg.steps // cfg.epochs)  # ceil: at least `steps` steps in all
     sampler = GlobalBatchSampler(
-        len(split.dataset), cfg.batch_size, cfg.seed, True, distributed.rank(), distributed.world_size()
+        len(split.dataset), cfg.batch_size, cfg.seed, True, distributed.rank(), distributed.world_size(), spe
     )
     return DataLoader(split.dataset, batch_sampler=sampler, **_loader_kwargs(cfg, device)), sampler
 

@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import io
 import logging
+import math
 import platform
 import subprocess
 import sys
@@ -29,10 +30,10 @@ from reprodistill.config import RunConfig, to_dict
 from reprodistill.data import ImageDataset, load_data
 from reprodistill.data.sources import DataBundle
 from reprodistill.engine import distributed
-from reprodistill.engine.checkpoint import load_checkpoint, read_json, write_json, write_text
+from reprodistill.engine.checkpoint import load_checkpoint, read_json, save_checkpoint, write_json, write_text
 from reprodistill.engine.feature_cache import cached_features
 from reprodistill.engine.features import extract_features
-from reprodistill.engine.loop import FeatureSplit, class_weights, evaluate, fit, resolve_device, seed_everything
+from reprodistill.engine.loop import FeatureSplit, FitResult, class_weights, evaluate, fit, resolve_device, seed_everything
 from reprodistill.engine.metrics import SCALAR_METRICS
 from reprodistill.engine.profile import count_params, flops, latency_ms, peak_rss_mb
 from reprodistill.engine.views import AugmentedView, CachedViews, view_id
@@ -380,9 +381,16 @@ def run(
             sum(p.numel() for p in method.parameters() if p.requires_grad),
         )
         t_prep = time.perf_counter()
-        method.prepare(splits["train"], device)
+        method.prepare(splits["train"], device, val=splits["val"])
         prepare_s = method.prepare_s if method.prepare_s is not None else time.perf_counter() - t_prep
-        fitted = fit(method, splits["train"], splits["val"], cfg.train, out, device, resume=resume)
+        if method_cls.loop_training:
+            fitted = fit(method, splits["train"], splits["val"], cfg.train, out, device, resume=resume)
+        else:  # prepare() solved it (e.g. a converged probe): that state is the result
+            fitted = FitResult(best_epoch=0, best_score=math.nan)
+            if main:
+                out.mkdir(parents=True, exist_ok=True)
+                save_checkpoint(out / "best.pt", {"method": method.state_dict(), "epoch": -1, "score": math.nan})
+            distributed.barrier()
         method.load_state_dict(load_checkpoint(out / "best.pt")["method"])
         test = evaluate(method, splits["test"], cfg.train, device, extra=True)
         test["best_epoch"] = fitted.best_epoch

@@ -2,7 +2,7 @@
 
 A method is an ``nn.Module`` that owns its trainable parts (student, heads, reprogrammers) and holds the frozen
 teacher; ``forward(batch)`` returns ``{'loss', 'logits', 'parts': {name: value}}`` and the one training loop in
-:mod:`reprodistill.engine.loop` does the rest. Adding a method is one new file with ``@METHODS.register(name)``.
+:mod:`reprodistill.engine.loop` does the rest. Adding a method is one new file with ``@register_method(name)``.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ class Method(nn.Module):
         teacher_features: 'pooled' (vectors) or 'map' (last feature map) if the method reads fixed-view teacher
             features from ``batch['teacher_features']``; the engine computes them once per split (cached on disk)
             instead of running the FM every step.
+        loop_training: False if :meth:`prepare` fits everything (e.g. a probe solved to convergence), so the
+            shared loop is skipped and the prepared state is the result.
         Options: Dataclass of method options, filled from ``method_options.<name>`` in the config.
     """
 
@@ -64,6 +66,7 @@ class Method(nn.Module):
     uses_student: ClassVar[bool] = True
     uses_teacher: ClassVar[bool] = False
     teacher_features: ClassVar[Optional[str]] = None
+    loop_training: ClassVar[bool] = True
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, ctx: MethodContext, options: Any) -> None:
@@ -90,9 +93,10 @@ class Method(nn.Module):
     def describe_options(cls) -> dict[str, Any]:
         return dataclasses.asdict(cls.Options())
 
-    def prepare(self, train: Any, device: torch.device) -> None:
+    def prepare(self, train: Any, device: torch.device, val: Any = None) -> None:
         """Called once before training with the train split (an engine ``FeatureSplit``); e.g. fits a teacher probe.
 
+        ``val`` (the validation split) may choose settings such as a probe's regularisation; never the test split.
         Must be deterministic: a resumed run calls it again before loading its checkpoint.
         """
 

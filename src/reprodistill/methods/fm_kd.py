@@ -2,64 +2,22 @@
 
 Plain KD needs teacher logits for the target task, and a frozen FM has none; the usual baseline (and the one the
 papers compare against) first fits a linear probe on the FM's features and distils from FM + probe. The probe here
-is fitted once in :meth:`prepare`, full-batch L-BFGS on the standardised fixed-view train features with the run's
-class weights and a small L2 penalty, from zeros: deterministic, so a resumed run refits the same probe. It is
-then frozen; its test metrics are reported beside the student's (``extra.probed_fm``).
+is fitted once in :meth:`prepare` by :func:`~reprodistill.reprogram.probe.fit_linear_probe` (full-batch L-BFGS on the
+standardised fixed-view train features with the run's class weights, L2 chosen on validation, from zeros:
+deterministic, so a resumed run refits the same probe), the same fitter as the ``linear_probe`` baseline. It is then
+frozen; its test metrics are reported beside the student's (``extra.probed_fm``).
 
 Subclasses implement :meth:`distill_loss`; the total loss is ``CE(student) + distill_loss``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from reprodistill.methods.base import Batch, Method, MethodContext
-
-
-class StandardisedLinear(nn.Module):
-    """``Linear((x - mean) / std)`` with frozen statistics."""
-
-    def __init__(self, dim: int, num_classes: int) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-        self.linear = nn.Linear(dim, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear((x - self.mean) / self.std)
-
-
-def fit_linear_probe(
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    num_classes: int,
-    class_weights: Optional[torch.Tensor] = None,
-    l2: float = 1e-3,
-    steps: int = 100,
-) -> StandardisedLinear:
-    """Multinomial logistic regression on standardised features (full-batch L-BFGS, zero init), returned frozen."""
-    x = features.float()
-    probe = StandardisedLinear(x.shape[1], num_classes).to(x.device)
-    probe.mean.copy_(x.mean(0))
-    probe.std.copy_(x.std(0).clamp_min(1e-6))
-    nn.init.zeros_(probe.linear.weight)
-    nn.init.zeros_(probe.linear.bias)
-    opt = torch.optim.LBFGS(probe.parameters(), lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
-    w = None if class_weights is None else class_weights.to(x.device)
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(probe(x), labels, weight=w) + l2 * probe.linear.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    return probe.requires_grad_(False).eval()
+from reprodistill.reprogram.probe import StandardisedLinear, fit_linear_probe
 
 
 def split_teacher_features(
@@ -90,9 +48,13 @@ class ProbedFMDistillation(Method):
         super().__init__(ctx, options)
         self.probe = StandardisedLinear(ctx.teacher.feature_dim, ctx.num_classes).requires_grad_(False)
 
-    def prepare(self, train: Any, device: torch.device) -> None:
+    def prepare(self, train: Any, device: torch.device, val: Any = None) -> None:
         feats, labels = split_teacher_features(train, device)
-        fitted = fit_linear_probe(self.pooled(feats), labels, self.num_classes, self.class_weights)
+        held_out = None
+        if val is not None:
+            vf, vl = split_teacher_features(val, device)
+            held_out = (self.pooled(vf), vl)
+        fitted = fit_linear_probe(self.pooled(feats), labels, self.num_classes, self.class_weights, val=held_out)
         self.probe.load_state_dict(fitted.state_dict())
         self.prepare_features(feats)
 

@@ -57,7 +57,7 @@ class LoRAProbe(FMAdaptation):
         object.__setattr__(self, "stage", dict(fm.named_modules())[self.stage_name] if self.stage_name else None)
         self.trunk_train: Optional[torch.Tensor] = None  # fp16 [N, ...] input of the adapted stage, fixed view
 
-    def prepare(self, train: Any, device: torch.device) -> None:
+    def prepare(self, train: Any, device: torch.device, val: Any = None) -> None:
         """With the trunk cache: the adapted stage's input for every training image, from the feature cache."""
         if self.stage_name is None:
             if self.options.trunk_cache:

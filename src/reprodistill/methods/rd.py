@@ -9,7 +9,7 @@ classifier g (the student's head) scores both branches, and phi, g and the stude
 Only the student (with g as its head) is deployed. f_t is a fixed view of each image, so the engine computes it
 once per split; the student sees the augmented view. Defaults (paper details that are not public are options):
 all weights 1, T = 4, z_t detached inside the KL (the KD term teaches the student, not the teacher branch), linear
-CKA, one residual block in phi.
+CKA, one residual block in phi, whose input is standardised with fixed train-set statistics (set in prepare).
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
+import torch
+
 from reprodistill.distill import cka_loss, kd_loss
 from reprodistill.methods.base import Batch, Method, MethodContext, register_method
+from reprodistill.methods.fm_kd import split_teacher_features
 from reprodistill.reprogram import FeatureReprogrammer
 
 
@@ -54,6 +57,10 @@ class ReprogrammingDistillation(Method):
             options.phi_blocks,
             options.phi_dropout,
         )
+
+    def prepare(self, train: Any, device: torch.device, val: Any = None) -> None:
+        feats, _ = split_teacher_features(train, device)
+        self.phi.fit_statistics(feats)
 
     def forward(self, batch: Batch) -> dict[str, Any]:
         o = self.options

@@ -176,7 +176,7 @@ class TaskDrivenModelReprogramming(Method):
         return {"modules": [m.state_dict() for m in self.stage1_modules()],
                 "proxy_train": self.proxy_train, "logits_train": self.logits_train}  # fmt: skip
 
-    def prepare(self, train: Any, device: torch.device) -> None:
+    def prepare(self, train: Any, device: torch.device, val: Any = None) -> None:
         """Stage 1, or its stored result when the same stage 1 ran before (deterministic, so resume-safe)."""
         path = self.stage1_cache_path(train)
         if path is not None and path.is_file():

@@ -60,7 +60,7 @@ class VisualPromptMethod(FMAdaptation):
             return self.teacher.logits(x).float()[:, self.mapping]
         return self.head(self.teacher.pool(self.teacher.forward_map(x)).float())
 
-    def prepare(self, train: Any, device: torch.device) -> None:
+    def prepare(self, train: Any, device: torch.device, val: Any = None) -> None:
         self._train_split = train
         if self.use_label_map:
             self.remap(device)

@@ -8,6 +8,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from reprodistill.reprogram.probe import Standardise
+
 
 class ResidualMLP(nn.Module):
     """``y = shortcut(x) + W2 act(norm(W1 x))``; the shortcut is a linear projection when dims differ."""
@@ -26,8 +28,10 @@ class ResidualMLP(nn.Module):
 class FeatureReprogrammer(nn.Module):
     """phi: pooled FM features [B, d_t] -> task space [B, d_s].
 
-    The input is standardised by a BatchNorm without affine parameters (FM feature channels differ in scale by
-    orders of magnitude), then passes ``blocks`` residual MLP blocks, the first one changing d_t -> d_s.
+    The input is standardised per channel (FM feature channels differ in scale by orders of magnitude) with fixed
+    statistics that the method sets once from the train features (:meth:`fit_statistics`), then passes ``blocks``
+    residual MLP blocks, the first one changing d_t -> d_s. Not a BatchNorm: its running statistics see one update
+    per step, which at low data leaves eval-mode inputs far from the training ones (see ``reprogram/probe.py``).
 
     Args:
         d_teacher: FM feature size d_t.
@@ -43,11 +47,15 @@ class FeatureReprogrammer(nn.Module):
         if blocks < 1:
             raise ValueError("phi needs at least one residual block")
         hidden = hidden or d_student
-        self.norm = nn.BatchNorm1d(d_teacher, affine=False)
+        self.norm = Standardise(d_teacher)
         self.blocks = nn.Sequential(
             ResidualMLP(d_teacher, d_student, hidden, dropout),
             *[ResidualMLP(d_student, d_student, hidden, dropout) for _ in range(blocks - 1)],
         )
+
+    def fit_statistics(self, train_features: torch.Tensor) -> None:
+        """Standardise with the mean / std of the [N, d_t] train features from now on."""
+        self.norm.fit(train_features)
 
     def forward(self, f_t: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.norm(f_t))
