@@ -89,3 +89,32 @@ def test_hybrid_passes_leave_student_bn_statistics_alone(drd_ctx):
     assert not torch.allclose(expected, before)  # the student's own forward does move them
     assert torch.allclose(bn.running_mean, expected, atol=1e-6)  # the hybrid passes add nothing
     assert bn.momentum == 0.1  # restored after the hybrid passes
+
+
+def test_default_keeps_student_bn_statistics_to_its_own_inputs(drd_ctx):
+    ctx, batch = drd_ctx
+    method = _drd(ctx).train()  # the default must be the safe one: the deployed student's statistics
+    bn = method.student.model.layer3[0].bn1
+    before = bn.running_var.clone()
+    with torch.no_grad():
+        method.student(method.student_input(batch))
+        expected = bn.running_var.clone()
+        bn.running_var.copy_(before)
+        method(batch)
+    assert torch.allclose(bn.running_var, expected, atol=1e-6)
+
+
+def test_output_target_projects_onto_stage_outputs_and_skips_hybrids_at_zero_weight(drd_ctx):
+    ctx, batch = drd_ctx
+    method = _drd(ctx, stage_target="output")
+    shapes = [(64, 7, 7), (128, 4, 4), (256, 2, 2), (512, 1, 1)]
+    assert [tuple(p(batch["teacher_features"]).shape[1:]) for p in method.projectors] == shapes
+    out = method(batch)
+    assert out["parts"]["hybrid"] > 0 and torch.isfinite(out["loss"])
+    method.progress = 1.0  # decay_to 0: alpha = beta = 0
+    calls = []
+    hook = method.student.model.layer4.register_forward_hook(lambda *a: calls.append(1))
+    out = method(batch)
+    hook.remove()
+    assert len(calls) == 1  # the student's own pass only, no hybrid pass through layer4
+    assert out["parts"]["hybrid"] == 0 and out["parts"]["kd"] == 0

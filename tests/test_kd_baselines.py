@@ -7,7 +7,7 @@ from conftest import build_method
 from reprodistill.config import RunConfig, StudentConfig
 from reprodistill.engine.loop import FeatureSplit
 from reprodistill.methods import MethodContext
-from reprodistill.methods.fm_kd import fit_linear_probe
+from reprodistill.reprogram.probe import fit_linear_probe
 from reprodistill.models import create_student
 
 KD_METHODS = ["kd", "dkd", "rkd", "cka_kd", "fitnet", "at"]
@@ -140,3 +140,33 @@ def test_prepare_uses_online_features_when_nothing_is_cached(kd_setup):
     fresh, _ = make("kd")
     fresh.prepare(online, torch.device("cpu"))
     assert torch.allclose(fresh.probe.linear.weight, method.probe.linear.weight, atol=1e-4)
+
+
+def test_probe_l2_is_chosen_on_validation_not_train():
+    g = torch.Generator().manual_seed(1)
+    # 40 training points in 200 dims with noisy labels: unregularised fits overfit, validation prefers a larger L2
+    w = torch.randn(200, generator=g)
+    x, xv = torch.randn(40, 200, generator=g), torch.randn(400, 200, generator=g)
+    y = ((x @ w + 8 * torch.randn(40, generator=g)) > 0).long()
+    yv = ((xv @ w) > 0).long()
+    chosen = fit_linear_probe(x, y, 2, l2=(1e-4, 1.0), val=(xv, yv))
+    weakest = fit_linear_probe(x, y, 2, l2=1e-4)
+    strongest = fit_linear_probe(x, y, 2, l2=1.0)
+    ce = {k: torch.nn.functional.cross_entropy(p(xv), yv).item() for k, p in (("weak", weakest), ("strong", strongest))}
+    best = strongest if ce["strong"] < ce["weak"] else weakest
+    assert torch.equal(chosen.linear.weight, best.linear.weight)
+
+
+def test_linear_probe_baseline_is_solved_not_trained(tiny_teacher):
+    teacher = tiny_teacher(64)
+    ctx = MethodContext(cfg=RunConfig(methods=["linear_probe"]), num_classes=3, teacher=teacher)
+    method = build_method("linear_probe", ctx)
+    assert type(method).loop_training is False
+    images = torch.randint(0, 256, (30, 1, 28, 28), dtype=torch.uint8)
+    feats, labels = teacher.features(images) * 30 + 5, torch.arange(30) % 3
+    method.prepare(_Split(labels, feats), torch.device("cpu"))
+    expected = fit_linear_probe(feats, labels, 3)
+    batch = {"teacher_features": feats, "label": labels, "image": images}
+    with torch.no_grad():
+        assert torch.allclose(method.eval()(batch)["logits"], expected(feats), atol=1e-5)
+        assert torch.allclose(method.train()(batch)["logits"], expected(feats), atol=1e-5)  # no mode-dependent norm

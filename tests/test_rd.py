@@ -77,3 +77,22 @@ def test_detach_option_controls_kd_gradient_into_phi(rd_setup):
         method(batch)["loss"].backward()
         grads[detach] = sum(float(p.grad.abs().sum()) for p in method.phi.parameters() if p.grad is not None)
     assert grads[True] == 0.0 and grads[False] > 0.0
+
+
+def test_phi_standardises_with_the_train_statistics_in_train_and_eval_mode(rd_setup):
+    ctx, batch = rd_setup
+    method = _rd(ctx)
+
+    class Split:
+        teacher_features = batch["teacher_features"] * 50.0 + 7.0  # raw FM scale: far from mean 0 / var 1
+        online_teacher = None
+        dataset = type("D", (), {"split": type("S", (), {"labels": batch["label"].numpy()})()})()
+
+    method.prepare(Split, torch.device("cpu"))
+    f = Split.teacher_features
+    assert torch.allclose(method.phi.norm(f).mean(0), torch.zeros(f.shape[1]), atol=1e-4)
+    with torch.no_grad():
+        train_out = method.train().phi(f)
+        eval_out = method.eval().phi(f)
+    # a BatchNorm here gave eval-mode outputs from running statistics that had seen a few updates only
+    assert torch.allclose(train_out, eval_out, atol=1e-6)

@@ -135,7 +135,8 @@ class GlobalBatchSampler:
             order = list(range(self.n))
         batches = [order[s : s + self.batch_size] for s in range(0, self.n, self.batch_size)]
         if len(batches) > 1 and len(batches[-1]) < 2 * self.world:
-            batches[-2] += batches.pop()
+            last = batches.pop()
+            batches[-1] = batches[-1] + last
         return [b for b in batches if len(b) >= self.world]
 
     def passes_per_epoch(self) -> float:
