@@ -87,6 +87,8 @@ def cell_config(cfg: RunConfig, cell: Cell) -> RunConfig:
     c.method_options = {base: options} if options else {}
     c.data.fraction = cell.fraction
     c.train.seed = cell.seed
+    if cell.fraction < 1.0 or c.data.k_per_class is not None:  # seeds also differ in which images a subset holds
+        c.data.subset_seed = cfg.data.split_seed + cell.seed
     c.bench = BenchConfig()  # so that growing the grid later never invalidates finished cells
     c.name = f"{cfg.name or 'bench'}-{cell.method}-frac{cell.fraction:g}-seed{cell.seed}"
     return c

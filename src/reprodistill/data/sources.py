@@ -268,14 +268,24 @@ def _fill_missing_splits(splits: dict[str, Split], cfg: DataConfig, notes: list[
     return splits
 
 
+# Label names of the MedMNIST v2 sets (the `medmnist` package's INFO records), so class names come from the data
+# source, never from a preset applied to other data.
+MEDMNIST_CLASS_NAMES = {
+    "pneumoniamnist": ["normal", "pneumonia"],
+    "breastmnist": ["malignant", "normal, benign"],
+    "chestmnist": None,  # multi-label: not supported as a single-label task
+}
+
+
 def load_data(cfg: DataConfig) -> DataBundle:
     """Read ``cfg.source``, make the splits, apply limited-data subsampling and check labels."""
     src = cfg.source
     notes: list[str] = []
     if src.startswith("medmnist:"):
-        path = find_medmnist(src.split(":", 1)[1], cfg.root)
+        flag = src.split(":", 1)[1]
+        path = find_medmnist(flag, cfg.root)
         splits = read_npz(path)
-        class_names = None
+        class_names = MEDMNIST_CLASS_NAMES.get(flag.lower())
         notes.append(f"read {path}")
     else:
         path = Path(src).expanduser()
@@ -316,7 +326,8 @@ def load_data(cfg: DataConfig) -> DataBundle:
         raise DataError(f"{src}: classes {[class_names[i] for i in missing]} have no training images")
 
     before = len(splits["train"])
-    sel = subsample(splits["train"].labels, cfg.fraction, cfg.k_per_class, cfg.split_seed)
+    subset_seed = cfg.split_seed if cfg.subset_seed is None else cfg.subset_seed
+    sel = subsample(splits["train"].labels, cfg.fraction, cfg.k_per_class, subset_seed)
     splits["train"] = splits["train"].take(sel)
     if len(sel) != before:
         notes.append(f"limited data: {len(sel)} of {before} training images")

@@ -107,29 +107,34 @@ def train_loader(split: FeatureSplit, cfg: TrainConfig, device: torch.device) ->
 def predict(
     method: Method, split: FeatureSplit, cfg: TrainConfig, device: torch.device, extra: bool = False
 ) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
-    """({'model': probabilities [N,K], <extra branch>: ...}, labels [N], mean task loss of the deployed model).
+    """({'model': probabilities [N,K], <extra branch>: ...}, labels [N], task loss of the deployed model).
+
+    The loss is the class-weighted cross-entropy the methods train on (weighted mean), so selecting on it selects
+    on the training objective.
 
     Under torchrun each process scores a contiguous block of the split and the blocks are gathered, so every rank
     returns the whole split's results in order.
     """
     method.eval()
     probs: dict[str, list[np.ndarray]] = {}
-    labels, loss_sum = [], 0.0
+    labels, loss_sum, weight_sum = [], 0.0, 0.0
     subset = Subset(split.dataset, shard_indices(len(split.dataset)))
     loader = DataLoader(subset, batch_size=cfg.batch_size, shuffle=False, **_loader_kwargs(cfg, device))
     for batch in loader:
         batch = _to_device(batch, split, device)
         logits = method.predict(batch).float()
-        loss_sum += float(torch.nn.functional.cross_entropy(logits, batch["label"], reduction="sum"))
+        # the task loss as trained: class-weighted CE, normalised by the summed weights (a weighted mean)
+        w = method.class_weights
+        loss_sum += float(torch.nn.functional.cross_entropy(logits, batch["label"], weight=w, reduction="sum"))
+        weight_sum += float(w[batch["label"]].sum()) if w is not None else float(len(batch["label"]))
         outputs = {"model": logits, **(method.extra_logits(batch) if extra else {})}
         for name, z in outputs.items():
             probs.setdefault(name, []).append(z.float().softmax(-1).cpu().numpy())
         labels.append(batch["label"].cpu().numpy())
-    parts = distributed.all_gather_objects((probs, labels, loss_sum))
-    probs = {k: [a for p, _, _ in parts for a in p.get(k, [])] for k in parts[0][0]}
-    labels = [a for _, lab, _ in parts for a in lab]
-    n = sum(len(x) for x in labels)
-    loss = sum(p[2] for p in parts) / max(1, n)
+    parts = distributed.all_gather_objects((probs, labels, loss_sum, weight_sum))
+    probs = {k: [a for p, _, _, _ in parts for a in p.get(k, [])] for k in parts[0][0]}
+    labels = [a for _, lab, _, _ in parts for a in lab]
+    loss = sum(p[2] for p in parts) / max(1e-12, sum(p[3] for p in parts))
     return {k: np.concatenate(v) for k, v in probs.items()}, np.concatenate(labels), loss
 
 
