@@ -131,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
             return _bench(cfg, args.dir)
         if args.resume and not args.run_dir:
             raise ReprodistillError("--resume needs --run-dir <existing run folder>")
-        from reprodistill.engine.run import results_table, run
+        from reprodistill.engine.run import run
 
         result = run(cfg, run_dir=args.run_dir, resume=args.resume)
         if not distributed.is_main():  # under torchrun, rank 0 reports
             return 0
         print()
-        print(results_table(result.results))
+        print((result.run_dir / "results.md").read_text().rstrip())  # table, majority row, flags, reference
         print(f"\nwall time {result.wall_time_s:.0f} s; run folder: {result.run_dir}")
         return 0
     except ReprodistillError as e:

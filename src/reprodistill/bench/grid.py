@@ -11,6 +11,7 @@ import copy
 import csv
 import io
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from reprodistill.engine import distributed
 from reprodistill.engine.checkpoint import read_json, write_text
 from reprodistill.engine.metrics import SCALAR_METRICS
 from reprodistill.engine.run import build_teacher, run
+from reprodistill.engine.sanity import prediction_flags
 from reprodistill.methods import METHODS
 from reprodistill.models.teacher import Teacher
 
@@ -33,6 +35,9 @@ RESULT_COLUMNS = (
     "fraction",
     "seed",
     *SCALAR_METRICS,
+    "flags",  # degenerate test predictions (one class, classes never predicted): a bug to look at, not a result
+    "val_loss",
+    *(f"val_{k}" for k in SCALAR_METRICS),
     "best_epoch",
     "train_time_s",
     "fm_feature_s",
@@ -106,6 +111,9 @@ def _row(cell: Cell, result: dict[str, Any], method_dir: Path) -> dict[str, Any]
         "fraction": cell.fraction,
         "seed": cell.seed,
         **{k: test[k] for k in SCALAR_METRICS},
+        "flags": "; ".join(prediction_flags(test["confusion_matrix"])),
+        "val_loss": result.get("val", {}).get("loss", float("nan")),
+        **{f"val_{k}": result.get("val", {}).get(k, float("nan")) for k in SCALAR_METRICS},
         "best_epoch": result["best_epoch"],
         "train_time_s": round(result["train_time_s"], 2),
         "fm_feature_s": round(result.get("fm_feature_s", 0.0), 2),
@@ -173,6 +181,7 @@ def run_bench(cfg: RunConfig, bench_dir: Optional[Path] = None, plots: bool = Tr
         return res
     write_results_csv(bench_dir / "results.csv", res.rows)
     if plots:
-        write_report(bench_dir, cfg, res.rows, res.wall_time_s)
+        command = " ".join(["reprodistill", *sys.argv[1:]]) if Path(sys.argv[0]).name == "reprodistill" else None
+        write_report(bench_dir, cfg, res.rows, res.wall_time_s, res.cells_run, command)
     log.info("bench: %d cells trained, %d kept from before; %.0f s", res.cells_run, res.cells_kept, res.wall_time_s)
     return res

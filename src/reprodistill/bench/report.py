@@ -10,9 +10,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from reprodistill.config import RunConfig
+from reprodistill.config import RunConfig, method_variant
 from reprodistill.engine.checkpoint import read_json, write_text
 from reprodistill.engine.metrics import SCALAR_METRICS
+from reprodistill.engine.sanity import majority_metrics, published_line
 
 METRIC_NAMES = {"accuracy": "acc", "balanced_accuracy": "bal. acc", "macro_f1": "macro-F1", "auc": "AUC"}
 
@@ -37,29 +38,131 @@ def _pm(mean_std: tuple[float, float], n: int) -> str:
     return f"{m:.4f} ± {s:.4f}" if n > 1 else f"{m:.4f}"
 
 
+def _class_counts(row: dict[str, Any]) -> Optional[dict[str, list[int]]]:
+    """Per-split class counts of a cell (its run folder's data.json), or None for cells from older versions."""
+    if not row.get("method_dir"):
+        return None
+    path = Path(row["method_dir"]).parent / "data.json"
+    if not path.is_file():
+        return None
+    return read_json(path).get("class_counts")
+
+
+def _flag_summary(rs: list[dict[str, Any]]) -> str:
+    flagged = [r for r in rs if r.get("flags")]
+    if not flagged:
+        return ""
+    kinds = sorted({f.split(":")[0] for r in flagged for f in str(r["flags"]).split("; ")})
+    return f"**{', '.join(kinds)}** in {len(flagged)}/{len(rs)} seeds"
+
+
 def results_markdown(rows: list[dict[str, Any]], methods: list[str]) -> str:
-    """One table per training fraction: mean ± std over seeds, cost, and deployed size."""
+    """One table per training fraction: mean ± std over seeds, cost, deployed size, degenerate-predictor flags and
+    the majority-class row."""
     agg = aggregate(rows)
     out = []
     for frac in sorted({k[1] for k in agg}, reverse=True):
+        at_frac = [r for r in rows if float(r["fraction"]) == frac]
         out += [
             f"### Training fraction {frac:g}",
             "",
             "| method | seeds | "
             + " | ".join(METRIC_NAMES.values())
-            + " | transfer (s) | deployed | params (M) | latency (ms) |",
-            "|---|---:|" + "---:|" * len(METRIC_NAMES) + "---:|---|---:|---:|",
+            + " | transfer (s) | deployed | params (M) | latency (ms) | flags |",
+            "|---|---:|" + "---:|" * len(METRIC_NAMES) + "---:|---|---:|---:|---|",
         ]
         for m in methods:
             a = agg.get((m, frac))
             if a is None:
                 continue
             metrics = " | ".join(_pm(a[k], a["n"]) for k in SCALAR_METRICS)
+            flags = _flag_summary([r for r in at_frac if r["method"] == m])
             out.append(
                 f"| {m} | {a['n']} | {metrics} | {a['transfer_s'][0]:.0f} | {a['deploys']} | "
-                f"{a['params'][0] / 1e6:.2f} | {a['latency_ms'][0]:.1f} |"
+                f"{a['params'][0] / 1e6:.2f} | {a['latency_ms'][0]:.1f} | {flags} |"
             )
+        counts = _class_counts(at_frac[0]) if at_frac else None
+        if counts:
+            maj = majority_metrics(counts["train"], counts["test"])
+            cells = " | ".join(f"{maj[k]:.4f}" for k in SCALAR_METRICS)
+            out.append(f"| *majority class* | | {cells} | | | | | reference |")
         out.append("")
+    return "\n".join(out)
+
+
+# two-sided 95% Student-t quantiles by degrees of freedom (1..30); normal beyond
+# fmt: off
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+# fmt: on
+
+
+def paired_difference(
+    rows: list[dict[str, Any]], method: str, baseline: str, fraction: float, metric: str
+) -> Optional[tuple[float, float, float, int]]:
+    """(mean, low, high, n): the mean per-seed difference method - baseline on ``metric`` with its 95% t-interval,
+    over the seeds both have at ``fraction`` (same seed = same data subset and order); None without a common seed."""
+    by = {(r["method"], int(r["seed"])): float(r[metric]) for r in rows if float(r["fraction"]) == fraction}
+    seeds = sorted(s for (m, s) in by if m == method and (baseline, s) in by)
+    if not seeds:
+        return None
+    d = np.array([by[(method, s)] - by[(baseline, s)] for s in seeds])
+    if len(d) == 1:
+        return float(d[0]), math.nan, math.nan, 1
+    half = (_T975[len(d) - 2] if len(d) - 1 <= len(_T975) else 1.96) * d.std(ddof=1) / math.sqrt(len(d))
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half), len(d)
+
+
+def _fmt_diff(diff: Optional[tuple[float, float, float, int]]) -> str:
+    if diff is None:
+        return ""
+    mean, lo, hi, n = diff
+    if n == 1:
+        return f"{mean:+.4f} (1 seed)"
+    mark = " ✓" if lo > 0 else (" ✗" if hi < 0 else "")
+    return f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}]{mark}"
+
+
+KD_BASELINES = ("kd", "dkd", "fitnet", "at", "rkd", "cka_kd")
+REPROGRAMMING = ("rd", "drd", "tdmr")
+
+
+def paired_markdown(rows: list[dict[str, Any]], methods: list[str], bases: dict[str, str]) -> str:
+    """Paired per-seed differences: every student-deploying method vs the student alone, and each reprogramming
+    method (RD / DRD / TDMR and their variants) vs the KD baseline with the best mean AUC at that fraction."""
+    agg = aggregate(rows)
+    metrics = ("auc", "balanced_accuracy", "accuracy")
+    out = []
+    for frac in sorted({k[1] for k in agg}, reverse=True):
+        present = [m for m in methods if (m, frac) in agg and agg[(m, frac)]["deploys"] == "student"]
+        lines = []
+        if "student" in present:
+            for m in present:
+                if m != "student":
+                    cells = " | ".join(_fmt_diff(paired_difference(rows, m, "student", frac, k)) for k in metrics)
+                    lines.append(f"| {m} | student alone | {cells} |")
+        kd = [m for m in present if bases.get(m, m) in KD_BASELINES]
+        if kd:
+            best_kd = max(kd, key=lambda m: agg[(m, frac)]["auc"][0])
+            for m in present:
+                if bases.get(m, m) in REPROGRAMMING:
+                    cells = " | ".join(_fmt_diff(paired_difference(rows, m, best_kd, frac, k)) for k in metrics)
+                    lines.append(f"| {m} | best KD baseline ({best_kd}) | {cells} |")
+        if lines:
+            out += [
+                f"### Paired differences, training fraction {frac:g}",
+                "",
+                "| method | minus | AUC | bal. acc | acc |",
+                "|---|---|---:|---:|---:|",
+                *lines,
+                "",
+            ]
+    if out:
+        out.insert(
+            0,
+            "Mean per-seed difference with its 95% t-interval over the seeds both methods ran (same seed = same "
+            "data subset, order and initialisation); ✓ the interval lies above 0, ✗ below.\n",
+        )
     return "\n".join(out)
 
 
@@ -85,14 +188,18 @@ def plot_accuracy_vs_cost(path: Path, rows: list[dict[str, Any]], methods: list[
     for (m, f), a in agg.items():
         if not math.isfinite(a["transfer_s"][0]):  # cost unknown (cache entry from an older version)
             continue
+        # methods of equal cost and accuracy would hide each other: spread them a little along the log x axis
+        jitter = 1.04 ** (methods.index(m) - (len(methods) - 1) / 2) if m in methods else 1.0
         ax.errorbar(
-            a["transfer_s"][0],
+            a["transfer_s"][0] * jitter,
             a["accuracy"][0],
             yerr=a["accuracy"][1],
             fmt=markers[fracs.index(f) % 7],
             color=colors[m],
             capsize=3,
             markersize=7,
+            markerfacecolor="none",
+            markeredgewidth=1.5,
         )
     from matplotlib.lines import Line2D
 
@@ -196,15 +303,25 @@ def plot_training_curves(path: Path, rows: list[dict[str, Any]], methods: list[s
     plt.close(fig)
 
 
-def best_student_cell(rows: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
-    """The student-deploying method with the best mean test accuracy at the largest fraction; its median seed."""
+def _val_score(row: dict[str, Any], select: str) -> float:
+    """Higher is better: the validation metric that chose each checkpoint (never the test split)."""
+    v = float(row.get("val_loss" if select == "loss" else f"val_{select}", math.nan))
+    return -v if select == "loss" else v
+
+
+def best_student_cell(rows: list[dict[str, Any]], select: str = "loss") -> Optional[dict[str, Any]]:
+    """The student-deploying method with the best mean *validation* score (the run's selection metric) at the
+    largest fraction, and its median-seed cell by that score: chosen without looking at the test split."""
     frac = max(float(r["fraction"]) for r in rows)
     cand = [r for r in rows if r["deploys"] == "student" and float(r["fraction"]) == frac]
+    cand = [r for r in cand if math.isfinite(_val_score(r, select))]
     if not cand:
         return None
-    agg = aggregate(cand)
-    best = max(agg, key=lambda k: agg[k]["accuracy"][0])[0]
-    runs = sorted((r for r in cand if r["method"] == best), key=lambda r: float(r["accuracy"]))
+    means: dict[str, list[float]] = defaultdict(list)
+    for r in cand:
+        means[r["method"]].append(_val_score(r, select))
+    best = max(means, key=lambda m: float(np.mean(means[m])))
+    runs = sorted((r for r in cand if r["method"] == best), key=lambda r: _val_score(r, select))
     return runs[len(runs) // 2]
 
 
@@ -234,8 +351,38 @@ def plot_confusion(path: Path, row: dict[str, Any], class_names: list[str]) -> N
     plt.close(fig)
 
 
-def write_report(bench_dir: Path, cfg: RunConfig, rows: list[dict[str, Any]], wall_time_s: float) -> Path:
+def _budget(cfg: RunConfig) -> str:
+    t = cfg.train
+    if t.steps is not None:
+        return (
+            f"{t.steps} optimiser steps for every cell whatever the training-set size ({t.epochs} evaluation rounds), "
+            f"batch {t.batch_size}"
+        )
+    return f"{t.epochs} epochs (passes over the training subset), batch {t.batch_size}"
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    import torch
+
+    return (
+        f"{platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    )
+
+
+def write_report(
+    bench_dir: Path,
+    cfg: RunConfig,
+    rows: list[dict[str, Any]],
+    wall_time_s: float,
+    cells_run: Optional[int] = None,
+    command: Optional[str] = None,
+) -> Path:
     """Write report.md and plots/*.png into ``bench_dir``; returns the report path."""
+    from reprodistill.engine.run import git_sha
+
     plots = bench_dir / "plots"
     plots.mkdir(exist_ok=True)
     methods = list(cfg.methods)
@@ -243,7 +390,7 @@ def write_report(bench_dir: Path, cfg: RunConfig, rows: list[dict[str, Any]], wa
     plot_accuracy_vs_fraction(plots / "accuracy_vs_fraction.png", rows, methods)
     plot_size_latency(plots / "student_vs_fm_size_latency.png", rows)
     plot_training_curves(plots / "training_curves.png", rows, methods)
-    best = best_student_cell(rows)
+    best = best_student_cell(rows, cfg.train.select_metric)
     class_names = []
     first_data = Path(rows[0]["method_dir"]).parent / "data.json" if rows else None
     if first_data and first_data.is_file():
@@ -251,20 +398,43 @@ def write_report(bench_dir: Path, cfg: RunConfig, rows: list[dict[str, Any]], wa
     if best:
         plot_confusion(plots / "confusion_best_student.png", best, class_names)
     fm_rows = _branch_rows(rows)
+    bases = {m: method_variant(cfg, m)[0] for m in methods}
+    select = cfg.train.select_metric
+    compute_s = sum(float(r["transfer_s"]) for r in rows if math.isfinite(float(r["transfer_s"])))
     lines = [
         f"# reprodistill bench: {cfg.name or 'bench'}",
         "",
-        f"Data `{cfg.data.source}`; teacher `{cfg.teacher.name}`; student `{cfg.student.name}`; "
-        f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, {cfg.train.optimizer} lr {cfg.train.lr}; "
-        f"seeds {cfg.bench.seeds}; fractions {cfg.bench.fractions}. Test metrics of the deployed model, mean ± sample "
-        "std over seeds. Transfer cost = the method's training time + the FM feature pass its cached features needed.",
+        f"Data `{cfg.data.source}`; teacher `{cfg.teacher.name}`; student `{cfg.student.name}`; {_budget(cfg)}, "
+        f"{cfg.train.optimizer} lr {cfg.train.lr}, class weights {cfg.train.class_weights}; seeds {cfg.bench.seeds}; "
+        f"fractions {cfg.bench.fractions} (a fraction's subset is drawn per seed; val and test are fixed). "
+        "Test metrics of the deployed model, mean ± sample std over seeds. Transfer cost = the method's training time "
+        "+ the FM feature pass its cached features needed + its preparation (probe fit, stage 1).",
+        "",
+        f"Reported checkpoint: each cell's best.pt, the evaluation round with the best validation {select}"
+        + (" (class-weighted cross-entropy)" if select == "loss" else "")
+        + "; the test split never chooses anything. The confusion matrix below, `export` and `predict` use the same "
+        "rule. A row flagged ONE-CLASS predicts (nearly) one class for the whole test split: a degenerate predictor, "
+        "not a result; the majority-class row shows what such a row is worth.",
         "",
         results_markdown(rows, methods),
     ]
+    ref = published_line(cfg.data.source)
+    if ref:
+        lines += [ref, ""]
+    paired = paired_markdown(rows, methods, bases)
+    if paired:
+        lines += ["## Paired comparisons", "", paired]
     if fm_rows:
         lines += ["### Non-deployed FM branches (reported by their methods)", "", fm_rows, ""]
+    kept = "" if cells_run is None else f", {cells_run} of {len(rows)} cells trained now, the rest kept from before"
     lines += [
-        f"Bench wall time for this invocation: {wall_time_s:.0f} s ({len(rows)} cells).",
+        "## How this was made",
+        "",
+        f"- Command: `{command or 'reprodistill bench'}`",
+        f"- Code commit: `{git_sha() or 'unknown'}`",
+        f"- Machine: {_machine()}",
+        f"- Wall time of this invocation: {wall_time_s:.0f} s{kept}; summed transfer cost of all {len(rows)} cells: "
+        f"{compute_s:.0f} s.",
         "",
         "![accuracy vs cost](plots/accuracy_vs_cost.png)",
         "![accuracy vs fraction](plots/accuracy_vs_fraction.png)",

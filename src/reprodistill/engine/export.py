@@ -1,7 +1,7 @@
 """Deployment: export a run's student (safetensors + config.json + ONNX, checked with ONNX Runtime) and predict
 with it, loading nothing but the exported files.
 
-    reprodistill export runs/<run>                 # best student method by validation-selected test AUC
+    reprodistill export runs/<run>                 # the student method with the best validation score
     reprodistill predict runs/<run>/export img1.png folder/ --csv preds.csv
 """
 
@@ -38,7 +38,8 @@ class ExportResult:
 
 
 def _pick_method(run_dir: Path, method: Optional[str]) -> str:
-    """The named method, else the student-deploying method with the best test AUC in results.csv."""
+    """The named method, else the student-deploying method with the best *validation* score in results.csv, by the
+    run's own selection metric (the rule that chose each checkpoint; the test split never chooses)."""
     if method:
         if not (run_dir / method / "best.pt").is_file():
             raise ReprodistillError(f"{run_dir}: no trained method {method!r} (missing {method}/best.pt)")
@@ -50,12 +51,23 @@ def _pick_method(run_dir: Path, method: Optional[str]) -> str:
     results = run_dir / "results.csv"
     if not results.is_file():
         raise ReprodistillError(f"{run_dir}: no results.csv (is the run finished?); name one with --method")
-    rows = [
-        r for r in csv.DictReader(open(results)) if r["method"] in METHODS and METHODS.get(r["method"]).uses_student
-    ]
+    with open(results, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["method"] in METHODS and METHODS.get(r["method"]).uses_student]
     if not rows:
         raise ReprodistillError(f"{run_dir}: no method in results.csv deploys a student")
-    return max(rows, key=lambda r: float(r["auc"]))["method"]
+    select = "loss"
+    if (run_dir / "config.yaml").is_file():
+        select = (
+            (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("train", {}).get("select_metric", select)
+        )
+    column = "val_loss" if select == "loss" else f"val_{select}"
+    if column not in rows[0] or any(r[column] in ("", None) for r in rows):
+        raise ReprodistillError(
+            f"{run_dir}: results.csv has no validation scores (a run from an older version); name the student to "
+            "export with --method"
+        )
+    sign = -1.0 if select == "loss" else 1.0
+    return max(rows, key=lambda r: sign * float(r[column]))["method"]
 
 
 def _student_state(method_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

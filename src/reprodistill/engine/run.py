@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 import yaml
 
@@ -33,8 +34,17 @@ from reprodistill.engine import distributed
 from reprodistill.engine.checkpoint import load_checkpoint, read_json, save_checkpoint, write_json, write_text
 from reprodistill.engine.feature_cache import cached_features
 from reprodistill.engine.features import extract_features
-from reprodistill.engine.loop import FeatureSplit, FitResult, class_weights, evaluate, fit, resolve_device, seed_everything
+from reprodistill.engine.loop import (
+    FeatureSplit,
+    FitResult,
+    class_weights,
+    evaluate,
+    fit,
+    resolve_device,
+    seed_everything,
+)
 from reprodistill.engine.metrics import SCALAR_METRICS
+from reprodistill.engine.sanity import majority_metrics, prediction_flags, published_line
 from reprodistill.engine.profile import count_params, flops, latency_ms, peak_rss_mb
 from reprodistill.engine.views import AugmentedView, CachedViews, view_id
 from reprodistill.errors import ReprodistillError
@@ -60,6 +70,8 @@ class MethodResult:
     # seconds of the method's own work before training (a probe fit, TDMR's stage 1, LoRA's trunk pass), counted
     # as when first done even if this run loaded its stored result
     prepare_s: float = 0.0
+    # validation metrics of the reported checkpoint (the split that chose it; 'loss' is the class-weighted CE)
+    val: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,7 +84,7 @@ class RunResult:
     fm_pass_s: dict[str, float] = field(default_factory=dict)
 
 
-def _git_sha() -> Optional[str]:
+def git_sha() -> Optional[str]:
     try:
         return (
             subprocess.run(
@@ -136,7 +148,7 @@ def _environment(cfg: RunConfig) -> dict[str, Any]:
 
     return {
         "reprodistill": __version__,
-        "git_sha": _git_sha(),
+        "git_sha": git_sha(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "timm": timm.__version__,
@@ -204,30 +216,43 @@ def _teacher_features(
     return feats, views
 
 
-def results_table(results: list[MethodResult]) -> str:
-    """Markdown table of the test metrics and deployment cost of each method."""
-    head = "| method | test acc | bal. acc | macro-F1 | AUC | params (M) | GFLOPs | latency (ms) | train (s) |"
-    lines = [head, "|---|" + "---:|" * (head.count("|") - 2)]
+def results_table(results: list[MethodResult], majority: Optional[dict[str, Any]] = None) -> str:
+    """Markdown table of the test metrics and deployment cost of each method, with the majority-class row and a
+    flag on any method whose predictions are (nearly) one class."""
+    head = "| method | test acc | bal. acc | macro-F1 | AUC | params (M) | GFLOPs | latency (ms) | train (s) | flags |"
+    lines = [head, "|---|" + "---:|" * (head.count("|") - 3) + "---|"]
     for r in results:
         t = r.test
+        flags = "; ".join(prediction_flags(t["confusion_matrix"]))
         lines.append(
             f"| {r.method} | {t['accuracy']:.4f} | {t['balanced_accuracy']:.4f} | {t['macro_f1']:.4f} | "
-            f"{t['auc']:.4f} | {r.params / 1e6:.2f} | {r.gflops:.3f} | {r.latency_ms:.1f} | {r.train_time_s:.0f} |"
+            f"{t['auc']:.4f} | {r.params / 1e6:.2f} | {r.gflops:.3f} | {r.latency_ms:.1f} | {r.train_time_s:.0f} | "
+            f"{flags} |"
+        )
+    if majority is not None:
+        m = majority
+        lines.append(
+            f"| *majority class* | {m['accuracy']:.4f} | {m['balanced_accuracy']:.4f} | {m['macro_f1']:.4f} | "
+            f"{m['auc']:.4f} | | | | | reference |"
         )
     return "\n".join(lines)
 
 
-def _write_results(run_dir: Path, res: RunResult, data: DataBundle) -> None:
+def _write_results(run_dir: Path, res: RunResult, data: DataBundle, select: str) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(
-        ["method", *SCALAR_METRICS, "best_epoch", "train_time_s", "params", "gflops", "latency_ms", "peak_rss_mb"]
-    )
+        ["method", *SCALAR_METRICS, "flags", "val_loss", *(f"val_{k}" for k in SCALAR_METRICS), "best_epoch",
+         "train_time_s", "params", "gflops", "latency_ms", "peak_rss_mb"]
+    )  # fmt: skip
     for r in res.results:
         w.writerow(
             [
                 r.method,
                 *(r.test[k] for k in SCALAR_METRICS),
+                "; ".join(prediction_flags(r.test["confusion_matrix"])),
+                r.val.get("loss", ""),
+                *(r.val.get(k, "") for k in SCALAR_METRICS),
                 r.best_epoch,
                 f"{r.train_time_s:.2f}",
                 r.params,
@@ -243,7 +268,18 @@ def _write_results(run_dir: Path, res: RunResult, data: DataBundle) -> None:
         f"Data: {data.source} — train {len(data.train)}, val {len(data.val)}, test {len(data.test)}; "
         f"classes {data.class_names}",
         "",
-        results_table(res.results),
+        results_table(
+            res.results,
+            majority_metrics(
+                np.bincount(data.train.labels, minlength=data.num_classes),
+                np.bincount(data.test.labels, minlength=data.num_classes),
+            ),
+        ),
+        "",
+        published_line(data.source),
+        "",
+        f"Reported checkpoint of each method: best.pt, the evaluation round with the best validation "
+        f"{select} (never the test split); export and predict use the same one.",
         "",
         f"Wall time {res.wall_time_s:.0f} s (teacher features {res.teacher_feature_time_s:.0f} s); "
         f"peak RSS {peak_rss_mb():.0f} MB.",
@@ -326,6 +362,10 @@ def run(
                 "channels": data.channels,
                 "load_size": list(data.load_size),
                 "sizes": {s: len(getattr(data, s)) for s in ("train", "val", "test")},
+                "class_counts": {
+                    s: np.bincount(getattr(data, s).labels, minlength=data.num_classes).tolist()
+                    for s in ("train", "val", "test")
+                },
             },
         )
     datasets = {s: ImageDataset(getattr(data, s), data.channels, data.load_size) for s in ("train", "val", "test")}
@@ -392,6 +432,7 @@ def run(
                 save_checkpoint(out / "best.pt", {"method": method.state_dict(), "epoch": -1, "score": math.nan})
             distributed.barrier()
         method.load_state_dict(load_checkpoint(out / "best.pt")["method"])
+        val = evaluate(method, splits["val"], cfg.train, device)
         test = evaluate(method, splits["test"], cfg.train, device, extra=True)
         test["best_epoch"] = fitted.best_epoch
         if main:
@@ -408,6 +449,7 @@ def run(
             peak_rss_mb(),
             result.fm_pass_s.get(kind, 0.0) if kind else 0.0,
             prepare_s,
+            {k: val[k] for k in ("loss", *SCALAR_METRICS)},
         )
         result.results.append(method_result)
         if main:
@@ -422,6 +464,8 @@ def run(
             test["auc"],
             fitted.best_epoch,
         )
+        for flag in prediction_flags(test["confusion_matrix"]):
+            log.warning("%s: %s on the test split: a degenerate predictor, not a result", method_cls.name, flag)
         for branch, m in test.get("extra", {}).items():
             log.info(
                 "%s: %s branch (not deployed): test acc %.4f bal-acc %.4f AUC %.4f",
@@ -433,5 +477,5 @@ def run(
             )
     result.wall_time_s = time.perf_counter() - t_start
     if main:
-        _write_results(run_dir, result, data)
+        _write_results(run_dir, result, data, cfg.train.select_metric)
     return result

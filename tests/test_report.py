@@ -1,0 +1,76 @@
+"""Sanity rows and statistics of every report: degenerate-predictor flags, majority class, published reference,
+paired differences with their t-interval, selection on validation only."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from reprodistill.bench.report import best_student_cell, paired_difference, paired_markdown, results_markdown
+from reprodistill.engine.sanity import majority_metrics, prediction_flags, published_line
+
+
+def test_one_class_and_missing_class_flags():
+    assert prediction_flags([[0, 234], [0, 390]])[0].startswith("ONE-CLASS: 100% of predictions are class 1")
+    assert prediction_flags([[200, 34], [40, 350]]) == []
+    three = [[10, 0, 0], [0, 10, 0], [5, 5, 0]]  # class 2 is never predicted
+    assert prediction_flags(three) == ["never predicts classes [2]"]
+
+
+def test_majority_row_equals_a_constant_predictor():
+    m = majority_metrics(train_counts=[1214, 3494], test_support=[234, 390])
+    assert m["accuracy"] == pytest.approx(390 / 624)  # the 0.625 the old quick job printed for three methods
+    assert m["balanced_accuracy"] == 0.5 and m["auc"] == 0.5
+    assert m["macro_f1"] == pytest.approx((2 * 0.625 / 1.625) / 2)
+
+
+def test_published_reference_is_labelled_and_only_for_known_sets():
+    line = published_line("medmnist:pneumoniamnist")
+    assert "not measured here" in line and "0.944" in line and "0.854" in line
+    assert "0.901" in published_line("../shared/data/breastmnist.npz")
+    assert published_line("/data/xrays") == ""
+
+
+def _row(method, seed, auc, deploys="student", fraction=0.1, **extra):
+    return {"method": method, "seed": seed, "fraction": fraction, "auc": auc, "balanced_accuracy": auc,
+            "accuracy": auc, "macro_f1": auc, "deploys": deploys, "transfer_s": 1, "train_time_s": 1,
+            "latency_ms": 1, "params": 1, "gflops": 1, **extra}  # fmt: skip
+
+
+def test_paired_difference_and_its_t_interval():
+    rows = [_row("student", s, a) for s, a in enumerate((0.80, 0.82, 0.78))]
+    rows += [_row("rd", s, a) for s, a in enumerate((0.85, 0.88, 0.83))]
+    mean, lo, hi, n = paired_difference(rows, "rd", "student", 0.1, "auc")
+    d = np.array([0.05, 0.06, 0.05])
+    half = 4.303 * d.std(ddof=1) / math.sqrt(3)
+    assert n == 3 and mean == pytest.approx(d.mean()) and (lo, hi) == pytest.approx((d.mean() - half, d.mean() + half))
+    rows.append(_row("rd", 7, 0.99))  # a seed the baseline lacks is not paired
+    assert paired_difference(rows, "rd", "student", 0.1, "auc")[3] == 3
+
+
+def test_reprogramming_methods_are_compared_with_the_best_kd_baseline():
+    rows = [_row(m, s, a + 0.01 * s) for s in range(3) for m, a in (("student", 0.7), ("kd", 0.8), ("rkd", 0.75),
+                                                                     ("drd", 0.9))]  # fmt: skip
+    text = paired_markdown(rows, ["student", "kd", "rkd", "drd"], {})
+    assert "| drd | best KD baseline (kd) | +0.1000 [" in text and "✓" in text
+
+
+def test_degenerate_rows_are_flagged_in_the_table_and_majority_row_present(tmp_path):
+    cell = tmp_path / "cell"
+    (cell / "kd").mkdir(parents=True)
+    (cell / "data.json").write_text(json.dumps({"class_counts": {"train": [10, 30], "val": [2, 6], "test": [4, 12]}}))
+    rows = [_row("kd", 0, 0.6, flags="ONE-CLASS: 100% of predictions are class 1", method_dir=str(cell / "kd")),
+            _row("kd", 1, 0.7, flags="", method_dir=str(cell / "kd"))]  # fmt: skip
+    text = results_markdown(rows, ["kd"])
+    assert "**ONE-CLASS** in 1/2 seeds" in text
+    assert "| *majority class* | | 0.7500 | 0.5000 |" in text
+
+
+def test_best_student_is_chosen_on_validation_never_test():
+    rows = [
+        _row("a", 0, 0.99, fraction=1.0, val_loss=0.50),  # best on test, worse on validation
+        _row("b", 0, 0.80, fraction=1.0, val_loss=0.20),
+        _row("probe", 0, 0.99, deploys="FM", fraction=1.0, val_loss=0.01),
+    ]
+    assert best_student_cell(rows, "loss")["method"] == "b"
