@@ -3,6 +3,8 @@
 import io
 
 import numpy as np
+import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -78,3 +80,25 @@ def test_random_csv_files(tmp_path, rows, header):
     lines = [header] + [",".join(r[: header.count(",") + 1]) for r in rows]
     (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
     _expect_clear_error_or_success(str(tmp_path / "d.csv"))
+
+
+def test_random_bytes_checkpoint_is_called_invalid_and_unsafe_loading_never_suggested(tmp_path):
+    import fractions
+    import os
+
+    from reprodistill.engine.checkpoint import load_checkpoint
+    from reprodistill.errors import WeightsError
+    from reprodistill.models.pretrained import read_state_dict
+
+    for i in range(5):  # random bytes trip different unpickler errors
+        bad = tmp_path / f"rand{i}.pt"
+        bad.write_bytes(os.urandom(3000))
+        for load in (load_checkpoint, read_state_dict):
+            with pytest.raises(WeightsError) as e:
+                load(bad)
+            assert "not a valid checkpoint file" in str(e.value) and "weights_only" not in str(e.value)
+    code = tmp_path / "code.pt"
+    torch.save({"x": fractions.Fraction(1, 2)}, code)
+    with pytest.raises(WeightsError, match="refused for safety") as e:
+        load_checkpoint(code)
+    assert "weights_only" not in str(e.value)

@@ -219,18 +219,43 @@ def read_csv(path: Path) -> tuple[dict[str, Split], list[str]]:
     return splits, class_names
 
 
+def _to_uint8(im: Image.Image) -> np.ndarray:
+    """Pixels of any PIL mode as uint8 [H,W] or [H,W,3]: 16-bit and float images scaled by their real range.
+
+    PIL's ``convert('L')`` clips 16-bit ('I;16', 'I') and float ('F') pixels at 255, so a 12/16-bit X-ray came out
+    all white. Integer images are scaled by the full range of their bit depth when they use more than 8 bits of it
+    (a 12-bit scan stored in 16 bits is scaled by its own maximum instead, so it is not left dark); float images by
+    their own min/max. Palette, RGBA, LA and CMYK images are converted to RGB (alpha dropped).
+    """
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        else:
+            lo, hi = 0.0, float(arr.max())
+            hi = 65535.0 if hi > 4095 else (4095.0 if hi > 255 else 255.0)
+        scaled = (arr - lo) / max(hi - lo, 1e-12)
+        return np.clip(np.nan_to_num(scaled) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if im.mode not in ("L", "RGB"):
+        im = im.convert("RGB")
+    return np.asarray(im, dtype=np.uint8)
+
+
 def load_image_file(path: str, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """Decode one image file to uint8 [H,W,C] at ``size``; a broken file raises a DataError naming it."""
+    """Decode one image file to uint8 [H,W,C] at ``size`` (8/16-bit, float, palette, RGBA...); a broken file raises a
+    DataError naming it."""
     try:
         with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            if im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
+            arr = _to_uint8(im)
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise DataError(
             f"{path}: cannot decode image ({e}); remove or replace the file, or set data.skip_bad_images=true"
         ) from None
+    img = Image.fromarray(arr)
+    img = img.convert("L" if channels == 1 else "RGB")
+    if img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.BILINEAR)
+    arr = np.asarray(img, dtype=np.uint8)
     return arr[..., None] if arr.ndim == 2 else arr
 
 
@@ -321,7 +346,13 @@ def load_data(cfg: DataConfig) -> DataBundle:
     for name, s in splits.items():
         if len(s) == 0:
             raise DataError(f"{src}: the {name} split is empty")
-    missing = sorted(set(range(len(class_names))) - set(np.unique(splits["train"].labels).tolist()))
+    present = np.unique(splits["train"].labels)
+    if len(present) < 2:
+        raise DataError(
+            f"{src}: the training split holds one class only ({class_names[int(present[0])] if len(present) else '-'}); "
+            "a classifier needs images of at least two classes"
+        )
+    missing = sorted(set(range(len(class_names))) - set(present.tolist()))
     if missing:
         raise DataError(f"{src}: classes {[class_names[i] for i in missing]} have no training images")
 

@@ -22,6 +22,9 @@ def atomic_write(path: str | Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp creates 0600; give the file the mode a plain open() would (0666 minus the umask), so a shared
+        # cache or bench folder stays readable to the group as the user's umask intends
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
@@ -34,6 +37,12 @@ def atomic_write(path: str | Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -64,4 +73,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise WeightsError(f"checkpoint {path} does not exist") from None
     except Exception as e:  # noqa: BLE001
-        raise WeightsError(f"{path}: refused or unreadable checkpoint ({str(e).splitlines()[0][:200]})") from None
+        raise WeightsError(f"{path}: {load_failure(e)}; retrain or re-export to write it again") from None
+
+
+def load_failure(e: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in words that never suggest unsafe loading.
+
+    torch's own message for any foreign file advises ``weights_only=False``, i.e. running pickled code from the file.
+    """
+    if "Unsupported global" in str(e):  # a real pickle that names code to import
+        return "it holds pickled objects beyond tensors and numbers, which are refused for safety"
+    return "not a valid checkpoint file (damaged, truncated, or not a PyTorch/safetensors file)"

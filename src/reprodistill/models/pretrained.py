@@ -64,9 +64,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
+        from reprodistill.engine.checkpoint import load_failure  # noqa: PLC0415
+
         raise WeightsError(
-            f"{path}: cannot load safely ({str(e).splitlines()[0][:200]}). reprodistill only loads tensors "
-            "(weights_only=True / safetensors); re-save the checkpoint as a plain state dict."
+            f"{path}: {load_failure(e)}; reprodistill loads tensors only (safetensors, or a torch file of a plain "
+            "state dict)"
         ) from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "state_dict_ema"):
