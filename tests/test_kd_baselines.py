@@ -7,8 +7,8 @@ from conftest import build_method
 from reprodistill.config import RunConfig, StudentConfig
 from reprodistill.engine.loop import FeatureSplit
 from reprodistill.methods import MethodContext
-from reprodistill.reprogram.probe import fit_linear_probe
 from reprodistill.models import create_student
+from reprodistill.reprogram.probe import fit_linear_probe
 
 KD_METHODS = ["kd", "dkd", "rkd", "cka_kd", "fitnet", "at"]
 

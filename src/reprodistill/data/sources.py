@@ -348,9 +348,10 @@ def load_data(cfg: DataConfig) -> DataBundle:
             raise DataError(f"{src}: the {name} split is empty")
     present = np.unique(splits["train"].labels)
     if len(present) < 2:
+        only = class_names[int(present[0])] if len(present) else "-"
         raise DataError(
-            f"{src}: the training split holds one class only ({class_names[int(present[0])] if len(present) else '-'}); "
-            "a classifier needs images of at least two classes"
+            f"{src}: the training split holds one class only ({only}); a classifier needs images of at least two "
+            "classes"
         )
     missing = sorted(set(range(len(class_names))) - set(present.tolist()))
     if missing:

@@ -44,8 +44,8 @@ from reprodistill.engine.loop import (
     seed_everything,
 )
 from reprodistill.engine.metrics import SCALAR_METRICS
-from reprodistill.engine.sanity import majority_metrics, prediction_flags, published_line
 from reprodistill.engine.profile import count_params, flops, latency_ms, peak_rss_mb
+from reprodistill.engine.sanity import majority_metrics, prediction_flags, published_line
 from reprodistill.engine.views import AugmentedView, CachedViews, view_id
 from reprodistill.errors import ReprodistillError
 from reprodistill.methods import METHODS, Method, MethodContext
