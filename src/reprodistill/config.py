@@ -73,8 +73,9 @@ class TeacherConfig:
     # 'cached': one FM pass per image (fixed view), reused every epoch; 'online': run the FM on every augmented
     # training batch (the student's view; FM cost every step, as in plain KD).
     features: Literal["cached", "online"] = "cached"
-    # Where fixed-view teacher features are cached across runs (fp16 .npy, keyed by teacher/data/transform); null: off.
-    cache_dir: Optional[str] = "~/.cache/reprodistill/features"
+    # Where fixed-view teacher features are cached across runs (fp16 .npy, keyed by teacher/data/transform); 'auto':
+    # $XDG_CACHE_HOME/reprodistill/features (default ~/.cache/reprodistill/features); null: off.
+    cache_dir: Optional[str] = "auto"
 
 
 @dataclass
@@ -120,6 +121,9 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 0
     grad_clip: Optional[float] = 5.0
+    # Keep each method's last.pt (weights + optimizer state, 100+ MB for resnet18) after it finished; best.pt and
+    # result.json are always kept. Only an unfinished method needs last.pt, to resume.
+    keep_last: bool = False
 
 
 @dataclass

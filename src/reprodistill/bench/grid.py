@@ -22,6 +22,7 @@ import yaml
 from reprodistill.config import BenchConfig, RunConfig, method_variant, to_dict
 from reprodistill.engine import distributed
 from reprodistill.engine.checkpoint import read_json, write_text
+from reprodistill.engine.lock import FolderLock
 from reprodistill.engine.metrics import SCALAR_METRICS
 from reprodistill.engine.run import build_teacher, run
 from reprodistill.engine.sanity import prediction_flags
@@ -138,12 +139,21 @@ def write_results_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def run_bench(cfg: RunConfig, bench_dir: Optional[Path] = None, plots: bool = True) -> BenchResult:
-    """Run (or finish) the grid of ``cfg`` and write ``results.csv``, ``report.md`` and ``plots/`` in ``bench_dir``."""
+    """Run (or finish) the grid of ``cfg`` and write ``results.csv``, ``report.md`` and ``plots/`` in ``bench_dir``.
+
+    The bench folder is locked while this runs (a second bench on it stops with a clear message)."""
+    bench_dir = Path(bench_dir) if bench_dir else default_bench_dir(cfg)
+    if not distributed.is_main():
+        return _run_bench(cfg, bench_dir, plots)
+    with FolderLock(bench_dir):
+        return _run_bench(cfg, bench_dir, plots)
+
+
+def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool) -> BenchResult:
     from reprodistill.bench.report import write_report  # matplotlib is imported only when a report is written
     from reprodistill.engine.run import setup_logging
 
     t0 = time.perf_counter()
-    bench_dir = Path(bench_dir) if bench_dir else default_bench_dir(cfg)
     main = distributed.is_main()  # under torchrun every rank trains each cell; rank 0 writes the bench files
     if main:
         bench_dir.mkdir(parents=True, exist_ok=True)

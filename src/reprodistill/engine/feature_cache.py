@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -21,11 +22,54 @@ import torch
 
 from reprodistill.data.dataset import ImageDataset
 from reprodistill.engine.checkpoint import atomic_write, write_json
+from reprodistill.errors import ReprodistillError
 from reprodistill.models.teacher import Teacher
 
 log = logging.getLogger("reprodistill")
 FORMAT_VERSION = 1
-DEFAULT_CACHE_DIR = "~/.cache/reprodistill/features"
+# Temp files of interrupted writes older than this are removed when the cache is next opened (a younger one may
+# belong to a process writing right now).
+STALE_TEMP_S = 3600.0
+
+
+def user_cache_root() -> Path:
+    """``$XDG_CACHE_HOME`` (default ``~/.cache``), as the XDG base-directory spec says."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
+
+
+def resolve_cache_dir(cache_dir: Optional[str]) -> Optional[Path]:
+    """The feature cache folder of ``teacher.cache_dir`` ('auto' = the XDG default), or None when caching is off."""
+    if not cache_dir:
+        return None
+    if cache_dir == "auto":
+        return user_cache_root() / "reprodistill" / "features"
+    return Path(cache_dir).expanduser()
+
+
+def check_writable(folder: Path, setting: str) -> None:
+    """Stop with what to set when ``folder`` cannot be created or written (before any expensive work)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ReprodistillError(
+            f"{folder} is not writable ({e.strerror or e}); set {setting} to a folder you can write to"
+        ) from None
+
+
+def remove_stale_temp_files(folder: Path, older_than_s: float = STALE_TEMP_S) -> int:
+    """Delete leftover ``.<name>.*.tmp`` files of interrupted atomic writes; returns how many."""
+    now, n = time.time(), 0
+    for p in folder.glob(".*.tmp"):
+        try:
+            if now - p.stat().st_mtime > older_than_s:
+                p.unlink()
+                n += 1
+        except OSError:
+            pass
+    return n
 
 
 def split_fingerprint(dataset: ImageDataset) -> str:
@@ -75,12 +119,12 @@ def cached_features(
     made), so the transfer cost of a method is known even when its features come from the cache.
     """
     timings = {} if timings is None else timings
-    if not cache_dir:
+    root = resolve_cache_dir(cache_dir)
+    if root is None:
         t0 = time.perf_counter()
         out = compute().half()
         timings[name] = time.perf_counter() - t0
         return out
-    root = Path(cache_dir).expanduser()
     key = cache_key(teacher, dataset, kind, view)
     npy, meta = root / f"{key}.npy", root / f"{key}.json"
     if npy.is_file() and meta.is_file():
@@ -103,6 +147,8 @@ def cached_features(
             )
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
             log.warning("teacher features %s/%s: unreadable cache entry %s (%s); recomputing", kind, name, npy, e)
+    check_writable(root, "teacher.cache_dir (or teacher.cache_dir=null to turn the cache off)")
+    remove_stale_temp_files(root)
     t0 = time.perf_counter()
     half = compute().numpy().astype(np.float16)
     timings[name] = time.perf_counter() - t0

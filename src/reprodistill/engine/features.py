@@ -9,9 +9,9 @@ from typing import Callable, Optional
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from reprodistill.data.dataset import ImageDataset
+from reprodistill.engine.progress import progress
 from reprodistill.models.teacher import Teacher
 
 FEATURE_KINDS = ("pooled", "map")
@@ -40,7 +40,7 @@ def extract_features(
         fn = teacher.features if kind == "pooled" else teacher.feature_maps
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     out, pos = None, 0
-    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
+    for batch in progress(loader, desc):
         f = fn(batch["image"].to(device)).cpu()
         if out is None:  # allocate once the per-image shape is known (maps depend on the input size)
             out = torch.empty(len(dataset), *f.shape[1:])

@@ -32,8 +32,9 @@ from reprodistill.data import ImageDataset, load_data
 from reprodistill.data.sources import DataBundle
 from reprodistill.engine import distributed
 from reprodistill.engine.checkpoint import load_checkpoint, read_json, save_checkpoint, write_json, write_text
-from reprodistill.engine.feature_cache import cached_features
+from reprodistill.engine.feature_cache import cached_features, check_writable, resolve_cache_dir
 from reprodistill.engine.features import extract_features
+from reprodistill.engine.lock import FolderLock
 from reprodistill.engine.loop import (
     FeatureSplit,
     FitResult,
@@ -321,16 +322,28 @@ def run(
 
     An existing ``run_dir`` started with the same config is resumed from each method's last.pt; methods that had
     finished are kept, not retrained. ``teacher`` reuses an FM already built from ``cfg.teacher`` (bench cells).
+    The run folder is locked while this runs: a second process on the same folder stops with a clear message.
     """
-    t_start = time.perf_counter()
     device = resolve_device(cfg.train.device)
     distributed.init(device)
-    main = distributed.is_main()
     # every rank must use rank 0's folder (a new folder's name has a time stamp)
     run_dir = distributed.broadcast_object(Path(run_dir) if run_dir else new_run_dir(cfg))
+    if not distributed.is_main():
+        return _run(cfg, run_dir, resume, teacher, device)
+    check_writable(run_dir, "--run-dir (or out_dir)")
+    with FolderLock(run_dir):
+        return _run(cfg, run_dir, resume, teacher, device)
+
+
+def _run(cfg: RunConfig, run_dir: Path, resume: bool, teacher: Optional[Teacher], device: torch.device) -> RunResult:
+    t_start = time.perf_counter()
+    main = distributed.is_main()
     resume = _check_run_dir(run_dir, cfg) or resume
     distributed.barrier()  # every rank has read the old config before rank 0 rewrites it
-    if main:
+    if main:  # before any expensive work: a read-only folder found after the FM pass would lose that work
+        cache = resolve_cache_dir(cfg.teacher.cache_dir)
+        if cache is not None:
+            check_writable(cache, "teacher.cache_dir (or teacher.cache_dir=null to turn the cache off)")
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         write_json(run_dir / "env.json", {**_environment(cfg), "world_size": distributed.world_size()})
@@ -454,6 +467,8 @@ def run(
         result.results.append(method_result)
         if main:
             write_json(done, dataclasses.asdict(method_result))
+            if not cfg.train.keep_last:  # finished: resume needs result.json only; optimizer state is ~100 MB+
+                (out / "last.pt").unlink(missing_ok=True)
         distributed.barrier()
         log.info(
             "%s: test acc %.4f bal-acc %.4f macro-F1 %.4f AUC %.4f (best epoch %d)",

@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 from reprodistill.distill import kd_loss
 from reprodistill.engine.checkpoint import atomic_write
-from reprodistill.engine.feature_cache import cache_key, cached_features
+from reprodistill.engine.feature_cache import cache_key, cached_features, resolve_cache_dir
 from reprodistill.engine.features import extract_features
 from reprodistill.errors import ConfigError
 from reprodistill.methods.base import Batch, Method, MethodContext, register_method
@@ -170,7 +170,7 @@ class TaskDrivenModelReprogramming(Method):
             "format": STAGE1_FORMAT,
         }
         key = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:32]
-        return Path(cfg.teacher.cache_dir).expanduser() / f"tdmr-stage1-{key}.pt"
+        return resolve_cache_dir(cfg.teacher.cache_dir) / f"tdmr-stage1-{key}.pt"
 
     def _stage1_state(self) -> dict[str, Any]:
         return {"modules": [m.state_dict() for m in self.stage1_modules()],

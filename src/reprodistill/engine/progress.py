@@ -1,0 +1,36 @@
+"""Progress on long work: a tqdm bar on a terminal, and log lines (every 10% or 30 s) when stderr is not one, so a
+redirected log of a minutes-long FM pass is never silent."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Iterable, Iterator, Optional, TypeVar
+
+from tqdm.auto import tqdm
+
+log = logging.getLogger("reprodistill")
+T = TypeVar("T")
+
+
+def progress(
+    items: Iterable[T], desc: str, total: Optional[int] = None, unit: str = "batch", every_s: float = 30.0
+) -> Iterator[T]:
+    """Iterate ``items`` with a progress bar (terminal) or periodic ``log.info`` lines (anything else)."""
+    total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)  # type: ignore[arg-type]
+    if sys.stderr.isatty():
+        yield from tqdm(items, desc=desc, total=total, unit=unit, leave=False)
+        return
+    t0 = last = time.perf_counter()
+    next_pct = 10
+    for i, item in enumerate(items, 1):
+        yield item
+        now = time.perf_counter()
+        pct = 100 * i // total if total else 0
+        if (total and pct >= next_pct and i < total) or now - last >= every_s:
+            eta = f", ~{(now - t0) / i * (total - i):.0f} s left" if total else ""
+            log.info("%s: %d/%s %s (%d%%, %.0f s%s)", desc, i, total or "?", unit, pct, now - t0, eta)
+            last = now
+            while total and next_pct <= pct:
+                next_pct += 10
