@@ -21,7 +21,7 @@ from torch import nn
 log = logging.getLogger("reprodistill")
 
 # L2 penalties tried by the probe fitter (per weight, on standardised features); the validation split picks one.
-PROBE_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+PROBE_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 class Standardise(nn.Module):
