@@ -29,7 +29,7 @@ def main() -> None:
     p.add_argument("--export", action="store_true")
     args = p.parse_args()
     base = [sys.executable, "-m", "reprodistill", "distill", "methods=[student]", f"data.fraction={args.fraction}",
-            f"train.epochs={args.epochs}", "train.augment_flip=true"]  # fmt: skip
+            f"train.epochs={args.epochs}", "train.steps=null", "train.augment_flip=true"]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         subprocess.run([*base, f"--run-dir={root / 'full'}"], check=True, capture_output=True)

@@ -40,7 +40,7 @@ def main() -> None:
     args = p.parse_args()
     common = [
         f"data.fraction={args.fraction}",
-        f"train.epochs={args.epochs}",
+        f"train.epochs={args.epochs}", "train.steps=null",
         f"teacher.name={args.teacher}",
         f"student.name={args.student}",
     ]

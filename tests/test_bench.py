@@ -69,7 +69,7 @@ def test_bench_end_to_end_then_kill_and_rerun_only_missing_cells(tmp_path, small
         f"data.source={small_npz}", f"teacher.name={tmp_path / 'fm.pt'}", "teacher.arch=resnet10t",
         "teacher.image_size=64", f"teacher.cache_dir={tmp_path / 'cache'}", "student.name=resnet10t",
         "methods=[student,kd,fitnet]", "bench.seeds=[0,1]", "bench.fractions=[1.0,0.5]",
-        "train.epochs=2", "train.batch_size=16",
+        "train.epochs=2", "train.steps=null", "train.batch_size=16",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)

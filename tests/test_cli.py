@@ -18,7 +18,7 @@ def test_distill_end_to_end_writes_run_folder(small_npz, tmp_path):
         "reprodistill",
         "distill",
         f"data.source={small_npz}",
-        "train.epochs=2",
+        "train.epochs=2", "train.steps=null",
         "train.batch_size=16",
         f"teacher.cache_dir={tmp_path / 'cache'}",
     ]
@@ -87,7 +87,7 @@ def test_rd_and_drd_with_efficientnet_teacher_and_mobilenet_student(small_npz, t
             "teacher.name=efficientnet_lite0",
             "teacher.image_size=96",
             "student.name=mobilenetv3_small_100",
-            "train.epochs=1",
+            "train.epochs=1", "train.steps=null",
             "train.batch_size=16",
             "teacher.cache_dir=null",
         ],

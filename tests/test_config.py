@@ -5,9 +5,8 @@ from reprodistill.errors import ConfigError
 
 
 def test_default_preset_loads_and_overrides_apply():
-    cfg = load_config(
-        "default", ["train.epochs=3", "student.name=mobilenetv3_small_100", "data.fraction=0.1", "methods=student"]
-    )
+    overrides = ["train.epochs=3", "train.steps=null", "student.name=mobilenetv3_small_100", "data.fraction=0.1"]
+    cfg = load_config("default", [*overrides, "methods=student"])
     assert isinstance(cfg, RunConfig)
     assert cfg.train.epochs == 3 and cfg.student.name == "mobilenetv3_small_100"
     assert cfg.data.fraction == 0.1 and cfg.methods == ["student"]

@@ -47,7 +47,8 @@ def test_two_gloo_processes_match_one_process(tmp_path, small_npz):
         # a student without BatchNorm: its training does not depend on how the global batch is sliced
         "student.name=vit_tiny_patch16_224", "student.image_size=32",
         f"teacher.name={tmp_path / 'fm.pt'}", "teacher.arch=resnet10t", "teacher.image_size=64",
-        "train.epochs=2", "train.batch_size=16", "train.class_weights=none", "train.augment_flip=true",
+        "train.epochs=2", "train.steps=null", "train.batch_size=16", "train.class_weights=none",
+        "train.augment_flip=true",
     ]  # fmt: skip
     single = subprocess.run(
         [sys.executable, "-m", "reprodistill", *args, f"--run-dir={tmp_path / 'one'}",

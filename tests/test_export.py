@@ -25,6 +25,7 @@ def trained_run(small_npz, tmp_path):
             "methods=[student]",
             "student.name=resnet10t",
             "train.epochs=1",
+            "train.steps=null",
             "train.batch_size=16",
         ],
     )
@@ -114,3 +115,27 @@ def test_export_of_a_folder_that_is_not_a_run_says_so(tmp_path):
 
     with pytest.raises(ReprodistillError, match="not a reprodistill run folder"):
         export_run(tmp_path)
+
+
+def test_predict_skips_undecodable_files_lists_them_and_survives_a_closed_pipe(trained_run, pneumonia_arrays, tmp_path):
+    export_run(trained_run, onnx=False)
+    good = tmp_path / "imgs"
+    good.mkdir()
+    for i in range(3):
+        Image.fromarray(pneumonia_arrays["test_images"][i]).save(good / f"{i}.png")
+    (good / "broken.png").write_bytes(b"not an image")
+    skipped = []
+    rows = predict_files(trained_run, [str(good)], skipped=skipped)
+    assert len(rows) == 3 and len(skipped) == 1 and "broken.png: cannot decode image" in skipped[0]
+    (good / "more").mkdir()
+    for i in range(200):  # enough output to fill the pipe after `head` has gone
+        Image.fromarray(pneumonia_arrays["test_images"][i % 3]).save(good / "more" / f"{i}.png")
+    cmd = f"{sys.executable} -m reprodistill predict {trained_run} {good} | head -n 2"
+    proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr[-1500:]
+    assert "skipped unreadable image" in proc.stderr and len(proc.stdout.splitlines()) == 2
+    (good / "more").rename(tmp_path / "aside")
+    for f in good.glob("*.png"):
+        f.write_bytes(b"junk")
+    with pytest.raises(ReprodistillError, match="none of the 4 image files could be decoded"):
+        predict_files(trained_run, [str(good)])

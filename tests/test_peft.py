@@ -166,7 +166,7 @@ def test_methods_through_the_fm_run_end_to_end(tmp_path, small_npz):
     over = [
         f"data.source={small_npz}", "methods=[lora,visual_prompt,tdmr]", "student.name=resnet10t",
         f"teacher.name={tmp_path / 'fm.pt'}", "teacher.arch=resnet10t", "teacher.image_size=32",
-        f"teacher.cache_dir={tmp_path / 'cache'}", "train.epochs=2", "train.batch_size=16",
+        f"teacher.cache_dir={tmp_path / 'cache'}", "train.epochs=2", "train.steps=null", "train.batch_size=16",
         "method_options.tdmr.stage1_epochs=1",
     ]  # fmt: skip
     res = run(load_config("default", over), run_dir=tmp_path / "run")

@@ -53,7 +53,7 @@ def test_run_with_cached_views(tmp_path, small_npz):
     over = [
         f"data.source={small_npz}", "methods=[rd]", "student.name=resnet10t", f"teacher.name={tmp_path / 'fm.pt'}",
         "teacher.arch=resnet10t", "teacher.image_size=32", f"teacher.cache_dir={tmp_path / 'cache'}",
-        "teacher.views=3", "train.epochs=2", "train.batch_size=16", "train.augment_flip=true",
+        "teacher.views=3", "train.epochs=2", "train.steps=null", "train.batch_size=16", "train.augment_flip=true",
     ]  # fmt: skip
     res = run(load_config("default", over), run_dir=tmp_path / "run")
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 5  # train x 3 views, val, test

@@ -113,7 +113,10 @@ def _export(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from reprodistill.engine.export import predict_files, write_predictions
 
-    rows = predict_files(args.model, args.inputs)
+    skipped: list[str] = []
+    rows = predict_files(args.model, args.inputs, skipped=skipped)
+    for line in skipped:
+        print(f"reprodistill: skipped unreadable image {line}", file=sys.stderr)
     if args.out:
         write_predictions(rows, args.out)
     names = list(rows[0]["probabilities"])

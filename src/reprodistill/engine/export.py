@@ -23,7 +23,7 @@ from reprodistill.config import RunConfig, StudentConfig, from_dict
 from reprodistill.data.sources import IMAGE_SUFFIXES, load_image_file
 from reprodistill.data.transforms import InputSpec, preprocess
 from reprodistill.engine.checkpoint import atomic_write, load_checkpoint, write_json, write_text
-from reprodistill.errors import ReprodistillError
+from reprodistill.errors import DataError, ReprodistillError
 from reprodistill.methods import METHODS
 from reprodistill.models import Student, create_student
 
@@ -198,16 +198,30 @@ def image_files(inputs: list[str]) -> list[Path]:
 
 
 @torch.inference_mode()
-def predict_files(directory: str | Path, inputs: list[str], batch_size: int = 64) -> list[dict]:
-    """[{'path', 'label', 'probabilities': {class: p}}] for every image in ``inputs``."""
+def predict_files(
+    directory: str | Path, inputs: list[str], batch_size: int = 64, skipped: Optional[list[str]] = None
+) -> list[dict]:
+    """[{'path', 'label', 'probabilities': {class: p}}] for every readable image in ``inputs``.
+
+    A file that cannot be decoded does not abort the batch: it is left out and its path (with the reason) appended
+    to ``skipped``; when no file at all could be read, a ReprodistillError says so.
+    """
     student, config = load_exported(directory)
     load = config["load"]
     names = config["class_names"]
     files = image_files(inputs)
+    skipped = [] if skipped is None else skipped
     rows = []
     for i in range(0, len(files), batch_size):
-        chunk = files[i : i + batch_size]
-        arrays = [load_image_file(str(f), load["channels"], tuple(load["size"])) for f in chunk]
+        chunk, arrays = [], []
+        for f in files[i : i + batch_size]:
+            try:
+                arrays.append(load_image_file(str(f), load["channels"], tuple(load["size"])))
+                chunk.append(f)
+            except DataError as e:
+                skipped.append(str(e).split("; remove")[0])  # "<path>: cannot decode image (<reason>)"
+        if not chunk:
+            continue
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
         probs = student(preprocess(images, student.spec)).softmax(-1).numpy()
         for f, p in zip(chunk, probs):
@@ -218,6 +232,8 @@ def predict_files(directory: str | Path, inputs: list[str], batch_size: int = 64
                     "probabilities": {n: float(v) for n, v in zip(names, p)},
                 }
             )
+    if not rows:
+        raise ReprodistillError(f"none of the {len(files)} image files could be decoded, e.g. {skipped[:3]}")
     return rows
 
 
