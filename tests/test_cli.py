@@ -18,7 +18,8 @@ def test_distill_end_to_end_writes_run_folder(small_npz, tmp_path):
         "reprodistill",
         "distill",
         f"data.source={small_npz}",
-        "train.epochs=2", "train.steps=null",
+        "train.epochs=2",
+        "train.steps=null",
         "train.batch_size=16",
         f"teacher.cache_dir={tmp_path / 'cache'}",
     ]
@@ -87,7 +88,8 @@ def test_rd_and_drd_with_efficientnet_teacher_and_mobilenet_student(small_npz, t
             "teacher.name=efficientnet_lite0",
             "teacher.image_size=96",
             "student.name=mobilenetv3_small_100",
-            "train.epochs=1", "train.steps=null",
+            "train.epochs=1",
+            "train.steps=null",
             "train.batch_size=16",
             "teacher.cache_dir=null",
         ],
@@ -95,3 +97,22 @@ def test_rd_and_drd_with_efficientnet_teacher_and_mobilenet_student(small_npz, t
     result = run(cfg, run_dir=tmp_path / "run")
     assert [r.method for r in result.results] == ["rd", "drd"]
     assert all(0.0 <= r.test["auc"] <= 1.0 and r.params < 2e6 for r in result.results)  # the student is deployed
+
+
+def test_help_describes_each_command_with_examples_and_version():
+    top = subprocess.run([sys.executable, "-m", "reprodistill", "--help"], capture_output=True, text=True, timeout=60)
+    assert top.returncode == 0 and "``" not in top.stdout and "examples:" in top.stdout
+    version = subprocess.run([sys.executable, "-m", "reprodistill", "--version"], capture_output=True, text=True)
+    assert version.stdout.startswith("reprodistill ")
+    for command in ("distill", "bench", "config", "export", "predict"):
+        out = subprocess.run(
+            [sys.executable, "-m", "reprodistill", command, "--help"], capture_output=True, text=True, timeout=60
+        ).stdout
+        assert "examples:" in out and f"reprodistill {command}" in out.split("examples:")[1], command
+        assert max(len(line) for line in out.splitlines()) <= 120, command
+    assert (
+        "a finished run folder"
+        in subprocess.run(
+            [sys.executable, "-m", "reprodistill", "export", "--help"], capture_output=True, text=True
+        ).stdout
+    )

@@ -1,4 +1,4 @@
-"""Command line: ``reprodistill distill [--config PRESET|FILE] [section.key=value ...]``.
+"""Command line: reprodistill distill [--config PRESET|FILE] [section.key=value ...].
 
 Examples::
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 import yaml
@@ -24,23 +25,59 @@ import yaml
 from reprodistill.config import load_config, preset_names, to_dict
 from reprodistill.errors import ReprodistillError
 
+DESCRIPTION = """Reprogram a frozen vision foundation model for your task and distill it into a small student; compare
+with the student alone, KD and PEFT baselines.
+
+examples:
+  reprodistill bench                          quick comparison on 10% of PneumoniaMNIST (report + plots)
+  reprodistill distill data.source=/data/xrays methods=[student,linear_probe,rd]
+  reprodistill <command> --help               what a command does, writes, and examples
+  reprodistill config                         every config key with its value (overrides: section.key=value)"""
+
+SUBCOMMANDS = {
+    "distill": (
+        "train and compare the configured methods; writes a run folder",
+        "Trains every method in `methods` on the same data, splits and step budget, tests the checkpoint chosen on "
+        "validation, and writes runs/<time>-<name>/: config.yaml, log.txt, results.csv/.md (with the "
+        "majority-class row and one-class flags), and per method metrics.csv, best.pt, test_metrics.json.",
+        "reprodistill distill\n  reprodistill distill -c default data.source=labels.csv methods=[student,rd] "
+        "train.steps=600",
+        "default",
+    ),
+    "bench": (
+        "grid of methods x seeds x data fractions; writes results.csv, report.md and plots",
+        "Runs one cell per (method, fraction, seed), all else identical; rerunning the same command skips finished "
+        "cells and resumes a half-trained one. Writes <dir>/results.csv, report.md (mean ± std, paired "
+        "differences with 95% intervals, majority row, published reference) and plots/.",
+        "reprodistill bench\n  reprodistill bench -c breast-bench methods=[student,kd,rd,drd] bench.seeds=[0,1,2]",
+        "bench",
+    ),
+    "config": (
+        "print the resolved config (every key and value) and exit",
+        "Prints the config a preset or YAML file gives after the overrides, i.e. every key you can set.",
+        "reprodistill config\n  reprodistill config -c pneumonia-bench train.steps=600",
+        "default",
+    ),
+}
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="reprodistill", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    raw = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="reprodistill", description=DESCRIPTION, formatter_class=raw)
     from reprodistill import __version__
 
     p.add_argument("--version", action="version", version=f"reprodistill {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for name, help_, default in (
-        ("distill", "train and compare the configured methods; writes a run folder", "default"),
-        ("bench", "grid of methods x seeds x data fractions; writes results.csv, report.md and plots", "bench"),
-        ("config", "print the resolved config and exit", "default"),
-    ):
-        s = sub.add_parser(name, help=help_)
-        s.add_argument("--config", "-c", default=default, help=f"preset ({', '.join(preset_names())}) or YAML file")
-        s.epilog = "Any number of dotted overrides may follow, e.g. train.epochs=5 student.name=resnet18"
+    for name, (help_, what, examples, default) in SUBCOMMANDS.items():
+        s = sub.add_parser(
+            name,
+            help=help_,
+            description=textwrap.fill(what, 100),
+            epilog=f"Any number of section.key=value overrides may follow (see `reprodistill config` for the keys)."
+            f"\n\nexamples:\n  {examples}",
+            formatter_class=raw,
+        )
+        s.add_argument("--config", "-c", default=default, help="a preset (see `reprodistill list`) or a YAML file")
         if name == "distill":
             s.add_argument("--run-dir", type=Path, help="run folder to use (default: a new one under out_dir)")
             s.add_argument(
@@ -52,11 +89,29 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument(
                 "--dir", type=Path, help="bench folder (default: <out_dir>/bench-<name>; rerunning resumes it)"
             )
-    e = sub.add_parser("export", help="write a run's student as safetensors + config.json + ONNX (checked)")
-    e.add_argument("run_dir", type=Path)
-    e.add_argument("--method", help="method whose student to export (default: best test AUC among students)")
+    e = sub.add_parser(
+        "export",
+        help="write a run's student as safetensors + config.json + ONNX (checked)",
+        description="Writes <run>/export/: model.safetensors, config.json (architecture, classes, preprocessing) and "
+        "model.onnx checked against ONNX Runtime.",
+        epilog="examples:\n  reprodistill export runs/20261201-101500-pneumonia-merlin-resnet18\n"
+        "  reprodistill export runs/<run> --method drd --no-onnx",
+        formatter_class=raw,
+    )
+    e.add_argument("run_dir", type=Path, help="a finished run folder (from `reprodistill distill`)")
+    e.add_argument(
+        "--method", help="method whose student to export (default: the best validation score among students)"
+    )
     e.add_argument("--no-onnx", action="store_true", help="skip the ONNX file")
-    pr = sub.add_parser("predict", help="label images with an exported student (only the student is loaded)")
+    pr = sub.add_parser(
+        "predict",
+        help="label images with an exported student (only the student is loaded)",
+        description="Prints path, label and class probabilities per image (tab-separated); unreadable files are "
+        "skipped and listed on stderr.",
+        epilog="examples:\n  reprodistill predict runs/<run> scan1.png scans/\n"
+        "  reprodistill predict runs/<run>/export scans/ --out predictions.csv",
+        formatter_class=raw,
+    )
     pr.add_argument("model", type=Path, help="an export folder, or a run folder that has one")
     pr.add_argument("inputs", nargs="+", help="image files or folders")
     pr.add_argument("--out", type=Path, help="also write the predictions to this .csv or .json file")
