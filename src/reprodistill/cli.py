@@ -92,8 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser(
         "export",
         help="write a run's student as safetensors + config.json + ONNX (checked)",
-        description="Writes <run>/export/: model.safetensors, config.json (architecture, classes, preprocessing) and "
-        "model.onnx checked against ONNX Runtime.",
+        description="Writes <run>/export/: model.safetensors, config.json (architecture, classes, preprocessing)\n"
+        "and model.onnx checked against ONNX Runtime.",
         epilog="examples:\n  reprodistill export runs/20261201-101500-pneumonia-merlin-resnet18\n"
         "  reprodistill export runs/<run> --method drd --no-onnx",
         formatter_class=raw,
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser(
         "predict",
         help="label images with an exported student (only the student is loaded)",
-        description="Prints path, label and class probabilities per image (tab-separated); unreadable files are "
+        description="Prints path, label and class probabilities per image (tab-separated); unreadable files are\n"
         "skipped and listed on stderr.",
         epilog="examples:\n  reprodistill predict runs/<run> scan1.png scans/\n"
         "  reprodistill predict runs/<run>/export scans/ --out predictions.csv",
