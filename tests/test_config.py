@@ -44,7 +44,7 @@ def test_bad_config_gives_clear_error(override, message):
 
 
 def test_unknown_preset_and_bad_yaml(tmp_path):
-    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets: \\['bench', 'default'"):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; presets: \\['bench', 'breast-bench', 'default'"):
         load_config("nope")
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [unclosed\n")

@@ -23,6 +23,7 @@ def trained_run(small_npz, tmp_path):
         [
             f"data.source={small_npz}",
             "methods=[student]",
+            "data.class_names=[normal,pneumonia]",  # an npz has no label names; the user gives them
             "student.name=resnet10t",
             "train.epochs=1",
             "train.steps=null",

@@ -342,7 +342,8 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, teacher: Optional[Teacher]
     distributed.barrier()  # every rank has read the old config before rank 0 rewrites it
     if main:  # before any expensive work: a read-only folder found after the FM pass would lose that work
         cache = resolve_cache_dir(cfg.teacher.cache_dir)
-        if cache is not None:
+        uses_cache = cfg.teacher.features == "cached" and any(METHODS.get(m).uses_teacher for m in cfg.methods)
+        if cache is not None and uses_cache:
             check_writable(cache, "teacher.cache_dir (or teacher.cache_dir=null to turn the cache off)")
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
