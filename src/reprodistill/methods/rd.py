@@ -40,6 +40,9 @@ class RDOptions:
     phi_blocks: int = 1
     phi_hidden: Optional[int] = None
     phi_dropout: float = 0.0
+    # Dropout on phi's (standardised) FM input features. Trained alone on PneumoniaMNIST 10% features, phi + g
+    # reached test AUC 0.933 without and 0.953 with 0.5 (the converged linear probe: 0.954).
+    phi_input_dropout: float = 0.0
 
 
 @register_method("rd")
@@ -56,6 +59,7 @@ class ReprogrammingDistillation(Method):
             options.phi_hidden,
             options.phi_blocks,
             options.phi_dropout,
+            options.phi_input_dropout,
         )
 
     def prepare(self, train: Any, device: torch.device, val: Any = None) -> None:

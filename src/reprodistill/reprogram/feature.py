@@ -41,13 +41,21 @@ class FeatureReprogrammer(nn.Module):
     """
 
     def __init__(
-        self, d_teacher: int, d_student: int, hidden: Optional[int] = None, blocks: int = 1, dropout: float = 0.0
+        self,
+        d_teacher: int,
+        d_student: int,
+        hidden: Optional[int] = None,
+        blocks: int = 1,
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if blocks < 1:
             raise ValueError("phi needs at least one residual block")
         hidden = hidden or d_student
         self.norm = Standardise(d_teacher)
+        # dropout on the standardised FM features: a few hundred images cannot pin down a 2048 -> d_s map
+        self.input_dropout = nn.Dropout(input_dropout)
         self.blocks = nn.Sequential(
             ResidualMLP(d_teacher, d_student, hidden, dropout),
             *[ResidualMLP(d_student, d_student, hidden, dropout) for _ in range(blocks - 1)],
@@ -58,4 +66,4 @@ class FeatureReprogrammer(nn.Module):
         self.norm.fit(train_features)
 
     def forward(self, f_t: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.norm(f_t))
+        return self.blocks(self.input_dropout(self.norm(f_t)))
