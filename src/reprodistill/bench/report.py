@@ -81,7 +81,7 @@ def results_markdown(rows: list[dict[str, Any]], methods: list[str]) -> str:
                 f"| {m} | {a['n']} | {metrics} | {a['transfer_s'][0]:.0f} | {a['deploys']} | "
                 f"{a['params'][0] / 1e6:.2f} | {a['latency_ms'][0]:.1f} | {flags} |"
             )
-        counts = _class_counts(at_frac[0]) if at_frac else None
+        counts = next((c for c in map(_class_counts, at_frac) if c), None)  # any cell that recorded them
         if counts:
             maj = majority_metrics(counts["train"], counts["test"])
             cells = " | ".join(f"{maj[k]:.4f}" for k in SCALAR_METRICS)
