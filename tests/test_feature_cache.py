@@ -52,7 +52,8 @@ def test_online_teacher_mode_runs_the_fm_every_step(tiny_teacher, small_npz, tmp
         "teacher.arch=resnet10t",
         "teacher.image_size=32",
         "student.name=resnet10t",
-        "train.epochs=1", "train.steps=null",
+        "train.epochs=1",
+        "train.steps=null",
         "train.batch_size=16",
         f"teacher.cache_dir={tmp_path / 'cache'}",
     ]

@@ -22,7 +22,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, pneumonia_arrays):
         f"data.source={npz}",
         "methods=[student]",
         "student.name=resnet18",
-        "train.epochs=3", "train.steps=null",
+        "train.epochs=3",
+        "train.steps=null",
         "train.batch_size=16",
         "train.augment_flip=true",
     ]
