@@ -25,7 +25,7 @@ from reprodistill.engine.checkpoint import read_json, write_text
 from reprodistill.engine.lock import FolderLock
 from reprodistill.engine.metrics import SCALAR_METRICS
 from reprodistill.engine.run import build_teacher, run
-from reprodistill.engine.sanity import prediction_flags
+from reprodistill.engine.sanity import flag_text
 from reprodistill.methods import METHODS
 from reprodistill.models.teacher import Teacher
 
@@ -112,7 +112,7 @@ def _row(cell: Cell, result: dict[str, Any], method_dir: Path) -> dict[str, Any]
         "fraction": cell.fraction,
         "seed": cell.seed,
         **{k: test[k] for k in SCALAR_METRICS},
-        "flags": "; ".join(prediction_flags(test["confusion_matrix"])),
+        "flags": flag_text(test["confusion_matrix"]),
         "val_loss": result.get("val", {}).get("loss", float("nan")),
         **{f"val_{k}": result.get("val", {}).get(k, float("nan")) for k in SCALAR_METRICS},
         "best_epoch": result["best_epoch"],

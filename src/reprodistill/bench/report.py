@@ -12,7 +12,7 @@ import numpy as np
 
 from reprodistill.config import RunConfig, method_variant
 from reprodistill.engine.checkpoint import read_json, write_text
-from reprodistill.engine.metrics import SCALAR_METRICS
+from reprodistill.engine.metrics import SCALAR_METRICS, selection_score
 from reprodistill.engine.sanity import majority_metrics, published_line
 
 METRIC_NAMES = {"accuracy": "acc", "balanced_accuracy": "bal. acc", "macro_f1": "macro-F1", "auc": "AUC"}
@@ -305,8 +305,7 @@ def plot_training_curves(path: Path, rows: list[dict[str, Any]], methods: list[s
 
 def _val_score(row: dict[str, Any], select: str) -> float:
     """Higher is better: the validation metric that chose each checkpoint (never the test split)."""
-    v = float(row.get("val_loss" if select == "loss" else f"val_{select}", math.nan))
-    return -v if select == "loss" else v
+    return selection_score(row.get(f"val_{select}", math.nan), select)
 
 
 def best_student_cell(rows: list[dict[str, Any]], select: str = "loss") -> Optional[dict[str, Any]]:

@@ -23,6 +23,7 @@ from reprodistill.config import RunConfig, StudentConfig, from_dict
 from reprodistill.data.sources import IMAGE_SUFFIXES, load_image_file
 from reprodistill.data.transforms import InputSpec, preprocess
 from reprodistill.engine.checkpoint import atomic_write, load_checkpoint, write_json, write_text
+from reprodistill.engine.metrics import selection_score
 from reprodistill.errors import DataError, ReprodistillError
 from reprodistill.methods import METHODS
 from reprodistill.models import Student, create_student
@@ -60,14 +61,13 @@ def _pick_method(run_dir: Path, method: Optional[str]) -> str:
         select = (
             (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("train", {}).get("select_metric", select)
         )
-    column = "val_loss" if select == "loss" else f"val_{select}"
+    column = f"val_{select}"
     if column not in rows[0] or any(r[column] in ("", None) for r in rows):
         raise ReprodistillError(
             f"{run_dir}: results.csv has no validation scores (a run from an older version); name the student to "
             "export with --method"
         )
-    sign = -1.0 if select == "loss" else 1.0
-    return max(rows, key=lambda r: sign * float(r[column]))["method"]
+    return max(rows, key=lambda r: selection_score(r[column], select))["method"]
 
 
 def _student_state(method_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -30,6 +30,8 @@ FORMAT_VERSION = 1
 # Temp files of interrupted writes older than this are removed when the cache is next opened (a younger one may
 # belong to a process writing right now).
 STALE_TEMP_S = 3600.0
+# What a user sets when the cache folder cannot be written.
+CACHE_SETTING = "teacher.cache_dir (or teacher.cache_dir=null to turn the cache off)"
 
 
 def user_cache_root() -> Path:
@@ -147,7 +149,7 @@ def cached_features(
             )
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
             log.warning("teacher features %s/%s: unreadable cache entry %s (%s); recomputing", kind, name, npy, e)
-    check_writable(root, "teacher.cache_dir (or teacher.cache_dir=null to turn the cache off)")
+    check_writable(root, CACHE_SETTING)
     remove_stale_temp_files(root)
     t0 = time.perf_counter()
     half = compute().numpy().astype(np.float16)

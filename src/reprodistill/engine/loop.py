@@ -24,7 +24,7 @@ from reprodistill.data.transforms import augment
 from reprodistill.engine import distributed
 from reprodistill.engine.checkpoint import load_checkpoint, save_checkpoint, write_text
 from reprodistill.engine.distributed import GlobalBatchSampler, shard_indices
-from reprodistill.engine.metrics import SCALAR_METRICS, classification_metrics
+from reprodistill.engine.metrics import SCALAR_METRICS, classification_metrics, selection_score
 from reprodistill.engine.views import CachedViews
 from reprodistill.errors import ReprodistillError
 from reprodistill.methods.base import Method
@@ -198,12 +198,6 @@ def _write_history(path: Path, history: list[dict[str, float]]) -> None:
     write_text(path, buf.getvalue())
 
 
-def _score(metrics: dict[str, Any], select: str) -> float:
-    """Higher is better; NaN (e.g. AUC with one class in val) ranks lowest."""
-    value = -metrics["loss"] if select == "loss" else metrics[select]
-    return -math.inf if value != value else float(value)
-
-
 def fit(
     method: Method,
     train: FeatureSplit,
@@ -303,7 +297,9 @@ def fit(
             "epoch_time_s": time.perf_counter() - t0,
         }
         history.append(row)
-        score = _score(val_metrics, cfg.select_metric)  # the same on every rank: val results are gathered
+        score = selection_score(
+            val_metrics[cfg.select_metric], cfg.select_metric
+        )  # the same on every rank: val results are gathered
         if score > best_score:
             best_score, best_epoch = score, epoch + 1
             if main:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -76,3 +78,12 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
 
 
 SCALAR_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
+
+
+def selection_score(value: float, select: str) -> float:
+    """A validation ``select`` metric (``train.select_metric``) turned higher-is-better: loss negated, NaN (e.g. AUC
+    with one class in val) lowest. The one rule behind best.pt, the report's best student and export."""
+    value = float(value)
+    if value != value:
+        return -math.inf
+    return -value if select == "loss" else value

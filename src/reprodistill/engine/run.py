@@ -32,7 +32,7 @@ from reprodistill.data import ImageDataset, load_data
 from reprodistill.data.sources import DataBundle
 from reprodistill.engine import distributed
 from reprodistill.engine.checkpoint import load_checkpoint, read_json, save_checkpoint, write_json, write_text
-from reprodistill.engine.feature_cache import cached_features, check_writable, resolve_cache_dir
+from reprodistill.engine.feature_cache import CACHE_SETTING, cached_features, check_writable, resolve_cache_dir
 from reprodistill.engine.features import extract_features
 from reprodistill.engine.lock import FolderLock
 from reprodistill.engine.loop import (
@@ -46,7 +46,7 @@ from reprodistill.engine.loop import (
 )
 from reprodistill.engine.metrics import SCALAR_METRICS
 from reprodistill.engine.profile import count_params, flops, latency_ms, peak_rss_mb
-from reprodistill.engine.sanity import majority_metrics, prediction_flags, published_line
+from reprodistill.engine.sanity import flag_text, majority_metrics, prediction_flags, published_line
 from reprodistill.engine.views import AugmentedView, CachedViews, view_id
 from reprodistill.errors import ReprodistillError
 from reprodistill.methods import METHODS, Method, MethodContext
@@ -224,7 +224,7 @@ def results_table(results: list[MethodResult], majority: Optional[dict[str, Any]
     lines = [head, "|---|" + "---:|" * (head.count("|") - 3) + "---|"]
     for r in results:
         t = r.test
-        flags = "; ".join(prediction_flags(t["confusion_matrix"]))
+        flags = flag_text(t["confusion_matrix"])
         lines.append(
             f"| {r.method} | {t['accuracy']:.4f} | {t['balanced_accuracy']:.4f} | {t['macro_f1']:.4f} | "
             f"{t['auc']:.4f} | {r.params / 1e6:.2f} | {r.gflops:.3f} | {r.latency_ms:.1f} | {r.train_time_s:.0f} | "
@@ -251,7 +251,7 @@ def _write_results(run_dir: Path, res: RunResult, data: DataBundle, select: str)
             [
                 r.method,
                 *(r.test[k] for k in SCALAR_METRICS),
-                "; ".join(prediction_flags(r.test["confusion_matrix"])),
+                flag_text(r.test["confusion_matrix"]),
                 r.val.get("loss", ""),
                 *(r.val.get(k, "") for k in SCALAR_METRICS),
                 r.best_epoch,
@@ -344,7 +344,7 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, teacher: Optional[Teacher]
         cache = resolve_cache_dir(cfg.teacher.cache_dir)
         uses_cache = cfg.teacher.features == "cached" and any(METHODS.get(m).uses_teacher for m in cfg.methods)
         if cache is not None and uses_cache:
-            check_writable(cache, "teacher.cache_dir (or teacher.cache_dir=null to turn the cache off)")
+            check_writable(cache, CACHE_SETTING)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         write_json(run_dir / "env.json", {**_environment(cfg), "world_size": distributed.world_size()})

@@ -38,6 +38,11 @@ def prediction_flags(confusion: Sequence[Sequence[int]]) -> list[str]:
     return flags
 
 
+def flag_text(confusion: Sequence[Sequence[int]]) -> str:
+    """:func:`prediction_flags` as one table / CSV cell ('' when the predictions look sane)."""
+    return "; ".join(prediction_flags(confusion))
+
+
 def majority_metrics(train_counts: Sequence[int], test_support: Sequence[int]) -> dict[str, Any]:
     """Test metrics of the predictor that always answers the most frequent training class."""
     k = len(test_support)

@@ -22,6 +22,8 @@ log = logging.getLogger("reprodistill")
 
 # L2 penalties tried by the probe fitter (per weight, on standardised features); the validation split picks one.
 PROBE_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+# Used when there is no validation split to choose from (the value the KD teachers' probe always used).
+PROBE_DEFAULT_L2 = 1e-3
 
 
 class Standardise(nn.Module):
@@ -89,7 +91,7 @@ def fit_linear_probe(
 
     Deterministic (no random init, no minibatches), so a resumed run refits the same probe. With several ``l2``
     values and ``val`` = (features, labels), the one with the lowest (class-weighted) validation cross-entropy is
-    kept; without ``val`` the first value is used. Returned frozen, in eval mode.
+    kept; without ``val`` a grid falls back to ``PROBE_DEFAULT_L2``. Returned frozen, in eval mode.
     """
     x = features.float()
     probe = StandardisedLinear(x.shape[1], num_classes).to(x.device)
@@ -97,7 +99,7 @@ def fit_linear_probe(
     w = None if class_weights is None else class_weights.to(x.device)
     grid = [l2] if isinstance(l2, (int, float)) else list(l2)
     if val is None or len(grid) == 1:
-        _lbfgs(probe, x, labels, w, float(grid[0]), steps)
+        _lbfgs(probe, x, labels, w, float(grid[0]) if len(grid) == 1 else PROBE_DEFAULT_L2, steps)
         return probe.requires_grad_(False).eval()
     xv, yv = val[0].float().to(x.device), val[1].to(x.device)
     best: tuple[float, float, dict[str, torch.Tensor]] = (math.inf, float(grid[0]), {})
