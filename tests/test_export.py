@@ -140,3 +140,22 @@ def test_predict_skips_undecodable_files_lists_them_and_survives_a_closed_pipe(t
         f.write_bytes(b"junk")
     with pytest.raises(ReprodistillError, match="none of the 4 image files could be decoded"):
         predict_files(trained_run, [str(good)])
+
+
+@pytest.mark.parametrize(("select", "expected"), [("last", "kd"), ("loss", "student"), ("auc", "kd")])
+def test_export_without_method_picks_the_student_by_the_runs_validation_rule(tmp_path, select, expected):
+    from reprodistill.engine.export import _pick_method
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(f"train:\n  select_metric: {select}\n")
+    rows = [  # test AUC would pick the probe (deploys the FM) or the student; validation decides
+        {"method": "student", "auc": 0.99, "val_auc": 0.80, "val_loss": 0.20},
+        {"method": "kd", "auc": 0.70, "val_auc": 0.90, "val_loss": 0.50},
+        {"method": "linear_probe", "auc": 0.99, "val_auc": 0.99, "val_loss": 0.01},
+    ]
+    with open(run_dir / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    assert _pick_method(run_dir, None) == expected

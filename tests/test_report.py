@@ -74,3 +74,11 @@ def test_best_student_is_chosen_on_validation_never_test():
         _row("probe", 0, 0.99, deploys="FM", fraction=1.0, val_loss=0.01),
     ]
     assert best_student_cell(rows, "loss")["method"] == "b"
+
+
+def test_last_round_rule_compares_methods_by_validation_auc():
+    rows = [
+        _row("a", 0, 0.99, fraction=1.0, val_auc=0.70, val_loss=0.1),  # best test AUC and val loss, worse val AUC
+        _row("b", 0, 0.80, fraction=1.0, val_auc=0.90, val_loss=0.9),
+    ]
+    assert best_student_cell(rows, "last")["method"] == "b"

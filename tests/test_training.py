@@ -121,3 +121,13 @@ def test_disk_full_is_reported_and_keeps_the_old_file(tmp_path, monkeypatch):
         write_text(target, "new\n")
     monkeypatch.undo()
     assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+@pytest.mark.parametrize("select", ["last", "loss"])
+def test_reported_checkpoint_follows_the_selection_rule(small_npz, tmp_path, select):
+    tc = TrainConfig(epochs=3, batch_size=16, lr=3e-3, device="cpu", select_metric=select)
+    method, splits = _setup(small_npz, tc, student="resnet10t")
+    result = fit(method, splits["train"], splits["val"], tc, tmp_path / "run", torch.device("cpu"))
+    losses = [row["val_loss"] for row in result.history]
+    expected = len(losses) if select == "last" else 1 + int(np.argmin(losses))
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] + 1 == expected

@@ -12,7 +12,7 @@ import numpy as np
 
 from reprodistill.config import RunConfig, method_variant
 from reprodistill.engine.checkpoint import read_json, write_text
-from reprodistill.engine.metrics import SCALAR_METRICS, selection_score
+from reprodistill.engine.metrics import SCALAR_METRICS, ranking_metric, selection_rule_text, selection_score
 from reprodistill.engine.sanity import majority_metrics, published_line
 
 METRIC_NAMES = {"accuracy": "acc", "balanced_accuracy": "bal. acc", "macro_f1": "macro-F1", "auc": "AUC"}
@@ -305,7 +305,7 @@ def plot_training_curves(path: Path, rows: list[dict[str, Any]], methods: list[s
 
 def _val_score(row: dict[str, Any], select: str) -> float:
     """Higher is better: the validation metric that chose each checkpoint (never the test split)."""
-    return selection_score(row.get(f"val_{select}", math.nan), select)
+    return selection_score(row.get(f"val_{ranking_metric(select)}", math.nan), select)
 
 
 def best_student_cell(rows: list[dict[str, Any]], select: str = "loss") -> Optional[dict[str, Any]]:
@@ -409,9 +409,8 @@ def write_report(
         "Test metrics of the deployed model, mean ± sample std over seeds. Transfer cost = the method's training time "
         "+ the FM feature pass its cached features needed + its preparation (probe fit, stage 1).",
         "",
-        f"Reported checkpoint: each cell's best.pt, the evaluation round with the best validation {select}"
-        + (" (class-weighted cross-entropy)" if select == "loss" else "")
-        + "; the test split never chooses anything. The confusion matrix below, `export` and `predict` use the same "
+        f"Reported checkpoint: each cell's best.pt, {selection_rule_text(select)}"
+        "; the test split never chooses anything. The confusion matrix below, `export` and `predict` use the same "
         "rule. A row flagged ONE-CLASS predicts (nearly) one class for the whole test split: a degenerate predictor, "
         "not a result; the majority-class row shows what such a row is worth.",
         "",

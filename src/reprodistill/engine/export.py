@@ -23,7 +23,7 @@ from reprodistill.config import RunConfig, StudentConfig, from_dict
 from reprodistill.data.sources import IMAGE_SUFFIXES, load_image_file
 from reprodistill.data.transforms import InputSpec, preprocess
 from reprodistill.engine.checkpoint import atomic_write, load_checkpoint, write_json, write_text
-from reprodistill.engine.metrics import selection_score
+from reprodistill.engine.metrics import ranking_metric, selection_score
 from reprodistill.errors import DataError, ReprodistillError
 from reprodistill.methods import METHODS
 from reprodistill.models import Student, create_student
@@ -56,12 +56,12 @@ def _pick_method(run_dir: Path, method: Optional[str]) -> str:
         rows = [r for r in csv.DictReader(f) if r["method"] in METHODS and METHODS.get(r["method"]).uses_student]
     if not rows:
         raise ReprodistillError(f"{run_dir}: no method in results.csv deploys a student")
-    select = "loss"
+    select = "loss"  # runs written before select_metric existed
     if (run_dir / "config.yaml").is_file():
         select = (
             (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("train", {}).get("select_metric", select)
         )
-    column = f"val_{select}"
+    column = f"val_{ranking_metric(select)}"
     if column not in rows[0] or any(r[column] in ("", None) for r in rows):
         raise ReprodistillError(
             f"{run_dir}: results.csv has no validation scores (a run from an older version); name the student to "

@@ -297,9 +297,12 @@ def fit(
             "epoch_time_s": time.perf_counter() - t0,
         }
         history.append(row)
-        score = selection_score(
-            val_metrics[cfg.select_metric], cfg.select_metric
-        )  # the same on every rank: val results are gathered
+        # the same on every rank: val results are gathered. 'last' keeps every newer round.
+        score = (
+            float(epoch + 1)
+            if cfg.select_metric == "last"
+            else selection_score(val_metrics[cfg.select_metric], cfg.select_metric)
+        )
         if score > best_score:
             best_score, best_epoch = score, epoch + 1
             if main:

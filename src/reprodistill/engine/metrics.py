@@ -80,9 +80,33 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
 SCALAR_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")
 
 
+# Under `train.select_metric=last` no round is chosen on validation; methods (the report's best student, export
+# without --method) are still compared on validation, by this threshold-free metric.
+LAST_ROUND_RANKING = "auc"
+
+
+def ranking_metric(select: str) -> str:
+    """The validation metric that compares checkpoints or methods under ``train.select_metric=select``."""
+    return LAST_ROUND_RANKING if select == "last" else select
+
+
+def selection_rule_text(select: str) -> str:
+    """One sentence for reports: which checkpoint of a method is reported, and why."""
+    if select == "last":
+        return (
+            "the last evaluation round (the end of the cosine-annealed step budget; no round is chosen on the "
+            "validation split, whose few images pick under-trained rounds by chance); methods are compared by "
+            f"validation {LAST_ROUND_RANKING}"
+        )
+    what = " (class-weighted cross-entropy)" if select == "loss" else ""
+    return f"the evaluation round with the best validation {select}{what}"
+
+
 def selection_score(value: float, select: str) -> float:
-    """A validation ``select`` metric (``train.select_metric``) turned higher-is-better: loss negated, NaN (e.g. AUC
-    with one class in val) lowest. The one rule behind best.pt, the report's best student and export."""
+    """A validation metric turned higher-is-better for ``train.select_metric=select``: loss negated, NaN (e.g. AUC
+    with one class in val) lowest. The one rule behind the report's best student and export (compare the column
+    ``val_{ranking_metric(select)}``)."""
+    select = ranking_metric(select)
     value = float(value)
     if value != value:
         return -math.inf

@@ -44,7 +44,7 @@ from reprodistill.engine.loop import (
     resolve_device,
     seed_everything,
 )
-from reprodistill.engine.metrics import SCALAR_METRICS
+from reprodistill.engine.metrics import SCALAR_METRICS, selection_rule_text
 from reprodistill.engine.profile import count_params, flops, latency_ms, peak_rss_mb
 from reprodistill.engine.sanity import flag_text, majority_metrics, prediction_flags, published_line
 from reprodistill.engine.views import AugmentedView, CachedViews, view_id
@@ -279,8 +279,8 @@ def _write_results(run_dir: Path, res: RunResult, data: DataBundle, select: str)
         "",
         published_line(data.source),
         "",
-        f"Reported checkpoint of each method: best.pt, the evaluation round with the best validation "
-        f"{select} (never the test split); export and predict use the same one.",
+        f"Reported checkpoint of each method: best.pt, {selection_rule_text(select)} (never the test split); "
+        "export and predict use the same one.",
         "",
         f"Wall time {res.wall_time_s:.0f} s (teacher features {res.teacher_feature_time_s:.0f} s); "
         f"peak RSS {peak_rss_mb():.0f} MB.",
