@@ -62,3 +62,32 @@ def test_online_teacher_mode_runs_the_fm_every_step(tiny_teacher, small_npz, tmp
     cached = run(load_config("default", common), run_dir=tmp_path / "cached")
     assert cached.teacher_feature_time_s > 0.0 and len(list((tmp_path / "cache").glob("*.npy"))) == 3
     assert 0.0 <= online.results[0].test["auc"] <= 1.0
+
+
+def test_a_second_process_waits_for_an_entry_being_computed_instead_of_recomputing(tiny_teacher, small_npz, tmp_path):
+    import threading
+    import time
+
+    teacher = tiny_teacher(32)
+    data = load_data(DataConfig(source=str(small_npz)))
+    ds = ImageDataset(data.test, data.channels, data.load_size)
+    calls, results = [], {}
+    started = threading.Event()
+
+    def slow_compute():
+        calls.append(1)
+        started.set()
+        time.sleep(1.0)  # the other caller arrives while this FM pass runs
+        return extract_features(teacher, ds, 16, torch.device("cpu"))
+
+    def worker(tag):
+        results[tag] = cached_features(teacher, ds, str(tmp_path), slow_compute)
+
+    first = threading.Thread(target=worker, args=("first",))
+    first.start()
+    started.wait(10)
+    second = threading.Thread(target=worker, args=("second",))  # its own lock descriptor, as another process has
+    second.start()
+    first.join()
+    second.join()
+    assert len(calls) == 1 and torch.equal(results["first"], results["second"])

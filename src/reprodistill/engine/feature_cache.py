@@ -22,6 +22,7 @@ import torch
 
 from reprodistill.data.dataset import ImageDataset
 from reprodistill.engine.checkpoint import atomic_write, write_json
+from reprodistill.engine.lock import FolderLock
 from reprodistill.errors import ReprodistillError
 from reprodistill.models.teacher import Teacher
 
@@ -129,28 +130,55 @@ def cached_features(
         return out
     key = cache_key(teacher, dataset, kind, view)
     npy, meta = root / f"{key}.npy", root / f"{key}.json"
-    if npy.is_file() and meta.is_file():
-        try:
-            info = json.loads(meta.read_text())
-            arr = np.load(npy, mmap_mode="r")
-            if list(arr.shape) == info["shape"] and arr.shape[0] == len(dataset) and str(arr.dtype) == "float16":
-                log.info("teacher features %s/%s: cache hit %s", kind, name, npy)
-                timings[name] = float(info.get("compute_seconds", float("nan")))
-                # memory-mapped copy-on-write: pages are read on first use and shared by every process of the
-                # machine (torchrun ranks), and the OS may drop them under memory pressure
-                return torch.from_numpy(np.load(npy, mmap_mode="c"))
-            log.warning(
-                "teacher features %s/%s: cache entry %s has shape %s for %d images; recomputing",
-                kind,
-                name,
-                npy,
-                list(arr.shape),
-                len(dataset),
-            )
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-            log.warning("teacher features %s/%s: unreadable cache entry %s (%s); recomputing", kind, name, npy, e)
-    check_writable(root, CACHE_SETTING)
-    remove_stale_temp_files(root)
+    hit = _read_entry(npy, meta, len(dataset), f"{kind}/{name}")
+    if hit is None:
+        check_writable(root, CACHE_SETTING)
+        remove_stale_temp_files(root)
+        # one process computes an entry; another that needs it meanwhile waits and then reads it
+        with FolderLock(root, f".{key}.lock", wait=True):
+            hit = _read_entry(npy, meta, len(dataset), f"{kind}/{name}")
+            if hit is None:
+                return _compute_entry(npy, meta, compute, timings, name, teacher, kind, view)
+    features, timings[name] = hit
+    return features
+
+
+def _read_entry(npy: Path, meta: Path, n_images: int, what: str) -> Optional[tuple[torch.Tensor, float]]:
+    """A valid cache entry's features (memory-mapped) and the seconds they took to compute, else None."""
+    if not (npy.is_file() and meta.is_file()):
+        return None
+    try:
+        info = json.loads(meta.read_text())
+        arr = np.load(npy, mmap_mode="r")
+        if list(arr.shape) == info["shape"] and arr.shape[0] == n_images and str(arr.dtype) == "float16":
+            log.info("teacher features %s: cache hit %s", what, npy)
+            # memory-mapped copy-on-write: pages are read on first use and shared by every process of the machine
+            # (torchrun ranks), and the OS may drop them under memory pressure
+            features = torch.from_numpy(np.load(npy, mmap_mode="c"))
+            return features, float(info.get("compute_seconds", float("nan")))
+        log.warning(
+            "teacher features %s: cache entry %s has shape %s for %d images; recomputing",
+            what,
+            npy,
+            list(arr.shape),
+            n_images,
+        )
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+        log.warning("teacher features %s: unreadable cache entry %s (%s); recomputing", what, npy, e)
+    return None
+
+
+def _compute_entry(
+    npy: Path,
+    meta: Path,
+    compute: Callable[[], torch.Tensor],
+    timings: dict[str, float],
+    name: str,
+    teacher: Teacher,
+    kind: str,
+    view: str,
+) -> torch.Tensor:
+    """Run the FM pass and store its fp16 features atomically (array first, then the sidecar that validates it)."""
     t0 = time.perf_counter()
     half = compute().numpy().astype(np.float16)
     timings[name] = time.perf_counter() - t0
@@ -159,7 +187,6 @@ def cached_features(
         with open(path, "wb") as f:
             np.save(f, half)
 
-    root.mkdir(parents=True, exist_ok=True)
     atomic_write(npy, save)
     write_json(
         meta,
