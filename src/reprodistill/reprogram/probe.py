@@ -21,7 +21,7 @@ from torch import nn
 log = logging.getLogger("reprodistill")
 
 # L2 penalties tried by the probe fitter (per weight, on standardised features); the validation split picks one.
-PROBE_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+PROBE_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 # Used when there is no validation split to choose from (the value the KD teachers' probe always used).
 PROBE_DEFAULT_L2 = 1e-3
 
@@ -111,4 +111,6 @@ def fit_linear_probe(
             best = (loss, float(value), {k: v.clone() for k, v in probe.state_dict().items()})
     probe.load_state_dict(best[2])
     log.info("linear probe: L2 %.0e chosen on validation (val CE %.4f; tried %s)", best[1], best[0], grid)
+    if len(grid) > 2 and best[1] in (min(grid), max(grid)):
+        log.warning("linear probe: the chosen L2 %.0e is at the edge of the grid; a wider grid may fit better", best[1])
     return probe.requires_grad_(False).eval()
