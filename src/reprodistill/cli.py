@@ -38,7 +38,8 @@ SUBCOMMANDS = {
     "distill": (
         "train and compare the configured methods; writes a run folder",
         "Trains every method in `methods` on the same data, splits and step budget, tests the reported checkpoint "
-        "(train.select_metric: the last round by default, never chosen on test), and writes runs/<time>-<name>/: config.yaml, log.txt, results.csv/.md (with the "
+        "(train.select_metric: the last round by default, never chosen on test), and writes runs/<time>-<name>/: "
+        "config.yaml, log.txt, results.csv/.md (with the "
         "majority-class row and one-class flags), and per method metrics.csv, best.pt, test_metrics.json.",
         "reprodistill distill\n  reprodistill distill -c default data.source=labels.csv methods=[student,rd] "
         "train.steps=600",
