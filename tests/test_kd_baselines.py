@@ -11,6 +11,7 @@ from reprodistill.models import create_student
 from reprodistill.reprogram.probe import fit_linear_probe
 
 KD_METHODS = ["kd", "dkd", "rkd", "cka_kd", "fitnet", "at"]
+# each method's distillation weights; DKD's ramp starts at 0, so it is switched off to see its parts at step 0
 
 
 def test_linear_probe_fit_is_deterministic_and_separates_separable_data():
@@ -31,6 +32,17 @@ class _Split:
         self.dataset = type("D", (), {"split": type("S", (), {"labels": labels.numpy()})()})()
         self.teacher_features = feats
         self.online_teacher = None
+
+
+WEIGHT_OPTIONS = {
+    "kd": ["weight"],
+    "dkd": ["alpha", "beta"],
+    "rkd": ["distance_weight", "angle_weight"],
+    "cka_kd": ["weight"],
+    "fitnet": ["weight"],
+    "at": ["weight"],
+}
+RAMP_OFF = {"dkd": {"warmup": 0.0}}
 
 
 @pytest.fixture()
@@ -55,13 +67,20 @@ def kd_setup(tiny_teacher):
 @pytest.mark.parametrize("name", KD_METHODS)
 def test_kd_method_wiring(kd_setup, name):
     teacher, make = kd_setup
-    method, batch = make(name)
+    method, batch = make(name, **RAMP_OFF.get(name, {}))
     method.train()
     assert not method.probe.training  # the probed FM stays frozen in train mode
     out = method(batch)
     parts = out["parts"]
-    assert out["loss"].item() == pytest.approx(sum(v.item() for v in parts.values()), rel=1e-5)
     assert "ce" in parts and len(parts) >= 2
+    # the distillation weight reaches the loss: doubling it adds the distillation part(s) once more
+    doubled, _ = make(
+        name, **{w: 2 * getattr(method.options, w) for w in WEIGHT_OPTIONS[name]}, **RAMP_OFF.get(name, {})
+    )
+    doubled.train()
+    distill = sum(v.item() for k, v in parts.items() if k != "ce")
+    assert distill > 0
+    assert doubled(batch)["loss"].item() == pytest.approx(out["loss"].item() + distill, rel=1e-4)
     out["loss"].backward()
     assert method.student.model.conv1[0].weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in method.probe.parameters())
