@@ -304,7 +304,7 @@ def plot_training_curves(path: Path, rows: list[dict[str, Any]], methods: list[s
 
 
 def _val_score(row: dict[str, Any], select: str) -> float:
-    """Higher is better: the validation metric that chose each checkpoint (never the test split)."""
+    """Higher is better: the validation metric that ranks checkpoints and methods (never the test split)."""
     return selection_score(row.get(f"val_{ranking_metric(select)}", math.nan), select)
 
 

@@ -94,8 +94,9 @@ def selection_rule_text(select: str) -> str:
     """One sentence for reports: which checkpoint of a method is reported, and why."""
     if select == "last":
         return (
-            "the last evaluation round (the end of the cosine-annealed step budget; no round is chosen on the "
-            "validation split, whose few images pick under-trained rounds by chance); methods are compared by "
+            "the last evaluation round (the end of training, where the default cosine schedule has annealed the "
+            "learning rate to 0; no round is chosen on the validation split, whose few images pick under-trained "
+            "rounds by chance); methods are compared by "
             f"validation {LAST_ROUND_RANKING}"
         )
     what = " (class-weighted cross-entropy)" if select == "loss" else ""
