@@ -24,7 +24,7 @@ from reprodistill.data.transforms import augment
 from reprodistill.engine import distributed
 from reprodistill.engine.checkpoint import load_checkpoint, save_checkpoint, write_text
 from reprodistill.engine.distributed import GlobalBatchSampler, shard_indices
-from reprodistill.engine.metrics import SCALAR_METRICS, classification_metrics, selection_score
+from reprodistill.engine.metrics import SCALAR_METRICS, classification_metrics, round_score
 from reprodistill.engine.views import CachedViews
 from reprodistill.errors import ReprodistillError
 from reprodistill.methods.base import Method
@@ -297,12 +297,7 @@ def fit(
             "epoch_time_s": time.perf_counter() - t0,
         }
         history.append(row)
-        # the same on every rank: val results are gathered. 'last' keeps every newer round.
-        score = (
-            float(epoch + 1)
-            if cfg.select_metric == "last"
-            else selection_score(val_metrics[cfg.select_metric], cfg.select_metric)
-        )
+        score = round_score(val_metrics, cfg.select_metric, epoch + 1)  # the same on every rank: val is gathered
         if score > best_score:
             best_score, best_epoch = score, epoch + 1
             if main:

@@ -112,3 +112,9 @@ def selection_score(value: float, select: str) -> float:
     if value != value:
         return -math.inf
     return -value if select == "loss" else value
+
+
+def round_score(val_metrics: dict[str, float], select: str, round_index: int) -> float:
+    """Higher is better: how an evaluation round ranks for best.pt under ``train.select_metric=select``. 'last'
+    ranks every newer round higher, so best.pt is the final one; the others use the round's validation metric."""
+    return float(round_index) if select == "last" else selection_score(val_metrics[select], select)
