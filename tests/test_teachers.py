@@ -74,7 +74,9 @@ def test_merlin_features_separate_pneumonia_from_normal(pneumonia_arrays):
     from sklearn.metrics import roc_auc_score
 
     teacher = create_teacher(TeacherConfig(name="merlin", image_size=64))
-    assert teacher.feature_dim == 2048 and not any(p.requires_grad for p in teacher.parameters())
+    # default pooled vector: layer3 (1024) then layer4 (2048) global averages
+    assert teacher.pool_layers == ("layer3",) and teacher.feature_dim == 1024 + 2048 and teacher.map_pooled_dim == 2048
+    assert not any(p.requires_grad for p in teacher.parameters())
     rng = np.random.default_rng(0)
 
     def feats(split, n):
@@ -158,3 +160,35 @@ def test_reduced_precision_is_close_and_changes_the_cache_identity(tiny_teacher)
     assert not torch.equal(low, ref) and (low - ref).norm() / ref.norm() < 0.05
     with pytest.raises(Exception, match="teacher.precision"):
         teacher.configure("int8")
+
+
+def test_pool_layers_lead_the_pooled_vector_with_inner_averages():
+    """pool_layers=[layer2, layer3]: [GAP(layer2), GAP(layer3), pooled last map], by hand; cache identity changes."""
+    import torch
+
+    from reprodistill.models.teacher import TimmTeacher
+
+    torch.manual_seed(0)
+    teacher = TimmTeacher("tiny", timm.create_model("resnet10t", num_classes=3), 32, identity="tiny")
+    images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    plain, ident, head = teacher.features(images), teacher.identity, teacher.class_head()
+    assert teacher.pool_layers == () and teacher.feature_dim == plain.shape[1] == teacher.map_pooled_dim
+    teacher.set_pool_layers(["layer2", "layer3"])
+    with torch.no_grad():
+        m = teacher.model
+        x = m.maxpool(m.act1(m.bn1(m.conv1(teacher.prepare(images)))))
+        l2 = m.layer2(m.layer1(x))
+        l3 = m.layer3(l2)
+    want = torch.cat([l2.mean((2, 3)), l3.mean((2, 3)), plain], dim=1)
+    got = teacher.features(images)
+    assert got.shape == want.shape and teacher.feature_dim == want.shape[1]
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert teacher.identity == f"{ident}|pool:layer2+layer3"
+    assert teacher.map_pooled_dim == plain.shape[1]  # map-fed heads still see the last map only
+    # maps are unchanged, and a class head (if any) keeps scoring the last map's part
+    torch.testing.assert_close(teacher.class_head()(got), head(plain))
+    teacher.set_pool_layers([])
+    assert teacher.feature_dim == plain.shape[1] and teacher.identity == ident
+    assert torch.equal(teacher.features(images), plain)
+    with pytest.raises(ConfigError, match="teacher.pool_layers.*'layer9'.*layer3"):
+        teacher.set_pool_layers(["layer9"])

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
@@ -60,6 +60,12 @@ class TeacherConfig:
     arch: Optional[str] = None
     # Input size; None uses the teacher's own default (112 for merlin, 224 for efficientnet_lite0).
     image_size: Optional[int] = None
+    # Inner layers (module names inside the FM network, e.g. 'layer3') whose globally averaged outputs are
+    # concatenated, in this order, before the last map's pooled vector to form the pooled feature every pooled-feature
+    # method sees (probe, KD teachers, RD's phi). 'auto': the teacher's own default (merlin: ['layer3'], since a
+    # CT-trained FM's mid-level features transfer to X-ray and ultrasound better than its last stage alone); []: the
+    # last map only. Feature maps (DRD, FitNet, AT) are always the last map.
+    pool_layers: Union[Literal["auto"], list[str]] = "auto"
     batch_size: int = 64
     # FM inference precision: 'auto' = bf16 autocast on a CUDA GPU that supports it, else fp32. bf16 on CPU is
     # allowed (about 2x faster for Merlin on this project's CPU) but changes the features, so it is opt-in there.

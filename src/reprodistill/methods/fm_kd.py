@@ -46,7 +46,9 @@ class ProbedFMDistillation(Method):
 
     def __init__(self, ctx: MethodContext, options: Any) -> None:
         super().__init__(ctx, options)
-        self.probe = StandardisedLinear(ctx.teacher.feature_dim, ctx.num_classes).requires_grad_(False)
+        # map-fed subclasses probe the pooled last map (pool_layers apply to cached pooled vectors only)
+        dim = ctx.teacher.feature_dim if self.teacher_features == "pooled" else ctx.teacher.map_pooled_dim
+        self.probe = StandardisedLinear(dim, ctx.num_classes).requires_grad_(False)
 
     def prepare(self, train: Any, device: torch.device, val: Any = None) -> None:
         feats, labels = split_teacher_features(train, device)

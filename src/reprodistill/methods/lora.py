@@ -49,7 +49,7 @@ class LoRAProbe(FMAdaptation):
         object.__setattr__(self, "fm", fm)  # not a submodule: its frozen weights stay out of checkpoints
         wrappers = inject_lora(fm, options.rank, options.alpha, options.target)
         self.adapters = nn.ModuleList(nn.ModuleList([w.lora_a, w.lora_b]) for w in wrappers)
-        d = ctx.teacher.feature_dim
+        d = ctx.teacher.map_pooled_dim  # the adapted FM is pooled at its last map only (no pool_layers)
         self.head = nn.Sequential(nn.BatchNorm1d(d, affine=False), nn.Linear(d, ctx.num_classes))
         names = [n for n, m in fm.named_modules() if any(m is w for w in wrappers)]
         self.stage_name = last_stage_boundary(fm, names) if options.trunk_cache else None

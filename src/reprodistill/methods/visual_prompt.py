@@ -58,7 +58,7 @@ class VisualPromptMethod(FMAdaptation):
         x = self.prompt(images)
         if self.use_label_map:
             return self.teacher.logits(x).float()[:, self.mapping]
-        return self.head(self.teacher.pool(self.teacher.forward_map(x)).float())
+        return self.head(self.teacher(x).float())
 
     def prepare(self, train: Any, device: torch.device, val: Any = None) -> None:
         self._train_split = train

@@ -50,7 +50,7 @@ class VisualPromptTuning(FMAdaptation):
         bound = math.sqrt(6.0 / (3 * patch + dim))
         sets = len(vit.blocks) if options.mode == "deep" else 1
         self.prompts = nn.Parameter(torch.empty(sets, options.num_tokens, dim).uniform_(-bound, bound))
-        d = ctx.teacher.feature_dim
+        d = ctx.teacher.map_pooled_dim  # the adapted FM is pooled at its last map only (no pool_layers)
         self.head = nn.Sequential(nn.BatchNorm1d(d, affine=False), nn.Linear(d, ctx.num_classes))
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:

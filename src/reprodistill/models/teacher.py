@@ -8,7 +8,7 @@ model name (weights from the hub, so online only, or from ``teacher.weights=<fil
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -29,15 +29,22 @@ class Teacher(nn.Module):
 
     Attributes:
         spec: The teacher's own input preprocessing.
-        feature_dim: Size of the pooled feature vector.
+        feature_dim: Size of the pooled feature vector (:meth:`forward`, inner layers included).
+        map_pooled_dim: Size of :meth:`pool` of the last map alone (what map-fed heads see).
+        pool_layers: Inner layers whose averaged outputs lead the pooled vector (see :meth:`set_pool_layers`).
         identity: A string that changes whenever the weights may differ (keys the feature cache).
     """
+
+    # Inner layers pooled by default (module names inside :attr:`network`); a subclass may set its own.
+    default_pool_layers: tuple[str, ...] = ()
 
     def __init__(self, name: str, spec: InputSpec, feature_dim: int, identity: str = "") -> None:
         super().__init__()
         self.name = name
         self.spec = spec
         self.feature_dim = feature_dim
+        self.map_pooled_dim = feature_dim
+        self.pool_layers: tuple[str, ...] = ()
         self.identity = identity or name
 
     def freeze(self) -> "Teacher":
@@ -56,8 +63,54 @@ class Teacher(nn.Module):
         """Pooled features [B,C] from :meth:`forward_map`'s output."""
         return fmap.mean(dim=(-2, -1)) if fmap.ndim == 4 else fmap.mean(dim=1)
 
+    @property
+    def network(self) -> nn.Module:
+        """The wrapped network; :attr:`pool_layers` name modules inside it."""
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.forward_map(x))
+        if not self.pool_layers:
+            return self.pool(self.forward_map(x))
+        modules = dict(self.network.named_modules())
+        taps: dict[str, torch.Tensor] = {}
+        handles = [
+            modules[n].register_forward_hook(lambda _m, _a, out, n=n: taps.__setitem__(n, out)) for n in self.pool_layers
+        ]
+        try:
+            last = self.pool(self.forward_map(x))
+        finally:
+            for h in handles:
+                h.remove()
+        return torch.cat([*(_global_average(taps[n]) for n in self.pool_layers), last], dim=1)
+
+    def set_pool_layers(self, names: Sequence[str]) -> "Teacher":
+        """Lead the pooled vector with the global averages of these inner layers' outputs (in order).
+
+        Mid-level features of an FM trained on other data often transfer better than its last stage: a probe on
+        Merlin's layer3 + layer4 averages beats one on layer4 alone on both MedMNIST sets here (validation AUC).
+        Changes :attr:`feature_dim` and :attr:`identity` (so cached features are keyed by the layers too).
+        """
+        names = tuple(names)
+        modules = dict(self.network.named_modules())
+        unknown = [n for n in names if n not in modules or not n]
+        if unknown:
+            top = [n for n, _ in self.network.named_children()]
+            raise ConfigError(
+                f"teacher.pool_layers: {unknown} are not modules of {self.name}; use names inside the network such as "
+                f"{top} (dotted for deeper ones), or [] for the last feature map only"
+            )
+        if self.pool_layers:
+            self.identity = self.identity.replace(_pool_identity(self.pool_layers), "", 1)
+        self.pool_layers = ()
+        self.feature_dim = self.map_pooled_dim
+        if names:
+            self.pool_layers = names
+            spec = self.spec
+            device = next(self.parameters()).device
+            probe = torch.zeros(1, spec.channels, *spec.size, dtype=torch.uint8, device=device)
+            self.feature_dim = int(self.features(probe).shape[1])
+            self.identity += _pool_identity(names)
+        return self
 
     def class_head(self) -> Optional[nn.Module]:
         """pooled features (:meth:`pool`) -> the FM's own class scores, or None for a headless model."""
@@ -115,6 +168,8 @@ class Teacher(nn.Module):
 class MerlinTeacher(Teacher):
     """Merlin CT encoder on 2D images (exact one-slice form); pixels scaled to [0,1] like Merlin's HU window."""
 
+    default_pool_layers = ("layer3",)
+
     def __init__(self, cfg: TeacherConfig) -> None:
         size = cfg.image_size or 112
         spec = InputSpec(size=(size, size), channels=1, mean=(0.0,), std=(1.0,))
@@ -122,6 +177,10 @@ class MerlinTeacher(Teacher):
         # channels_last makes the CPU convolutions ~30% faster here (oneDNN blocked layouts)
         self.encoder = build_merlin(cfg.weights, dims=2).to(memory_format=torch.channels_last)
         self.freeze()
+
+    @property
+    def network(self) -> nn.Module:
+        return self.encoder
 
     def forward_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x.contiguous(memory_format=torch.channels_last))
@@ -148,6 +207,10 @@ class TimmTeacher(Teacher):
         self.model = model
         self.freeze()
 
+    @property
+    def network(self) -> nn.Module:
+        return self.model
+
     def forward_map(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_features(x)
 
@@ -160,7 +223,10 @@ class TimmTeacher(Teacher):
 
     def class_head(self) -> Optional[nn.Module]:
         """pooled features (:meth:`pool`) -> the FM's own class scores, or None for a headless model."""
-        return self.model.get_classifier() if getattr(self.model, "num_classes", 0) > 0 else None
+        if getattr(self.model, "num_classes", 0) <= 0:
+            return None
+        head = self.model.get_classifier()
+        return nn.Sequential(_LastColumns(self.map_pooled_dim), head) if self.pool_layers else head
 
 
 @TEACHERS.register("merlin")
@@ -191,6 +257,26 @@ def timm_from_checkpoint(arch: str, path: str | Path, **kwargs) -> nn.Module:
     return model
 
 
+class _LastColumns(nn.Module):
+    """Keeps the last ``n`` feature columns: the last map's pooled part of a vector led by inner layers."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, -self.n :]
+
+
+def _pool_identity(names: Sequence[str]) -> str:
+    return f"|pool:{'+'.join(names)}"
+
+
+def _global_average(t: torch.Tensor) -> torch.Tensor:
+    """[B,C,h,w] maps -> [B,C]; [B,N,C] tokens -> [B,C]."""
+    return t.float().mean(dim=(-2, -1)) if t.ndim == 4 else t.float().mean(dim=1)
+
+
 def _file_identity(name: str) -> str:
     """A weights name as is, or a file's path + size + mtime (changes when the file is replaced)."""
     p = Path(name).expanduser()
@@ -205,7 +291,13 @@ def _size_kwargs(cfg: TeacherConfig) -> dict:
 
 
 def create_teacher(cfg: TeacherConfig) -> Teacher:
-    """Build the frozen teacher named by ``cfg.name`` (see module docstring for the resolution order)."""
+    """Build the frozen teacher named by ``cfg.name`` (see module docstring), pooling ``cfg.pool_layers`` too."""
+    teacher = _build_teacher(cfg)
+    layers = teacher.default_pool_layers if cfg.pool_layers == "auto" else cfg.pool_layers
+    return teacher.set_pool_layers(layers)
+
+
+def _build_teacher(cfg: TeacherConfig) -> Teacher:
     import timm  # noqa: PLC0415
 
     if cfg.name in TEACHERS:
