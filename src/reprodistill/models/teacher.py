@@ -74,7 +74,8 @@ class Teacher(nn.Module):
         modules = dict(self.network.named_modules())
         taps: dict[str, torch.Tensor] = {}
         handles = [
-            modules[n].register_forward_hook(lambda _m, _a, out, n=n: taps.__setitem__(n, out)) for n in self.pool_layers
+            modules[n].register_forward_hook(lambda _m, _a, out, n=n: taps.__setitem__(n, out))
+            for n in self.pool_layers
         ]
         try:
             last = self.pool(self.forward_map(x))
