@@ -43,6 +43,13 @@ class DataConfig:
     # Seed of the limited-data subset only (null: split_seed). `bench` sets it to each cell's seed, so seeds differ
     # in which images a 10% run sees, not only in initialisation, while val/test stay fixed.
     subset_seed: Optional[int] = None
+    # Limited-data runs: 'rest' gives the training images left out by `fraction` / `k_per_class` to the distillation
+    # methods as UNLABELLED images (labels hidden, never read): the teacher's outputs on them are extra distillation
+    # targets, the setting of a hospital with many images and few labels. Methods that need labels for every image
+    # (student alone, probes, dkd, tdmr) still train on the labelled images only. 'none': labelled images only.
+    unlabelled: Literal["none", "rest"] = "none"
+    # Share of each training batch drawn from the unlabelled images (the rest from the labelled ones).
+    unlabelled_share: float = 0.5
     class_names: Optional[list[str]] = None
     # Image files that cannot be decoded: stop with their name (false) or leave them out and log how many (true).
     skip_bad_images: bool = False
@@ -307,6 +314,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"data.fraction must be in (0, 1], got {d.fraction}")
     if d.k_per_class is not None and d.k_per_class < 1:
         raise ConfigError(f"data.k_per_class must be >= 1, got {d.k_per_class}")
+    if not 0.0 < d.unlabelled_share < 1.0:
+        raise ConfigError(f"data.unlabelled_share must be in (0, 1), got {d.unlabelled_share}")
     for name in ("val_fraction", "test_fraction"):
         if not 0.0 < getattr(d, name) < 1.0:
             raise ConfigError(f"data.{name} must be in (0, 1), got {getattr(d, name)}")

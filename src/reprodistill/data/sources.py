@@ -24,6 +24,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".g
 # Where medmnist:<flag> files are looked for, after data.root and $REPRODISTILL_DATA.
 # ~/.medmnist is the medmnist package's own download folder; ../shared/data is this project's shared data folder.
 DEFAULT_MEDMNIST_DIRS = ("~/.medmnist", "../shared/data", "../../shared/data")
+# Label of an image used without its label (data.unlabelled); the training losses skip it.
+UNLABELLED = -1
 
 
 @dataclass
@@ -45,6 +47,31 @@ class Split:
             paths=None if self.paths is None else [self.paths[i] for i in indices],
         )
 
+    def concat(self, other: "Split") -> "Split":
+        """This split's items followed by ``other``'s (both in memory or both file paths)."""
+        if (self.images is None) != (other.images is None):
+            raise DataError("cannot join an in-memory split with a split of image files")
+        return Split(
+            labels=np.concatenate([self.labels, other.labels]),
+            images=None if self.images is None else np.concatenate([self.images, other.images]),
+            paths=None if self.paths is None else [*self.paths, *other.paths],
+        )
+
+    def unlabelled(self) -> "Split":
+        """The same images with every label hidden (:data:`UNLABELLED`), so no code path can read one."""
+        return Split(np.full(len(self.labels), UNLABELLED, dtype=np.int64), self.images, self.paths)
+
+
+@dataclass
+class UnlabelledPool:
+    """Training images used without their labels, and where they and the labelled ones sit in the full training split
+    (so FM features of the full split, cached once, serve every fraction and seed)."""
+
+    split: Split
+    full_train: Split
+    labelled_index: np.ndarray
+    unlabelled_index: np.ndarray
+
 
 @dataclass
 class DataBundle:
@@ -58,6 +85,8 @@ class DataBundle:
     load_size: tuple[int, int]
     source: str
     notes: list[str] = field(default_factory=list)
+    # data.unlabelled=rest on a limited-data run: the left-out training images, labels hidden
+    unlabelled: Optional[UnlabelledPool] = None
 
     @property
     def num_classes(self) -> int:
@@ -360,9 +389,18 @@ def load_data(cfg: DataConfig) -> DataBundle:
     before = len(splits["train"])
     subset_seed = cfg.split_seed if cfg.subset_seed is None else cfg.subset_seed
     sel = subsample(splits["train"].labels, cfg.fraction, cfg.k_per_class, subset_seed)
-    splits["train"] = splits["train"].take(sel)
+    full_train = splits["train"]
+    splits["train"] = full_train.take(sel)
     if len(sel) != before:
         notes.append(f"limited data: {len(sel)} of {before} training images")
+    unlabelled = None
+    if cfg.unlabelled == "rest":
+        rest = np.setdiff1d(np.arange(before), sel)
+        if len(rest):
+            unlabelled = UnlabelledPool(full_train.take(rest).unlabelled(), full_train, sel, rest)
+            notes.append(f"unlabelled: the other {len(rest)} training images, labels hidden (data.unlabelled=rest)")
+        else:
+            notes.append("data.unlabelled=rest: every training image is labelled, so there are no unlabelled images")
 
     train = splits["train"]
     if train.images is not None:
@@ -381,4 +419,5 @@ def load_data(cfg: DataConfig) -> DataBundle:
         load_size=load_size,
         source=src,
         notes=notes,
+        unlabelled=unlabelled,
     )

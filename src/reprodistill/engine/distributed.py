@@ -117,10 +117,12 @@ class GlobalBatchSampler:
         rank: int = 0,
         world: int = 1,
         steps_per_epoch: Optional[int] = None,
+        drop_last: bool = False,
     ) -> None:
         self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
         self.rank, self.world = rank, world
         self.steps_per_epoch = steps_per_epoch
+        self.drop_last = drop_last  # a pass's short final batch is skipped (the next pass reshuffles everything)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -134,6 +136,8 @@ class GlobalBatchSampler:
         else:
             order = list(range(self.n))
         batches = [order[s : s + self.batch_size] for s in range(0, self.n, self.batch_size)]
+        if self.drop_last and len(batches) > 1 and len(batches[-1]) < self.batch_size:
+            batches.pop()
         if len(batches) > 1 and len(batches[-1]) < 2 * self.world:
             last = batches.pop()
             batches[-1] = batches[-1] + last
@@ -173,6 +177,53 @@ class GlobalBatchSampler:
 
     def __len__(self) -> int:
         return self.steps_per_epoch if self.steps_per_epoch is not None else len(self._pass_batches(0))
+
+
+class MixedBatchSampler(GlobalBatchSampler):
+    """Global batches that mix labelled items (dataset indices ``0..n_labelled-1``) with unlabelled ones (the indices
+    after them) in a fixed proportion, each part drawn from its own stream of seeded shuffles.
+
+    A uniform shuffle of 10% labelled images among 90% unlabelled ones would leave the supervised loss a tenth of
+    each batch; a fixed share keeps it at ``1 - unlabelled_share`` of every batch whatever the pool size. An epoch
+    (without ``steps_per_epoch``) is one pass over the labelled images. Within a global batch the two parts are
+    interleaved evenly, so each rank's contiguous slice holds both in about the global proportion.
+    """
+
+    def __init__(
+        self,
+        n_labelled: int,
+        n_unlabelled: int,
+        batch_size: int,
+        unlabelled_share: float,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        steps_per_epoch: Optional[int] = None,
+    ) -> None:
+        if n_labelled < 1 or n_unlabelled < 1:
+            raise ValueError(f"need labelled and unlabelled items, got {n_labelled} and {n_unlabelled}")
+        b_u = min(batch_size - 1, max(1, round(batch_size * unlabelled_share)))
+        labelled = GlobalBatchSampler(n_labelled, batch_size - b_u, seed, True)
+        spe = steps_per_epoch if steps_per_epoch is not None else len(labelled._pass_batches(0))
+        labelled.steps_per_epoch = spe
+        # the unlabelled part keeps its size in every batch (a pool smaller than b_u gives all of it)
+        unlabelled = GlobalBatchSampler(n_unlabelled, b_u, seed + 1_000_033, True, steps_per_epoch=spe, drop_last=True)
+        self.streams = (labelled, unlabelled)
+        super().__init__(n_labelled + n_unlabelled, batch_size, seed, True, rank, world, spe)
+        self.n_labelled = n_labelled
+
+    def passes_per_epoch(self) -> float:
+        return self.streams[0].passes_per_epoch()
+
+    def _global_batches(self) -> list[list[int]]:
+        for s in self.streams:
+            s.set_epoch(self.epoch)
+        out = []
+        for lab, unl in zip(*(s._global_batches() for s in self.streams), strict=True):
+            keyed = [((i + 0.5) / len(lab), j) for i, j in enumerate(lab)]
+            keyed += [((i + 0.5) / len(unl), self.n_labelled + j) for i, j in enumerate(unl)]
+            out.append([j for _, j in sorted(keyed, key=lambda kv: kv[0])])
+        return out
 
 
 def shard_indices(n: int, rank_: Optional[int] = None, world: Optional[int] = None) -> list[int]:

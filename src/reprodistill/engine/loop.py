@@ -23,7 +23,7 @@ from reprodistill.data.dataset import ImageDataset
 from reprodistill.data.transforms import augment
 from reprodistill.engine import distributed
 from reprodistill.engine.checkpoint import load_checkpoint, save_checkpoint, write_text
-from reprodistill.engine.distributed import GlobalBatchSampler, shard_indices
+from reprodistill.engine.distributed import GlobalBatchSampler, MixedBatchSampler, shard_indices
 from reprodistill.engine.metrics import SCALAR_METRICS, classification_metrics, round_score
 from reprodistill.engine.views import CachedViews
 from reprodistill.errors import ReprodistillError
@@ -66,6 +66,9 @@ class FeatureSplit:
     online_teacher: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
     # Training split only: K cached augmented views; each image then shows one of them (student and FM alike).
     views: Optional[CachedViews] = None
+    # Training split only: items from this index on are unlabelled (data.unlabelled); batches mix both parts.
+    n_labelled: Optional[int] = None
+    unlabelled_share: float = 0.5
 
 
 @dataclass
@@ -97,9 +100,13 @@ def _loader_kwargs(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
 def train_loader(split: FeatureSplit, cfg: TrainConfig, device: torch.device) -> tuple[DataLoader, GlobalBatchSampler]:
     """This process's slices of seeded, per-epoch shuffled global batches of ``cfg.batch_size``."""
     spe = None if cfg.steps is None else -(-cfg.steps // cfg.epochs)  # ceil: at least `steps` steps in all
-    sampler = GlobalBatchSampler(
-        len(split.dataset), cfg.batch_size, cfg.seed, True, distributed.rank(), distributed.world_size(), spe
-    )
+    n, rank, world = len(split.dataset), distributed.rank(), distributed.world_size()
+    if split.n_labelled is not None and split.n_labelled < n:
+        sampler: GlobalBatchSampler = MixedBatchSampler(
+            split.n_labelled, n - split.n_labelled, cfg.batch_size, split.unlabelled_share, cfg.seed, rank, world, spe
+        )
+    else:
+        sampler = GlobalBatchSampler(n, cfg.batch_size, cfg.seed, True, rank, world, spe)
     return DataLoader(split.dataset, batch_sampler=sampler, **_loader_kwargs(cfg, device)), sampler
 
 

@@ -29,7 +29,7 @@ import yaml
 from reprodistill import __version__
 from reprodistill.config import RunConfig, to_dict
 from reprodistill.data import ImageDataset, load_data
-from reprodistill.data.sources import DataBundle
+from reprodistill.data.sources import DataBundle, UnlabelledPool
 from reprodistill.engine import distributed
 from reprodistill.engine.checkpoint import load_checkpoint, read_json, save_checkpoint, write_json, write_text
 from reprodistill.engine.feature_cache import CACHE_SETTING, cached_features, check_writable, resolve_cache_dir
@@ -217,6 +217,19 @@ def _teacher_features(
     return feats, views
 
 
+def _with_unlabelled(
+    train: FeatureSplit,
+    data: DataBundle,
+    pool: UnlabelledPool,
+    kind_feats: Optional[dict[str, torch.Tensor]],
+    views: Optional[CachedViews],
+) -> FeatureSplit:
+    """The training split followed by the unlabelled images (labels hidden), with their cached features."""
+    ds = ImageDataset(data.train.concat(pool.split), data.channels, data.load_size)
+    features = None if not kind_feats else torch.cat([kind_feats["train"], kind_feats["unlabelled"]])
+    return FeatureSplit(ds, features, train.online_teacher, views, n_labelled=len(data.train))
+
+
 def results_table(results: list[MethodResult], majority: Optional[dict[str, Any]] = None) -> str:
     """Markdown table of the test metrics and deployment cost of each method, with the majority-class row and a
     flag on any method whose predictions are (nearly) one class."""
@@ -376,6 +389,7 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, teacher: Optional[Teacher]
                 "channels": data.channels,
                 "load_size": list(data.load_size),
                 "sizes": {s: len(getattr(data, s)) for s in ("train", "val", "test")},
+                "unlabelled": 0 if data.unlabelled is None else len(data.unlabelled.split),
                 "class_counts": {
                     s: np.bincount(getattr(data, s).labels, minlength=data.num_classes).tolist()
                     for s in ("train", "val", "test")
@@ -384,6 +398,19 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, teacher: Optional[Teacher]
         )
     datasets = {s: ImageDataset(getattr(data, s), data.channels, data.load_size) for s in ("train", "val", "test")}
     methods = [METHODS.get(m) for m in cfg.methods]
+    pool = data.unlabelled
+    if pool is not None and not any(m.uses_unlabelled for m in methods):
+        log.info("data: no method of %s uses unlabelled images; they are left out", cfg.methods)
+        pool = None
+    if pool is not None:
+        log.info(
+            "data: %s train on %d labelled + %d unlabelled images (%.0f%% of each batch unlabelled); the others on "
+            "the labelled images only",
+            [m.name for m in methods if m.uses_unlabelled],
+            len(data.train),
+            len(pool.split),
+            100 * cfg.data.unlabelled_share,
+        )
 
     result = RunResult(run_dir=run_dir)
     feats: dict[str, dict[str, torch.Tensor]] = {}  # kind -> split -> features
@@ -391,13 +418,28 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, teacher: Optional[Teacher]
     if teacher is None and any(m.uses_teacher for m in methods):
         teacher = build_teacher(cfg, device)
     kinds = dict.fromkeys(m.teacher_features for m in methods if m.teacher_features)
+    mixed_views: dict[str, CachedViews] = {}  # kind -> views of the labelled + unlabelled training images
     for kind in kinds if cfg.teacher.features == "cached" else []:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        feats[kind], extra_views = _teacher_features(teacher, datasets, kind, cfg, device, timings)
+        if pool is None:
+            feats[kind], extra_views = _teacher_features(teacher, datasets, kind, cfg, device, timings)
+            train_views = [feats[kind]["train"], *extra_views]
+        else:  # one FM pass over the whole training split (cached across fractions and seeds), then sliced
+            full = {**datasets, "train": ImageDataset(pool.full_train, data.channels, data.load_size)}
+            feats[kind], extra_views = _teacher_features(teacher, full, kind, cfg, device, timings)
+            all_views = [feats[kind]["train"], *extra_views]
+            train_views = [v[pool.labelled_index] for v in all_views]
+            unlabelled_views = [v[pool.unlabelled_index] for v in all_views]
+            feats[kind]["train"], feats[kind]["unlabelled"] = train_views[0], unlabelled_views[0]
+            if extra_views:
+                mixed_views[kind] = CachedViews(
+                    [torch.cat(pair) for pair in zip(train_views, unlabelled_views)],
+                    cfg.train.augment_shift,
+                    cfg.train.augment_flip,
+                )
         if extra_views:
-            views[kind] = CachedViews([feats[kind]["train"], *extra_views], cfg.train.augment_shift,
-                                      cfg.train.augment_flip)  # fmt: skip
+            views[kind] = CachedViews(train_views, cfg.train.augment_shift, cfg.train.augment_flip)
         result.fm_pass_s[kind] = sum(v for k, v in timings.items() if k != "test")
         elapsed = time.perf_counter() - t0
         result.teacher_feature_time_s += elapsed
@@ -422,6 +464,9 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, teacher: Optional[Teacher]
             online = teacher.features if kind == "pooled" else teacher.feature_maps
         splits = {s: FeatureSplit(datasets[s], feats.get(kind, {}).get(s), online) for s in datasets}
         splits["train"].views = views.get(kind)
+        if pool is not None and method_cls.uses_unlabelled:
+            splits["train"] = _with_unlabelled(splits["train"], data, pool, feats.get(kind), mixed_views.get(kind))
+            splits["train"].unlabelled_share = cfg.data.unlabelled_share
         out = run_dir / method_cls.name
         done = out / "result.json"
         if resume and done.is_file():  # finished before this run was interrupted: keep it, do not retrain

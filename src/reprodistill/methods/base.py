@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprodistill.config import RunConfig, from_dict
+from reprodistill.data.sources import UNLABELLED
 from reprodistill.data.transforms import InputSpec, preprocess
 from reprodistill.models.student import Student
 from reprodistill.models.teacher import Teacher
@@ -59,6 +60,9 @@ class Method(nn.Module):
             instead of running the FM every step.
         loop_training: False if :meth:`prepare` fits everything (e.g. a probe solved to convergence), so the
             shared loop is skipped and the prepared state is the result.
+        uses_unlabelled: With ``data.unlabelled``, training batches also hold unlabelled images (label
+            :data:`~reprodistill.data.sources.UNLABELLED`): :meth:`task_loss` skips them, and every other term of the
+            method must either need no label or skip them too.
         Options: Dataclass of method options, filled from ``method_options.<name>`` in the config.
     """
 
@@ -67,6 +71,7 @@ class Method(nn.Module):
     uses_teacher: ClassVar[bool] = False
     teacher_features: ClassVar[Optional[str]] = None
     loop_training: ClassVar[bool] = True
+    uses_unlabelled: ClassVar[bool] = False
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, ctx: MethodContext, options: Any) -> None:
@@ -105,7 +110,13 @@ class Method(nn.Module):
         return preprocess(batch["image"], self.student.spec)
 
     def task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy with the run's class weights and label smoothing (the same for every method)."""
+        """Cross-entropy with the run's class weights and label smoothing (the same for every method), over the
+        labelled images of the batch only (0 with a gradient path if it has none, e.g. one rank's slice)."""
+        known = labels != UNLABELLED
+        if not bool(known.all()):
+            if not bool(known.any()):
+                return logits.sum() * 0.0
+            logits, labels = logits[known], labels[known]
         return F.cross_entropy(
             logits, labels, weight=self.class_weights, label_smoothing=self.ctx.cfg.train.label_smoothing
         )

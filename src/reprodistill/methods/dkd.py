@@ -26,6 +26,7 @@ class DKDOptions:
 @register_method("dkd")
 class DecoupledKD(ProbedFMDistillation):
     Options = DKDOptions
+    uses_unlabelled = False  # TCKD / NCKD split the classes at the true label
 
     def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         o = self.options

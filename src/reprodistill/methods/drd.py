@@ -77,6 +77,7 @@ class DRDOptions:
 class DeepReprogrammingDistillation(Method):
     uses_teacher = True
     teacher_features = "map"
+    uses_unlabelled = True  # CE terms skip unlabelled images; KD and CKA use them all
     Options = DRDOptions
 
     def __init__(self, ctx: MethodContext, options: DRDOptions) -> None:

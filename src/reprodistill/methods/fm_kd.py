@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from reprodistill.data.sources import UNLABELLED
 from reprodistill.methods.base import Batch, Method, MethodContext
 from reprodistill.reprogram.probe import StandardisedLinear, fit_linear_probe
 
@@ -43,6 +44,7 @@ class ProbedFMDistillation(Method):
 
     uses_teacher = True
     teacher_features = "pooled"
+    uses_unlabelled = True  # CE skips unlabelled images; a distillation term that reads labels must opt out
 
     def __init__(self, ctx: MethodContext, options: Any) -> None:
         super().__init__(ctx, options)
@@ -56,7 +58,10 @@ class ProbedFMDistillation(Method):
         if val is not None:
             vf, vl = split_teacher_features(val, device)
             held_out = (self.pooled(vf), vl)
-        fitted = fit_linear_probe(self.pooled(feats), labels, self.num_classes, self.class_weights, val=held_out)
+        known = labels != UNLABELLED  # the probe (the KD teacher) is fitted on the labelled images only
+        fitted = fit_linear_probe(
+            self.pooled(feats[known]), labels[known], self.num_classes, self.class_weights, val=held_out
+        )
         self.probe.load_state_dict(fitted.state_dict())
         self.prepare_features(feats)
 

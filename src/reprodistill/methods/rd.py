@@ -49,6 +49,7 @@ class RDOptions:
 class ReprogrammingDistillation(Method):
     uses_teacher = True
     teacher_features = "pooled"
+    uses_unlabelled = True  # CE terms skip unlabelled images; KD and CKA use them all
     Options = RDOptions
 
     def __init__(self, ctx: MethodContext, options: RDOptions) -> None:
