@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reprodistill.config import DataConfig, RunConfig, StudentConfig, TrainConfig, load_config
+from reprodistill.config import DataConfig, RunConfig, StudentConfig, load_config
 from reprodistill.data import load_data
 from reprodistill.data.sources import UNLABELLED
 from reprodistill.engine.distributed import MixedBatchSampler
