@@ -130,3 +130,21 @@ def test_bench_variants_resolve_to_their_method_with_merged_options(tmp_path):
         load_config(str(spec), ["bench.variants.tdmr-no-prompt.options.prompt=nothing"])
     with pytest.raises(ConfigError, match="shadow"):
         load_config(str(spec), ["bench.variants.kd={method: tdmr}", "methods=[kd]"])
+
+
+def test_bench_variants_may_override_data_and_train_keys():
+    from reprodistill.bench.grid import bench_cells, cell_config
+    from reprodistill.config import ConfigError, load_config
+
+    variant = "bench.variants={kd-unl: {method: kd, data: {unlabelled: rest}, train: {lr: 0.01}}}"
+    cfg = load_config("breast-bench", ["methods=[kd,kd-unl]", variant, "bench.fractions=[0.1]", "bench.seeds=[0]"])
+    plain, unl = (cell_config(cfg, c) for c in bench_cells(cfg))
+    assert (plain.data.unlabelled, plain.train.lr) == ("none", 0.001)
+    assert (unl.methods, unl.data.unlabelled, unl.train.lr) == (["kd"], "rest", 0.01)
+    assert unl.data.source == plain.data.source and unl.data.fraction == 0.1  # only the named keys change
+    with pytest.raises(ConfigError, match="bench.variants.kd-unl.data.unlabelled"):
+        load_config(
+            "breast-bench", ["methods=[kd-unl]", "bench.variants={kd-unl: {method: kd, data: {unlabelled: x}}}"]
+        )
+    with pytest.raises(ConfigError, match="must look like"):
+        load_config("breast-bench", ["methods=[kd-t]", "bench.variants={kd-t: {method: kd, teacher: {name: x}}}"])

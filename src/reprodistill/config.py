@@ -7,6 +7,7 @@ Library code only sees these dataclasses; the CLI builds them. Example::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -150,6 +151,7 @@ class BenchConfig:
     fractions: list[float] = field(default_factory=lambda: [1.0])
     # Named method variants usable in `methods` of a bench, e.g. for ablations:
     # {tdmr-no-prompt: {method: tdmr, options: {prompt: none}}}; options are merged over method_options.<method>.
+    # A variant may also override `data` or `train` keys: {kd-unl: {method: kd, data: {unlabelled: rest}}}.
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -300,11 +302,27 @@ def method_variant(cfg: RunConfig, name: str) -> tuple[str, dict[str, Any]]:
     v = cfg.bench.variants.get(name)
     if v is None:
         return name, dict(cfg.method_options.get(name) or {})
-    if set(v) - {"method", "options"} or "method" not in v:
+    if set(v) - {"method", "options", *VARIANT_SECTIONS} or "method" not in v:
         raise ConfigError(
-            f"bench.variants.{name} must look like {{method: <registered method>, options: {{...}}}}, got {v}"
+            f"bench.variants.{name} must look like {{method: <registered method>, options: {{...}}}} (optionally "
+            f"with {list(VARIANT_SECTIONS)} overrides), got {v}"
         )
     return v["method"], {**(cfg.method_options.get(v["method"]) or {}), **(v.get("options") or {})}
+
+
+# Config sections a bench variant may override (the teacher is shared by every cell of a bench, so not it).
+VARIANT_SECTIONS = ("data", "train")
+
+
+def apply_variant_sections(cfg: RunConfig, name: str) -> RunConfig:
+    """``cfg`` with the ``data`` / ``train`` overrides of variant ``name`` applied (in place; checked types)."""
+    v = cfg.bench.variants.get(name) or {}
+    for section in VARIANT_SECTIONS:
+        if v.get(section):
+            current = getattr(cfg, section)
+            merged = {**to_dict(current), **v[section]}
+            setattr(cfg, section, from_dict(type(current), merged, f"bench.variants.{name}.{section}"))
+    return cfg
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -343,9 +361,13 @@ def validate(cfg: RunConfig) -> RunConfig:
 
     for name, opts in cfg.method_options.items():
         METHODS.get(name).parse_options(opts)
-    for name in cfg.methods:  # a variant's merged options are checked now, not hours into a bench
+    for name in cfg.methods:  # a variant's merged options and overrides are checked now, not hours into a bench
         base, opts = method_variant(cfg, name)
         METHODS.get(base).parse_options(opts)
+        if any(s in cfg.bench.variants.get(name, {}) for s in VARIANT_SECTIONS):
+            variant = apply_variant_sections(copy.deepcopy(cfg), name)
+            variant.methods, variant.method_options, variant.bench = [base], {base: opts}, BenchConfig()
+            validate(variant)
     clash = sorted(set(cfg.bench.variants) & set(METHODS.names()))
     if clash:
         raise ConfigError(f"bench.variants {clash} shadow registered methods; give the variants other names")

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import yaml
 
-from reprodistill.config import BenchConfig, RunConfig, method_variant, to_dict
+from reprodistill.config import BenchConfig, RunConfig, apply_variant_sections, method_variant, to_dict
 from reprodistill.engine import distributed
 from reprodistill.engine.checkpoint import read_json, write_text
 from reprodistill.engine.lock import FolderLock
@@ -87,7 +87,7 @@ def bench_cells(cfg: RunConfig) -> list[Cell]:
 def cell_config(cfg: RunConfig, cell: Cell) -> RunConfig:
     """The run config of one cell: the bench config with one method (a variant resolved to its method and merged
     options), its fraction and seed, and no grid."""
-    c = copy.deepcopy(cfg)
+    c = apply_variant_sections(copy.deepcopy(cfg), cell.method)
     base, options = method_variant(cfg, cell.method)
     c.methods = [base]
     c.method_options = {base: options} if options else {}
