@@ -60,7 +60,8 @@ class DataConfig:
 class TeacherConfig:
     """The frozen foundation model."""
 
-    # merlin | efficientnet_lite0 | any timm name | hf-hub:<repo> | a local checkpoint file (with `arch`)
+    # merlin | efficientnet_lite0 | open_clip:<model> | hf:<repo or folder> | any timm name | hf-hub:<repo> (timm) |
+    # a local checkpoint file (with `arch`)
     name: str = "merlin"
     # For merlin: which packaged weights ('astra') or a path to a state-dict file.
     weights: Optional[str] = None
@@ -74,6 +75,9 @@ class TeacherConfig:
     # CT-trained FM's mid-level features transfer to X-ray and ultrasound better than its last stage alone); []: the
     # last map only. Feature maps (DRD, FitNet, AT) are always the last map.
     pool_layers: Union[Literal["auto"], list[str]] = "auto"
+    # The FM's own pooled embedding: open_clip 'pre' (before CLIP's projection, the default) or 'post'; hf: 'cls'
+    # (class token, the default) or 'mean' (mean of the patch tokens); 'auto' = the default of the teacher kind.
+    embedding: Literal["auto", "pre", "post", "cls", "mean"] = "auto"
     batch_size: int = 64
     # FM inference precision: 'auto' = bf16 autocast on a CUDA GPU that supports it, else fp32. bf16 on CPU is
     # allowed (about 2x faster for Merlin on this project's CPU) but changes the features, so it is opt-in there.

