@@ -140,4 +140,6 @@ def test_cli_runs_fm_methods_with_each_teacher_kind(kind, methods, clip_dir, hf_
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "run" / "results.csv")))
     assert [r["method"] for r in rows] == methods.strip("[]").split(",")
+    record = json.loads((tmp_path / "run" / "teacher.json").read_text())
+    assert record["name"] == name and record["preprocessing"]["size"] == [64, 64] and record["pooled_dim"] == 32
     assert all(0.0 <= float(r["auc"]) <= 1.0 for r in rows)

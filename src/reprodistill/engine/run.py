@@ -417,6 +417,17 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, teacher: Optional[Teacher]
     views: dict[str, CachedViews] = {}  # kind -> augmented views of the train split (teacher.views > 1)
     if teacher is None and any(m.uses_teacher for m in methods):
         teacher = build_teacher(cfg, device)
+    if teacher is not None and main:  # what the FM saw: its preprocessing record and the pooled-feature layout
+        write_json(
+            run_dir / "teacher.json",
+            {
+                "name": teacher.name,
+                "identity": teacher.identity,
+                "preprocessing": teacher.spec.describe(),
+                "pooled_dim": teacher.feature_dim,
+                "pool_layers": list(teacher.pool_layers),
+            },
+        )
     kinds = dict.fromkeys(m.teacher_features for m in methods if m.teacher_features)
     mixed_views: dict[str, CachedViews] = {}  # kind -> views of the labelled + unlabelled training images
     for kind in kinds if cfg.teacher.features == "cached" else []:
