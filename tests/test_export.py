@@ -108,6 +108,16 @@ def test_existing_run_folder_is_never_overwritten(trained_run):
     cfg.train.epochs = 5
     with pytest.raises(ReprodistillError, match=r"different config \(changed: \['train.epochs'\]\)"):
         run(cfg, run_dir=trained_run)
+    # a run started before a config key existed resumes when this run leaves the key at its default, not otherwise
+    cfg.train.epochs = 1
+    saved = yaml.safe_load((trained_run / "config.yaml").read_text())
+    del saved["data"]["unlabelled"]
+    (trained_run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert run(cfg, run_dir=trained_run).results[0].test["auc"] == again.results[0].test["auc"]
+    (trained_run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    cfg.data.unlabelled = "rest"
+    with pytest.raises(ReprodistillError, match=r"changed: \['data.unlabelled'\]"):
+        run(cfg, run_dir=trained_run)
 
 
 def test_export_of_a_folder_that_is_not_a_run_says_so(tmp_path):

@@ -319,7 +319,11 @@ def _check_run_dir(run_dir: Path, cfg: RunConfig) -> bool:
     if not saved.is_file():
         return False
     old, new = _flatten(yaml.safe_load(saved.read_text())), _flatten(to_dict(cfg))
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    defaults = _flatten(to_dict(RunConfig()))
+    # a key added to reprodistill after the run started is no change if this run leaves it at its default
+    changed = sorted(
+        k for k in set(old) | set(new) if old.get(k) != new.get(k) and not (k not in old and new[k] == defaults.get(k))
+    )
     if changed:
         raise ReprodistillError(
             f"{run_dir} already holds a run with a different config (changed: {changed}); "
