@@ -114,3 +114,9 @@ def test_only_distillation_methods_train_on_unlabelled_images(small_npz, tmp_pat
         for mode in ("none", "rest")
     ]
     assert first[0] != pytest.approx(first[1], rel=1e-6)  # different batches: unlabelled images were trained on
+    # with cached augmented views the unlabelled images get theirs too (sliced from the whole split's FM passes)
+    cfg = load_config("default", [*common, "data.unlabelled=rest", "teacher.views=2", "methods=[kd]"])
+    res = run(cfg, run_dir=tmp_path / "views")
+    assert res.results[0].test["extra"]["probed_fm"]["auc"] == pytest.approx(k_rest["extra"]["probed_fm"]["auc"])
+    # cache entries: the labelled subset, val, test (none); the whole training split (rest); its second view (views)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 5

@@ -217,17 +217,49 @@ def _teacher_features(
     return feats, views
 
 
+def _split_features(
+    teacher: Teacher,
+    datasets: dict[str, ImageDataset],
+    data: DataBundle,
+    pool: Optional[UnlabelledPool],
+    kind: str,
+    cfg: RunConfig,
+    device: torch.device,
+    timings: dict[str, float],
+) -> tuple[dict[str, torch.Tensor], Optional[CachedViews], Optional[CachedViews]]:
+    """({split: fixed-view features}, train views, labelled + unlabelled views) of one feature kind.
+
+    With unlabelled images the FM pass covers the whole training split once (one cache entry, shared by every
+    fraction and seed) and is sliced into the labelled ('train') and 'unlabelled' parts.
+    """
+    shift, flip = cfg.train.augment_shift, cfg.train.augment_flip
+    if pool is None:
+        feats, extra = _teacher_features(teacher, datasets, kind, cfg, device, timings)
+        return feats, CachedViews([feats["train"], *extra], shift, flip) if extra else None, None
+    full = {**datasets, "train": ImageDataset(pool.full_train, data.channels, data.load_size)}
+    feats, extra = _teacher_features(teacher, full, kind, cfg, device, timings)
+    every = [feats["train"], *extra]
+    labelled = [v[pool.labelled_index] for v in every]
+    unlabelled = [v[pool.unlabelled_index] for v in every]
+    feats["train"], feats["unlabelled"] = labelled[0], unlabelled[0]
+    if not extra:
+        return feats, None, None
+    mixed = [torch.cat(pair) for pair in zip(labelled, unlabelled)]
+    return feats, CachedViews(labelled, shift, flip), CachedViews(mixed, shift, flip)
+
+
 def _with_unlabelled(
     train: FeatureSplit,
     data: DataBundle,
     pool: UnlabelledPool,
     kind_feats: Optional[dict[str, torch.Tensor]],
     views: Optional[CachedViews],
+    share: float,
 ) -> FeatureSplit:
     """The training split followed by the unlabelled images (labels hidden), with their cached features."""
     ds = ImageDataset(data.train.concat(pool.split), data.channels, data.load_size)
     features = None if not kind_feats else torch.cat([kind_feats["train"], kind_feats["unlabelled"]])
-    return FeatureSplit(ds, features, train.online_teacher, views, n_labelled=len(data.train))
+    return FeatureSplit(ds, features, train.online_teacher, views, n_labelled=len(data.train), unlabelled_share=share)
 
 
 def results_table(results: list[MethodResult], majority: Optional[dict[str, Any]] = None) -> str:
@@ -418,7 +450,8 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, teacher: Optional[Teacher]
 
     result = RunResult(run_dir=run_dir)
     feats: dict[str, dict[str, torch.Tensor]] = {}  # kind -> split -> features
-    views: dict[str, CachedViews] = {}  # kind -> augmented views of the train split (teacher.views > 1)
+    views: dict[str, Optional[CachedViews]] = {}  # kind -> augmented views of the train split (teacher.views > 1)
+    mixed_views: dict[str, Optional[CachedViews]] = {}  # kind -> the same for the labelled + unlabelled images
     if teacher is None and any(m.uses_teacher for m in methods):
         teacher = build_teacher(cfg, device)
     if teacher is not None and main:  # what the FM saw: its preprocessing record and the pooled-feature layout
@@ -433,28 +466,12 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, teacher: Optional[Teacher]
             },
         )
     kinds = dict.fromkeys(m.teacher_features for m in methods if m.teacher_features)
-    mixed_views: dict[str, CachedViews] = {}  # kind -> views of the labelled + unlabelled training images
     for kind in kinds if cfg.teacher.features == "cached" else []:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        if pool is None:
-            feats[kind], extra_views = _teacher_features(teacher, datasets, kind, cfg, device, timings)
-            train_views = [feats[kind]["train"], *extra_views]
-        else:  # one FM pass over the whole training split (cached across fractions and seeds), then sliced
-            full = {**datasets, "train": ImageDataset(pool.full_train, data.channels, data.load_size)}
-            feats[kind], extra_views = _teacher_features(teacher, full, kind, cfg, device, timings)
-            all_views = [feats[kind]["train"], *extra_views]
-            train_views = [v[pool.labelled_index] for v in all_views]
-            unlabelled_views = [v[pool.unlabelled_index] for v in all_views]
-            feats[kind]["train"], feats[kind]["unlabelled"] = train_views[0], unlabelled_views[0]
-            if extra_views:
-                mixed_views[kind] = CachedViews(
-                    [torch.cat(pair) for pair in zip(train_views, unlabelled_views)],
-                    cfg.train.augment_shift,
-                    cfg.train.augment_flip,
-                )
-        if extra_views:
-            views[kind] = CachedViews(train_views, cfg.train.augment_shift, cfg.train.augment_flip)
+        feats[kind], views[kind], mixed_views[kind] = _split_features(
+            teacher, datasets, data, pool, kind, cfg, device, timings
+        )
         result.fm_pass_s[kind] = sum(v for k, v in timings.items() if k != "test")
         elapsed = time.perf_counter() - t0
         result.teacher_feature_time_s += elapsed
@@ -480,8 +497,9 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, teacher: Optional[Teacher]
         splits = {s: FeatureSplit(datasets[s], feats.get(kind, {}).get(s), online) for s in datasets}
         splits["train"].views = views.get(kind)
         if pool is not None and method_cls.uses_unlabelled:
-            splits["train"] = _with_unlabelled(splits["train"], data, pool, feats.get(kind), mixed_views.get(kind))
-            splits["train"].unlabelled_share = cfg.data.unlabelled_share
+            splits["train"] = _with_unlabelled(
+                splits["train"], data, pool, feats.get(kind), mixed_views.get(kind), cfg.data.unlabelled_share
+            )
         out = run_dir / method_cls.name
         done = out / "result.json"
         if resume and done.is_file():  # finished before this run was interrupted: keep it, do not retrain
