@@ -124,7 +124,9 @@ def test_the_preprocessing_record_keys_the_feature_cache(hf_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "kind,methods", [("open_clip", "[linear_probe,rd,tdmr]"), ("hf", "[linear_probe,rd,drd]")], ids=["open_clip", "hf"]
+    "kind,methods",
+    [("open_clip", "[linear_probe,rd,tdmr,lora]"), ("hf", "[linear_probe,rd,drd,lora]")],
+    ids=["open_clip", "hf"],
 )
 def test_cli_runs_fm_methods_with_each_teacher_kind(kind, methods, clip_dir, hf_dir, small_npz, tmp_path):
     name = f"open_clip:local-dir:{clip_dir}" if kind == "open_clip" else f"hf:{hf_dir}"
@@ -143,3 +145,26 @@ def test_cli_runs_fm_methods_with_each_teacher_kind(kind, methods, clip_dir, hf_
     record = json.loads((tmp_path / "run" / "teacher.json").read_text())
     assert record["name"] == name and record["preprocessing"]["size"] == [64, 64] and record["pooled_dim"] == 32
     assert all(0.0 <= float(r["auc"]) <= 1.0 for r in rows)
+
+
+def test_lora_adapts_the_attention_or_mlp_of_each_teacher_kind(clip_dir, hf_dir):
+    """LoRA's default targets on transformers (q/v projections) and open_clip (block MLPs) models; vpt, which needs
+    a timm ViT, refuses with what to use instead."""
+    from reprodistill.config import RunConfig
+    from reprodistill.methods import MethodContext
+    from reprodistill.peft.lora import default_targets, inject_lora
+
+    hf = create_teacher(TeacherConfig(name=f"hf:{hf_dir}"))
+    clip = create_teacher(TeacherConfig(name=f"open_clip:local-dir:{clip_dir}"))
+    assert default_targets(hf) == r"attention\.(q_proj|v_proj)$"
+    assert default_targets(clip) == r"resblocks\.\d+\.mlp\.(c_fc|c_proj)$"
+    images = _images()
+    for teacher, n in ((hf, 4), (clip, 4)):  # 2 blocks x 2 layers each
+        before = teacher.features(images)
+        wrapped = inject_lora(teacher, rank=2)
+        assert len(wrapped) == n
+        torch.testing.assert_close(teacher.features(images), before)  # LoRA starts as the identity (B = 0)
+    with pytest.raises(ConfigError, match="vpt needs a timm Vision Transformer.*lora or visual_prompt"):
+        from conftest import build_method
+
+        build_method("vpt", MethodContext(cfg=RunConfig(methods=["vpt"]), num_classes=2, teacher=hf))

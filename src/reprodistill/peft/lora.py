@@ -46,10 +46,19 @@ class LoRALinear(nn.Module):
 
 
 def default_targets(model: nn.Module) -> str:
-    """A regex of the layers to adapt: attention qkv of ViTs, else the convolutions of the last CNN stage."""
+    """A regex of the layers to adapt: attention projections of ViTs (timm's qkv; query and value projections of
+    transformers encoders, as in the LoRA paper), the MLP of open_clip ViT blocks (whose attention keeps q/k/v and
+    its output projection inside ``nn.MultiheadAttention``, which reads their weights directly), else the
+    convolutions of the last CNN stage."""
     names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     if any(n.endswith("attn.qkv") for n in names):
         return r"attn\.qkv$"
+    if any(n.endswith("attention.q_proj") for n in names):
+        return r"attention\.(q_proj|v_proj)$"
+    if any(n.endswith("attention.query") for n in names):  # older transformers naming
+        return r"attention\.(query|value)$"
+    if any(".resblocks." in n and n.endswith("mlp.c_fc") for n in names):
+        return r"resblocks\.\d+\.mlp\.(c_fc|c_proj)$"
     for stage in ("layer4", "stages.3", "blocks.6", "blocks.5"):
         if any(n.startswith(stage + ".") or f".{stage}." in n for n in names):
             return rf"(^|\.){re.escape(stage)}\..*conv"
