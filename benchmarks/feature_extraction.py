@@ -15,7 +15,7 @@ import torch
 
 from reprodistill.config import DataConfig, TeacherConfig
 from reprodistill.data import ImageDataset, load_data
-from reprodistill.engine.features import extract_features
+from reprodistill.features.extract import extract_features
 from reprodistill.models import create_teacher
 
 

@@ -43,7 +43,9 @@ def main() -> None:
                 break
             time.sleep(0.02)
         proc.wait()
-        print(f"killed run: exit {proc.returncode} (SIGKILL = {-signal.SIGKILL}) inside epoch {args.kill_after_epoch + 1}")
+        print(
+            f"killed run: exit {proc.returncode} (SIGKILL = {-signal.SIGKILL}) inside epoch {args.kill_after_epoch + 1}"
+        )
         resumed = subprocess.run([*base, f"--run-dir={killed}"], capture_output=True, text=True, check=True)
         print("resume log:", next(line for line in resumed.stderr.splitlines() if "resumed from" in line).strip())
 

@@ -40,7 +40,8 @@ def main() -> None:
     args = p.parse_args()
     common = [
         f"data.fraction={args.fraction}",
-        f"train.epochs={args.epochs}", "train.steps=null",
+        f"train.epochs={args.epochs}",
+        "train.steps=null",
         f"teacher.name={args.teacher}",
         f"student.name={args.student}",
     ]

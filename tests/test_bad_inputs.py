@@ -86,9 +86,9 @@ def test_random_bytes_checkpoint_is_called_invalid_and_unsafe_loading_never_sugg
     import fractions
     import os
 
-    from reprodistill.engine.checkpoint import load_checkpoint
     from reprodistill.errors import WeightsError
     from reprodistill.models.pretrained import read_state_dict
+    from reprodistill.util.checkpoint import load_checkpoint
 
     for i in range(5):  # random bytes trip different unpickler errors
         bad = tmp_path / f"rand{i}.pt"

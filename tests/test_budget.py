@@ -47,7 +47,8 @@ def test_final_batch_of_one_is_merged_into_the_one_before():
 def test_equal_steps_at_every_fraction(small_npz, tmp_path):
     from reprodistill.config import DataConfig
     from reprodistill.data import ImageDataset, load_data
-    from reprodistill.engine.loop import FeatureSplit, train_loader
+    from reprodistill.engine.loop import train_loader
+    from reprodistill.features.split import FeatureSplit
 
     cfg = TrainConfig(epochs=4, steps=40, batch_size=16)
     steps = []

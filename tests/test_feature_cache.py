@@ -6,8 +6,8 @@ import torch
 
 from reprodistill.config import DataConfig
 from reprodistill.data import ImageDataset, load_data
-from reprodistill.engine.feature_cache import cached_features
-from reprodistill.engine.features import extract_features
+from reprodistill.features.cache import cached_features
+from reprodistill.features.extract import extract_features
 
 
 def test_cache_hit_miss_and_corruption(tiny_teacher, small_npz, tmp_path, caplog):

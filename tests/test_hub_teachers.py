@@ -13,8 +13,8 @@ import torch
 from reprodistill.config import TeacherConfig
 from reprodistill.data import ImageDataset
 from reprodistill.data.sources import Split
-from reprodistill.engine.feature_cache import cache_key
 from reprodistill.errors import ConfigError, WeightsError
+from reprodistill.features.cache import cache_key
 from reprodistill.models import create_teacher
 
 open_clip = pytest.importorskip("open_clip")

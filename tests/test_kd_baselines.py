@@ -5,7 +5,7 @@ import torch
 from conftest import build_method
 
 from reprodistill.config import RunConfig, StudentConfig
-from reprodistill.engine.loop import FeatureSplit
+from reprodistill.features.split import FeatureSplit
 from reprodistill.methods import MethodContext
 from reprodistill.models import create_student
 from reprodistill.reprogram.probe import fit_linear_probe

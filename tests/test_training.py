@@ -9,11 +9,12 @@ from conftest import balanced_subset_npz
 
 from reprodistill.config import DataConfig, RunConfig, StudentConfig, TrainConfig
 from reprodistill.data import ImageDataset, load_data
-from reprodistill.engine.checkpoint import load_checkpoint
-from reprodistill.engine.loop import FeatureSplit, class_weights, evaluate, fit, seed_everything
+from reprodistill.engine.loop import class_weights, evaluate, fit, seed_everything
 from reprodistill.errors import ReprodistillError
+from reprodistill.features.split import FeatureSplit
 from reprodistill.methods import METHODS, MethodContext
 from reprodistill.models import create_student
+from reprodistill.util.checkpoint import load_checkpoint
 
 
 @pytest.fixture()
@@ -108,7 +109,7 @@ def test_balanced_class_weights():
 def test_disk_full_is_reported_and_keeps_the_old_file(tmp_path, monkeypatch):
     import errno
 
-    from reprodistill.engine.checkpoint import write_text
+    from reprodistill.util.checkpoint import write_text
 
     target = tmp_path / "metrics.csv"
     write_text(target, "old\n")

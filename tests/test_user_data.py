@@ -10,8 +10,8 @@ from PIL import Image
 from reprodistill.config import DataConfig, load_config
 from reprodistill.data import load_data
 from reprodistill.data.sources import load_image_file
-from reprodistill.engine.checkpoint import write_text
 from reprodistill.errors import DataError
+from reprodistill.util.checkpoint import write_text
 
 
 def _folder(root, classes, n=4, size=16):
@@ -72,7 +72,7 @@ def test_written_files_follow_the_umask(tmp_path):
 def test_long_work_logs_progress_lines_when_not_on_a_terminal(caplog):
     import logging
 
-    from reprodistill.engine.progress import progress
+    from reprodistill.util.progress import progress
 
     with caplog.at_level(logging.INFO, logger="reprodistill"):
         assert sum(progress(range(20), "fm pass", unit="batches")) == 190
@@ -81,9 +81,9 @@ def test_long_work_logs_progress_lines_when_not_on_a_terminal(caplog):
 
 
 def test_a_locked_run_folder_stops_a_second_process_with_a_clear_message(tmp_path, small_npz):
-    from reprodistill.engine.lock import FolderLock
     from reprodistill.engine.run import run
     from reprodistill.errors import ReprodistillError
+    from reprodistill.util.lock import FolderLock
 
     cfg = load_config("default", [f"data.source={small_npz}", "methods=[student]", "train.steps=2", "train.epochs=1"])
     with FolderLock(tmp_path / "run"):
@@ -107,7 +107,7 @@ def test_cache_follows_xdg_and_lists_and_clears(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from reprodistill.engine.feature_cache import remove_stale_temp_files, resolve_cache_dir
+    from reprodistill.features.cache import remove_stale_temp_files, resolve_cache_dir
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     root = resolve_cache_dir("auto")

@@ -6,8 +6,8 @@ import torch
 
 from reprodistill.config import DataConfig
 from reprodistill.data import ImageDataset, load_data
-from reprodistill.engine.features import extract_features
-from reprodistill.engine.views import AugmentedView, CachedViews
+from reprodistill.features.extract import extract_features
+from reprodistill.features.views import AugmentedView, CachedViews
 
 
 @pytest.fixture()

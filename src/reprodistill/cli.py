@@ -133,7 +133,7 @@ def _cache(args: argparse.Namespace) -> int:
     import json
     import shutil
 
-    from reprodistill.engine.feature_cache import resolve_cache_dir
+    from reprodistill.features.cache import resolve_cache_dir
 
     root = resolve_cache_dir(args.dir or "auto")
     entries = sorted(root.glob("*")) if root is not None and root.is_dir() else []

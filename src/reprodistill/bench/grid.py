@@ -21,13 +21,13 @@ import yaml
 
 from reprodistill.config import BenchConfig, RunConfig, apply_variant_sections, method_variant, to_dict
 from reprodistill.engine import distributed
-from reprodistill.engine.checkpoint import read_json, write_text
-from reprodistill.engine.lock import FolderLock
 from reprodistill.engine.metrics import SCALAR_METRICS
 from reprodistill.engine.run import build_teacher, run
 from reprodistill.engine.sanity import flag_text
 from reprodistill.methods import METHODS
 from reprodistill.models.teacher import Teacher
+from reprodistill.util.checkpoint import read_json, write_text
+from reprodistill.util.lock import FolderLock
 
 log = logging.getLogger("reprodistill")
 

@@ -11,9 +11,9 @@ from typing import Any, Optional
 import numpy as np
 
 from reprodistill.config import RunConfig, method_variant
-from reprodistill.engine.checkpoint import read_json, write_text
 from reprodistill.engine.metrics import SCALAR_METRICS, ranking_metric, selection_rule_text, selection_score
 from reprodistill.engine.sanity import majority_metrics, published_line
+from reprodistill.util.checkpoint import read_json, write_text
 
 METRIC_NAMES = {"accuracy": "acc", "balanced_accuracy": "bal. acc", "macro_f1": "macro-F1", "auc": "AUC"}
 

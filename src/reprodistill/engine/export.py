@@ -22,11 +22,11 @@ import yaml
 from reprodistill.config import RunConfig, StudentConfig, from_dict
 from reprodistill.data.sources import IMAGE_SUFFIXES, load_image_file
 from reprodistill.data.transforms import InputSpec, preprocess
-from reprodistill.engine.checkpoint import atomic_write, load_checkpoint, write_json, write_text
 from reprodistill.engine.metrics import ranking_metric, selection_score
 from reprodistill.errors import DataError, ReprodistillError
 from reprodistill.methods import METHODS
 from reprodistill.models import Student, create_student
+from reprodistill.util.checkpoint import atomic_write, load_checkpoint, write_json, write_text
 
 EXPORT_FORMAT = 1
 

@@ -11,7 +11,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -19,15 +19,14 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from reprodistill.config import TrainConfig
-from reprodistill.data.dataset import ImageDataset
 from reprodistill.data.transforms import augment
 from reprodistill.engine import distributed
-from reprodistill.engine.checkpoint import load_checkpoint, save_checkpoint, write_text
 from reprodistill.engine.distributed import GlobalBatchSampler, MixedBatchSampler, shard_indices
 from reprodistill.engine.metrics import SCALAR_METRICS, classification_metrics, round_score
-from reprodistill.engine.views import CachedViews
 from reprodistill.errors import ReprodistillError
+from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Method
+from reprodistill.util.checkpoint import load_checkpoint, save_checkpoint, write_text
 
 log = logging.getLogger("reprodistill")
 
@@ -54,21 +53,6 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> Optional[t
         return None
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     return torch.tensor(len(labels) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
-
-
-@dataclass
-class FeatureSplit:
-    """A dataset plus (optionally) its fixed-view teacher features, indexed like the dataset."""
-
-    dataset: ImageDataset
-    teacher_features: Optional[torch.Tensor] = None
-    # Alternative to the cache: computes teacher features of each (augmented) uint8 batch on the fly.
-    online_teacher: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-    # Training split only: K cached augmented views; each image then shows one of them (student and FM alike).
-    views: Optional[CachedViews] = None
-    # Training split only: items from this index on are unlabelled (data.unlabelled); batches mix both parts.
-    n_labelled: Optional[int] = None
-    unlabelled_share: float = 0.5
 
 
 @dataclass

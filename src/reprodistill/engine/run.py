@@ -31,10 +31,6 @@ from reprodistill.config import RunConfig, to_dict
 from reprodistill.data import ImageDataset, load_data
 from reprodistill.data.sources import DataBundle, UnlabelledPool
 from reprodistill.engine import distributed
-from reprodistill.engine.checkpoint import load_checkpoint, read_json, save_checkpoint, write_json, write_text
-from reprodistill.engine.feature_cache import CACHE_SETTING, cached_features, check_writable, resolve_cache_dir
-from reprodistill.engine.features import extract_features
-from reprodistill.engine.lock import FolderLock
 from reprodistill.engine.loop import (
     FeatureSplit,
     FitResult,
@@ -47,11 +43,15 @@ from reprodistill.engine.loop import (
 from reprodistill.engine.metrics import SCALAR_METRICS, selection_rule_text
 from reprodistill.engine.profile import count_params, flops, latency_ms, peak_rss_mb
 from reprodistill.engine.sanity import flag_text, majority_metrics, prediction_flags, published_line
-from reprodistill.engine.views import AugmentedView, CachedViews, view_id
 from reprodistill.errors import ReprodistillError
+from reprodistill.features.cache import CACHE_SETTING, cached_features, check_writable, resolve_cache_dir
+from reprodistill.features.extract import extract_features
+from reprodistill.features.views import AugmentedView, CachedViews, view_id
 from reprodistill.methods import METHODS, Method, MethodContext
 from reprodistill.models import create_student, create_teacher
 from reprodistill.models.teacher import Teacher
+from reprodistill.util.checkpoint import load_checkpoint, read_json, save_checkpoint, write_json, write_text
+from reprodistill.util.lock import FolderLock
 
 log = logging.getLogger("reprodistill")
 

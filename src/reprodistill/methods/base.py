@@ -18,6 +18,7 @@ from torch import nn
 from reprodistill.config import RunConfig, from_dict
 from reprodistill.data.sources import UNLABELLED
 from reprodistill.data.transforms import InputSpec, preprocess
+from reprodistill.features.split import FeatureSplit
 from reprodistill.models.student import Student
 from reprodistill.models.teacher import Teacher
 from reprodistill.registry import Registry
@@ -98,7 +99,7 @@ class Method(nn.Module):
     def describe_options(cls) -> dict[str, Any]:
         return dataclasses.asdict(cls.Options())
 
-    def prepare(self, train: Any, device: torch.device, val: Any = None) -> None:
+    def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
         """Called once before training with the train split (an engine ``FeatureSplit``); e.g. fits a teacher probe.
 
         ``val`` (the validation split) may choose settings such as a probe's regularisation; never the test split.

@@ -12,31 +12,14 @@ Subclasses implement :meth:`distill_loss`; the total loss is ``CE(student) + dis
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 from reprodistill.data.sources import UNLABELLED
+from reprodistill.features.split import FeatureSplit, split_teacher_features
 from reprodistill.methods.base import Batch, Method, MethodContext
 from reprodistill.reprogram.probe import StandardisedLinear, fit_linear_probe
-
-
-def split_teacher_features(
-    split: Any, device: torch.device, batch_size: int = 256
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fixed-view teacher features, labels) of a whole engine split: cached, or computed once with its online FM."""
-    labels = torch.as_tensor(split.dataset.split.labels, dtype=torch.long, device=device)
-    if split.teacher_features is not None:
-        return split.teacher_features.float().to(device), labels
-    if split.online_teacher is None:
-        raise ValueError("this method needs teacher features, but the split carries neither a cache nor an FM")
-    chunks = []
-    for start in range(0, len(split.dataset), batch_size):
-        images = torch.stack(
-            [split.dataset[i]["image"] for i in range(start, min(start + batch_size, len(split.dataset)))]
-        )
-        chunks.append(split.online_teacher(images.to(device)).float())
-    return torch.cat(chunks), labels
 
 
 class ProbedFMDistillation(Method):
@@ -52,7 +35,7 @@ class ProbedFMDistillation(Method):
         dim = ctx.teacher.feature_dim if self.teacher_features == "pooled" else ctx.teacher.map_pooled_dim
         self.probe = StandardisedLinear(dim, ctx.num_classes).requires_grad_(False)
 
-    def prepare(self, train: Any, device: torch.device, val: Any = None) -> None:
+    def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
         feats, labels = split_teacher_features(train, device)
         held_out = None
         if val is not None:

@@ -10,14 +10,14 @@ do with the FM, and every "beats the probe" claim would be void against it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from reprodistill.data.transforms import InputSpec
+from reprodistill.features.split import FeatureSplit, split_teacher_features
 from reprodistill.methods.base import Batch, Method, MethodContext, register_method
-from reprodistill.methods.fm_kd import split_teacher_features
 from reprodistill.reprogram.probe import StandardisedLinear, fit_linear_probe
 
 
@@ -34,7 +34,7 @@ class LinearProbe(Method):
         super().__init__(ctx, options)
         self.head = StandardisedLinear(ctx.teacher.feature_dim, ctx.num_classes)
 
-    def prepare(self, train: Any, device: torch.device, val: Any = None) -> None:
+    def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
         feats, labels = split_teacher_features(train, device)
         held_out = split_teacher_features(val, device) if val is not None else None
         fitted = fit_linear_probe(feats, labels, self.num_classes, self.class_weights, val=held_out)

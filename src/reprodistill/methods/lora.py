@@ -16,13 +16,14 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 
-from reprodistill.engine.feature_cache import cached_features
-from reprodistill.engine.features import extract_features
+from reprodistill.features.cache import cached_features
+from reprodistill.features.extract import extract_features
+from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Batch, MethodContext, register_method
 from reprodistill.methods.fm_adapt import FMAdaptation
 from reprodistill.peft import inject_lora
@@ -57,7 +58,7 @@ class LoRAProbe(FMAdaptation):
         object.__setattr__(self, "stage", dict(fm.named_modules())[self.stage_name] if self.stage_name else None)
         self.trunk_train: Optional[torch.Tensor] = None  # fp16 [N, ...] input of the adapted stage, fixed view
 
-    def prepare(self, train: Any, device: torch.device, val: Any = None) -> None:
+    def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
         """With the trunk cache: the adapted stage's input for every training image, from the feature cache."""
         if self.stage_name is None:
             if self.options.trunk_cache:

@@ -20,8 +20,8 @@ from typing import Any, Literal, Optional
 import torch
 
 from reprodistill.distill import cka_loss, kd_loss
+from reprodistill.features.split import FeatureSplit, split_teacher_features
 from reprodistill.methods.base import Batch, Method, MethodContext, register_method
-from reprodistill.methods.fm_kd import split_teacher_features
 from reprodistill.reprogram import FeatureReprogrammer
 
 
@@ -63,7 +63,7 @@ class ReprogrammingDistillation(Method):
             options.phi_input_dropout,
         )
 
-    def prepare(self, train: Any, device: torch.device, val: Any = None) -> None:
+    def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
         feats, _ = split_teacher_features(train, device)
         self.phi.fit_statistics(feats)
 

@@ -52,13 +52,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from reprodistill.distill import kd_loss
-from reprodistill.engine.checkpoint import atomic_write
-from reprodistill.engine.feature_cache import cache_key, cached_features, resolve_cache_dir
-from reprodistill.engine.features import extract_features
 from reprodistill.errors import ConfigError
+from reprodistill.features.cache import cache_key, cached_features, resolve_cache_dir
+from reprodistill.features.extract import extract_features
+from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Batch, Method, MethodContext, register_method
 from reprodistill.reprogram.label_map import MappedHead
 from reprodistill.reprogram.prompt import VisualPrompt
+from reprodistill.util.checkpoint import atomic_write
 
 log = logging.getLogger("reprodistill")
 STAGE1_FORMAT = 1
@@ -176,7 +177,7 @@ class TaskDrivenModelReprogramming(Method):
         return {"modules": [m.state_dict() for m in self.stage1_modules()],
                 "proxy_train": self.proxy_train, "logits_train": self.logits_train}  # fmt: skip
 
-    def prepare(self, train: Any, device: torch.device, val: Any = None) -> None:
+    def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
         """Stage 1, or its stored result when the same stage 1 ran before (deterministic, so resume-safe)."""
         path = self.stage1_cache_path(train)
         if path is not None and path.is_file():

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from reprodistill.errors import ConfigError
+from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Batch, MethodContext, register_method
 from reprodistill.methods.fm_adapt import FMAdaptation
 from reprodistill.reprogram.label_map import fit_mapping
@@ -60,7 +61,7 @@ class VisualPromptMethod(FMAdaptation):
             return self.teacher.logits(x).float()[:, self.mapping]
         return self.head(self.teacher(x).float())
 
-    def prepare(self, train: Any, device: torch.device, val: Any = None) -> None:
+    def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
         self._train_split = train
         if self.use_label_map:
             self.remap(device)

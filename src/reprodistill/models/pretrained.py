@@ -80,7 +80,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        from reprodistill.engine.checkpoint import load_failure  # noqa: PLC0415
+        from reprodistill.util.checkpoint import load_failure  # noqa: PLC0415
 
         raise WeightsError(
             f"{path}: {load_failure(e)}; reprodistill loads tensors only (safetensors, or a torch file of a plain "

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from reprodistill.data.dataset import ImageDataset
-from reprodistill.engine.checkpoint import atomic_write, write_json
-from reprodistill.engine.lock import FolderLock
 from reprodistill.errors import ReprodistillError
 from reprodistill.models.teacher import Teacher
+from reprodistill.util.checkpoint import atomic_write, write_json
+from reprodistill.util.lock import FolderLock
 
 log = logging.getLogger("reprodistill")
 FORMAT_VERSION = 1

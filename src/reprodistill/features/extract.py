@@ -1,6 +1,6 @@
 """Fixed-view teacher features, computed once per split: the frozen FM dominates cost, so never run it twice.
 
-(:mod:`reprodistill.engine.feature_cache` stores them on disk across runs.)
+(:mod:`reprodistill.features.cache` stores them on disk across runs.)
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from reprodistill.data.dataset import ImageDataset
-from reprodistill.engine.progress import progress
 from reprodistill.models.teacher import Teacher
+from reprodistill.util.progress import progress
 
 FEATURE_KINDS = ("pooled", "map")
 

@@ -1,0 +1,1 @@
+"""Small services every layer uses: atomic files and checkpoints, folder locks, progress reporting."""
