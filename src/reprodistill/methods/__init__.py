@@ -1,22 +1,14 @@
-"""Training methods, one file each, registered by name in :data:`METHODS`."""
+"""Training methods, one file each, registered by name in :data:`METHODS`.
 
-# registration side effects: importing a method file registers it
-from reprodistill.methods import (  # noqa: F401
-    at,
-    cka_kd,
-    dkd,
-    drd,
-    fitnet,
-    kd,
-    linear_probe,
-    lora,
-    rd,
-    rkd,
-    student,
-    tdmr,
-    visual_prompt,
-    vpt,
-)
+Every module of this package is imported here, so a new method is one new file with ``@register_method(name)``.
+"""
+
+import importlib
+import pkgutil
+
 from reprodistill.methods.base import METHODS, Batch, Method, MethodContext, register_method
+
+for _module in pkgutil.iter_modules(__path__):  # registration side effects: importing a method file registers it
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["METHODS", "Batch", "Method", "MethodContext", "register_method"]
