@@ -142,7 +142,7 @@ def test_bench_variants_may_override_data_and_train_keys():
     assert (plain.data.unlabelled, plain.train.lr) == ("none", 0.001)
     assert (unl.methods, unl.data.unlabelled, unl.train.lr) == (["kd"], "rest", 0.01)
     assert unl.data.source == plain.data.source and unl.data.fraction == 0.1  # only the named keys change
-    with pytest.raises(ConfigError, match="bench.variants.kd-unl.data.unlabelled"):
+    with pytest.raises(ConfigError, match="bench.variants.kd-unl: data.unlabelled=x: no such folder"):
         load_config(
             "breast-bench", ["methods=[kd-unl]", "bench.variants={kd-unl: {method: kd, data: {unlabelled: x}}}"]
         )

@@ -34,6 +34,25 @@ def test_rest_hides_the_labels_of_the_left_out_training_images(small_npz):
         load_config("default", ["data.unlabelled_share=1.0"])
 
 
+def test_a_folder_of_images_is_an_unlabelled_pool(small_npz, tmp_path):
+    """data.unlabelled=<folder>: every image file under it (any layout, mixed formats), decoded to the training
+    images' size and channels when those are in memory; a missing folder stops at config time."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "pool" / "a").mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 255, (40, 50), dtype=np.uint8)).save(tmp_path / "pool" / "x.png")
+    Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "pool" / "a" / "y.jpg")
+    (tmp_path / "pool" / "notes.txt").write_text("not an image")
+    data = load_data(DataConfig(source=str(small_npz), unlabelled=str(tmp_path / "pool")))
+    pool = data.unlabelled
+    assert pool is not None and pool.split.images.shape == (2, 28, 28, 1) and (pool.split.labels == UNLABELLED).all()
+    assert np.array_equal(pool.full_train.images[: len(data.train)], data.train.images)
+    assert pool.unlabelled_index.tolist() == [60, 61] and pool.labelled_index.tolist() == list(range(60))
+    with pytest.raises(ConfigError, match="data.unlabelled=.*no such folder"):
+        load_config("default", [f"data.unlabelled={tmp_path / 'missing'}"])
+
+
 def _epochs(sampler, n):
     out = []
     for e in range(n):

@@ -44,11 +44,12 @@ class DataConfig:
     # Seed of the limited-data subset only (null: split_seed). `bench` sets it to each cell's seed, so seeds differ
     # in which images a 10% run sees, not only in initialisation, while val/test stay fixed.
     subset_seed: Optional[int] = None
-    # Limited-data runs: 'rest' gives the training images left out by `fraction` / `k_per_class` to the distillation
-    # methods as UNLABELLED images (labels hidden, never read): the teacher's outputs on them are extra distillation
-    # targets, the setting of a hospital with many images and few labels. Methods that need labels for every image
-    # (student alone, probes, dkd, tdmr) still train on the labelled images only. 'none': labelled images only.
-    unlabelled: Literal["none", "rest"] = "none"
+    # Unlabelled images for the distillation methods: the teacher's outputs on them are extra distillation targets,
+    # the setting of a hospital with many images and few labels. A folder of image files (any layout), or 'rest': the
+    # training images a limited-data run (`fraction` / `k_per_class`) leaves out, labels hidden (never read). Methods
+    # that need labels for every image (student alone, probes, dkd, tdmr) still train on the labelled images only.
+    # 'none': labelled images only.
+    unlabelled: str = "none"
     # Share of each training batch drawn from the unlabelled images (the rest from the labelled ones).
     unlabelled_share: float = 0.5
     class_names: Optional[list[str]] = None
@@ -336,6 +337,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"data.fraction must be in (0, 1], got {d.fraction}")
     if d.k_per_class is not None and d.k_per_class < 1:
         raise ConfigError(f"data.k_per_class must be >= 1, got {d.k_per_class}")
+    if d.unlabelled not in ("none", "rest") and not Path(d.unlabelled).expanduser().is_dir():
+        raise ConfigError(f"data.unlabelled={d.unlabelled}: no such folder; give a folder of images, 'rest' or 'none'")
     if not 0.0 < d.unlabelled_share < 1.0:
         raise ConfigError(f"data.unlabelled_share must be in (0, 1), got {d.unlabelled_share}")
     for name in ("val_fraction", "test_fraction"):
@@ -371,7 +374,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         if any(s in cfg.bench.variants.get(name, {}) for s in VARIANT_SECTIONS):
             variant = apply_variant_sections(copy.deepcopy(cfg), name)
             variant.methods, variant.method_options, variant.bench = [base], {base: opts}, BenchConfig()
-            validate(variant)
+            try:
+                validate(variant)
+            except ConfigError as e:
+                raise ConfigError(f"bench.variants.{name}: {e}") from None
     clash = sorted(set(cfg.bench.variants) & set(METHODS.names()))
     if clash:
         raise ConfigError(f"bench.variants {clash} shadow registered methods; give the variants other names")

@@ -288,6 +288,26 @@ def load_image_file(path: str, channels: int, size: tuple[int, int]) -> np.ndarr
     return arr[..., None] if arr.ndim == 2 else arr
 
 
+def read_unlabelled_folder(
+    folder: Path, train: Split, channels: int, load_size: tuple[int, int], cfg: DataConfig, notes: list[str]
+) -> UnlabelledPool:
+    """Every image file under ``folder`` (any layout, no labels) as the unlabelled pool beside ``train``; decoded
+    into memory at the load size when the training images are in memory (npz), else read lazily like them."""
+    if not folder.is_dir():
+        raise DataError(f"data.unlabelled={folder}: no such folder; give a folder of images, 'rest' or 'none'")
+    files = [str(p) for p in _list_images(folder)]
+    if not files:
+        raise DataError(f"data.unlabelled={folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under it")
+    extra = Split(labels=np.full(len(files), UNLABELLED, dtype=np.int64), paths=files)
+    if cfg.skip_bad_images:
+        extra = drop_unreadable(extra, "unlabelled", notes)
+    if train.images is not None:
+        extra = Split(extra.labels, images=np.stack([load_image_file(f, channels, load_size) for f in extra.paths]))
+    n_l, n_u = len(train), len(extra)
+    notes.append(f"unlabelled: {n_u} images from {folder}")
+    return UnlabelledPool(extra, train.concat(extra), np.arange(n_l), np.arange(n_l, n_l + n_u))
+
+
 # --------------------------------------------------------------------------------------------------- the bundle
 
 
@@ -410,6 +430,8 @@ def load_data(cfg: DataConfig) -> DataBundle:
     else:
         channels = 3 if cfg.channels == "auto" else int(cfg.channels)
         load_size = (cfg.load_size or 224,) * 2
+    if cfg.unlabelled not in ("none", "rest"):
+        unlabelled = read_unlabelled_folder(Path(cfg.unlabelled).expanduser(), train, channels, load_size, cfg, notes)
     return DataBundle(
         train=train,
         val=splits["val"],

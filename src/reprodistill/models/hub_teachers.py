@@ -85,11 +85,7 @@ class OpenClipTeacher(Teacher):
         super().__init__(cfg.name, spec, 1, identity)
         self.visual = model.visual
         self.embedding = embedding
-        self.freeze()
-        probe = torch.zeros(1, 3, *size)
-        with torch.inference_mode():
-            self.embed_dim = self.feature_dim = int(self.embed(probe).shape[1])
-            self.map_pooled_dim = int(self.forward_map(probe).shape[1])
+        self.freeze().measure_dims()
 
     @property
     def network(self) -> nn.Module:
@@ -148,11 +144,7 @@ class HFTeacher(Teacher):
         self.model = model
         self.embedding = embedding
         self.patch = getattr(model.config, "patch_size", None)
-        self.freeze()
-        probe = torch.zeros(1, 3, size, size)
-        with torch.inference_mode():
-            self.embed_dim = self.feature_dim = int(self.embed(probe).shape[1])
-            self.map_pooled_dim = int(self.forward_map(probe).shape[1])
+        self.freeze().measure_dims()
 
     @property
     def network(self) -> nn.Module:

@@ -60,6 +60,15 @@ class Teacher(nn.Module):
         self.requires_grad_(False)
         return self.eval()
 
+    def measure_dims(self) -> "Teacher":
+        """Set :attr:`embed_dim` (= :attr:`feature_dim`) and :attr:`map_pooled_dim` from one probe input, for models
+        whose sizes their config does not state."""
+        probe = torch.zeros(1, self.spec.channels, *self.spec.size, device=next(self.parameters()).device)
+        with torch.inference_mode():
+            self.embed_dim = self.feature_dim = int(self.embed(probe).shape[1])
+            self.map_pooled_dim = int(self.pool(self.forward_map(probe)).shape[1])
+        return self
+
     def train(self, mode: bool = True) -> "Teacher":  # noqa: ARG002 - a frozen teacher is always in eval mode
         return super().train(False)
 
