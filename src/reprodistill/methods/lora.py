@@ -28,6 +28,7 @@ from reprodistill.methods.base import Batch, MethodContext, register_method
 from reprodistill.methods.fm_adapt import FMAdaptation
 from reprodistill.peft import inject_lora
 from reprodistill.peft.trunk import last_stage_boundary, stage_inputs
+from reprodistill.reprogram.probe import batchnorm_head
 
 log = logging.getLogger("reprodistill")
 
@@ -51,7 +52,7 @@ class LoRAProbe(FMAdaptation):
         wrappers = inject_lora(fm, options.rank, options.alpha, options.target)
         self.adapters = nn.ModuleList(nn.ModuleList([w.lora_a, w.lora_b]) for w in wrappers)
         d = ctx.teacher.map_pooled_dim  # the adapted FM is pooled at its last map only (no pool_layers)
-        self.head = nn.Sequential(nn.BatchNorm1d(d, affine=False), nn.Linear(d, ctx.num_classes))
+        self.head = batchnorm_head(d, ctx.num_classes)
         names = [n for n, m in fm.named_modules() if any(m is w for w in wrappers)]
         self.stage_name = last_stage_boundary(fm, names) if options.trunk_cache else None
         # the adapted stage itself, looked up once (not a submodule: it belongs to the FM copy)

@@ -58,6 +58,7 @@ from reprodistill.features.extract import extract_features
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Batch, Method, MethodContext, register_method
 from reprodistill.reprogram.label_map import MappedHead
+from reprodistill.reprogram.probe import batchnorm_head
 from reprodistill.reprogram.prompt import VisualPrompt
 from reprodistill.util.checkpoint import atomic_write
 
@@ -128,9 +129,7 @@ class TaskDrivenModelReprogramming(Method):
             raise ConfigError("tdmr output=label_map scores the task with the FM's own head, so a proxy projection "
                               "would never train; use proxy=none or proxy=auto")  # fmt: skip
         if proxy == "linear":
-            self.projection: nn.Module = nn.Sequential(
-                nn.BatchNorm1d(d_t, affine=False), nn.Linear(d_t, options.proxy_dim)
-            )
+            self.projection: nn.Module = batchnorm_head(d_t, options.proxy_dim)
             d_p = options.proxy_dim
         else:
             self.projection = nn.BatchNorm1d(d_t, affine=False)

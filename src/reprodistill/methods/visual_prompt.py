@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 import torch
-from torch import nn
 
 from reprodistill.errors import ConfigError
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Batch, MethodContext, register_method
 from reprodistill.methods.fm_adapt import FMAdaptation
 from reprodistill.reprogram.label_map import fit_mapping
+from reprodistill.reprogram.probe import batchnorm_head
 from reprodistill.reprogram.prompt import VisualPrompt
 
 
@@ -52,7 +52,7 @@ class VisualPromptMethod(FMAdaptation):
             self._mapped_epoch = -1
         else:
             d = teacher.feature_dim
-            self.head = nn.Sequential(nn.BatchNorm1d(d, affine=False), nn.Linear(d, ctx.num_classes))
+            self.head = batchnorm_head(d, ctx.num_classes)
         self._train_split = None
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from torch import nn
 from reprodistill.errors import ConfigError
 from reprodistill.methods.base import MethodContext, register_method
 from reprodistill.methods.fm_adapt import FMAdaptation
+from reprodistill.reprogram.probe import batchnorm_head
 
 
 @dataclass
@@ -51,7 +52,7 @@ class VisualPromptTuning(FMAdaptation):
         sets = len(vit.blocks) if options.mode == "deep" else 1
         self.prompts = nn.Parameter(torch.empty(sets, options.num_tokens, dim).uniform_(-bound, bound))
         d = ctx.teacher.map_pooled_dim  # the adapted FM is pooled at its last map only (no pool_layers)
-        self.head = nn.Sequential(nn.BatchNorm1d(d, affine=False), nn.Linear(d, ctx.num_classes))
+        self.head = batchnorm_head(d, ctx.num_classes)
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features of the prompted ViT for a preprocessed batch."""

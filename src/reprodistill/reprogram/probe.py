@@ -58,6 +58,12 @@ class StandardisedLinear(nn.Module):
         return self.linear(self.norm(x))
 
 
+def batchnorm_head(dim: int, out: int) -> nn.Sequential:
+    """``Linear(BatchNorm1d(x))`` (no affine) for heads on features that change while training (an FM adapted by
+    LoRA / prompts), where fixed statistics would go stale; batch statistics in training, running ones in eval."""
+    return nn.Sequential(nn.BatchNorm1d(dim, affine=False), nn.Linear(dim, out))
+
+
 def _lbfgs(
     probe: StandardisedLinear, x: torch.Tensor, y: torch.Tensor, w: Optional[torch.Tensor], l2: float, steps: int
 ) -> None:
