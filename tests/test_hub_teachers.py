@@ -125,7 +125,7 @@ def test_the_preprocessing_record_keys_the_feature_cache(hf_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "kind,methods",
-    [("open_clip", "[linear_probe,rd,tdmr,lora]"), ("hf", "[linear_probe,rd,drd,lora]")],
+    [("open_clip", "[linear_probe,kd,rd,drd,tdmr,lora]"), ("hf", "[linear_probe,kd,rd,drd,tdmr,lora]")],
     ids=["open_clip", "hf"],
 )
 def test_cli_runs_fm_methods_with_each_teacher_kind(kind, methods, clip_dir, hf_dir, small_npz, tmp_path):
@@ -136,8 +136,6 @@ def test_cli_runs_fm_methods_with_each_teacher_kind(kind, methods, clip_dir, hf_
         "train.steps=2", "train.batch_size=16", f"teacher.cache_dir={tmp_path / 'cache'}",
         "method_options.tdmr.stage1_max_steps=2",
     ]  # fmt: skip
-    if kind == "hf":
-        cmd.remove("method_options.tdmr.stage1_max_steps=2")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "run" / "results.csv")))
