@@ -86,6 +86,14 @@ def test_open_clip_teacher_is_the_image_tower_with_its_own_preprocessing(clip_di
         create_teacher(TeacherConfig(name=f"open_clip:local-dir:{clip_dir}", embedding="cls"))
     with pytest.raises(WeightsError, match="teacher.weights"):
         create_teacher(TeacherConfig(name="open_clip:ViT-B-32"))  # a built-in config alone has random weights
+    # the same model as a config file + a weights file
+    config = json.loads((clip_dir / "open_clip_config.json").read_text())["model_cfg"]
+    (clip_dir.parent / "tiny-clip.json").write_text(json.dumps(config))
+    weights = str(clip_dir / "open_clip_model.safetensors")
+    by_file = create_teacher(TeacherConfig(name=f"open_clip:{clip_dir.parent / 'tiny-clip.json'}", weights=weights))
+    with torch.no_grad():  # same weights; its preprocessing is open_clip's default (the file has no preprocess_cfg)
+        torch.testing.assert_close(by_file.embed(x), t.embed(x))
+    assert by_file.spec.mean != t.spec.mean and by_file.identity != t.identity
     with pytest.raises(WeightsError, match="open_clip_config.json"):
         create_teacher(TeacherConfig(name=f"open_clip:local-dir:{clip_dir / 'missing'}"))
 
@@ -129,12 +137,18 @@ def test_the_preprocessing_record_keys_the_feature_cache(hf_dir):
     ids=["open_clip", "hf"],
 )
 def test_cli_runs_fm_methods_with_each_teacher_kind(kind, methods, clip_dir, hf_dir, small_npz, tmp_path):
-    name = f"open_clip:local-dir:{clip_dir}" if kind == "open_clip" else f"hf:{hf_dir}"
+    extra = []
+    if kind == "open_clip":  # the config-file + weights-file form (the local-dir form is tested above)
+        config = tmp_path / "tiny-clip.json"
+        config.write_text(json.dumps(json.loads((clip_dir / "open_clip_config.json").read_text())["model_cfg"]))
+        name, extra = f"open_clip:{config}", [f"teacher.weights={clip_dir / 'open_clip_model.safetensors'}"]
+    else:
+        name = f"hf:{hf_dir}"
     cmd = [
         sys.executable, "-m", "reprodistill", "distill", f"--run-dir={tmp_path / 'run'}", f"teacher.name={name}",
         f"data.source={small_npz}", f"methods={methods}", "student.name=resnet10t", "train.epochs=1",
         "train.steps=2", "train.batch_size=16", f"teacher.cache_dir={tmp_path / 'cache'}",
-        "method_options.tdmr.stage1_max_steps=2",
+        "method_options.tdmr.stage1_max_steps=2", *extra,
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

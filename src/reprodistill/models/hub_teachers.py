@@ -1,7 +1,7 @@
 """Teachers from the two other model libraries medical FMs are published in: open_clip and Hugging Face transformers.
 
-``open_clip:<model>`` takes the image tower of an open_clip model: a built-in config name with
-``teacher.weights=<file>`` (e.g. ``open_clip:ViT-B-16 teacher.weights=clip.bin``), a downloaded hub folder
+``open_clip:<model>`` takes the image tower of an open_clip model: a built-in config name or a model config file
+with ``teacher.weights=<file>`` (e.g. ``open_clip:ViT-B-16 teacher.weights=clip.bin``), a downloaded hub folder
 (``open_clip:local-dir:/models/BiomedCLIP``, holding ``open_clip_config.json`` and the weights), or
 ``open_clip:hf-hub:<repo>`` (needs internet). ``hf:<repo or folder>`` takes a ``transformers`` image encoder through
 ``AutoModel`` (DINOv2, ViT, ConvNeXt, ... e.g. ``hf:/models/rad-dino``); offline it only reads local files.
@@ -56,8 +56,12 @@ class OpenClipTeacher(Teacher):
         weights = cfg.weights
         if weights is not None and not Path(weights).expanduser().is_file():
             raise WeightsError(f"teacher.weights={weights}: no such file")
+        arch = ref
+        if ref.endswith(".json") and Path(ref).expanduser().is_file():  # a model config file: open_clip:<cfg.json>
+            open_clip.add_model_config(str(Path(ref).expanduser()))
+            arch = Path(ref).stem
         try:
-            model = open_clip.create_model(ref, pretrained=weights, force_image_size=cfg.image_size)
+            model = open_clip.create_model(arch, pretrained=weights, force_image_size=cfg.image_size)
         except Exception as e:  # noqa: BLE001 - unknown names, missing folders and hub errors all land here
             raise WeightsError(
                 f"teacher {cfg.name}: open_clip could not build it ({type(e).__name__}: {str(e)[:200]}). Offline, use "
