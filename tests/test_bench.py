@@ -111,6 +111,7 @@ def test_bench_end_to_end_then_kill_and_rerun_only_missing_cells(tmp_path, small
 def test_bench_variants_resolve_to_their_method_with_merged_options(tmp_path):
     from reprodistill.bench.grid import bench_cells, cell_config
     from reprodistill.config import ConfigError, load_config
+    from reprodistill.methods import check_config
 
     spec = tmp_path / "ablate.yaml"
     spec.write_text(
@@ -127,9 +128,9 @@ def test_bench_variants_resolve_to_their_method_with_merged_options(tmp_path):
     assert cells[1].result_path(tmp_path) == tmp_path / "cells/tdmr-no-prompt/frac0.1-seed0/tdmr/result.json"
     # a variant's options are validated up front, and a variant may not shadow a registered method
     with pytest.raises(ConfigError, match="prompt"):
-        load_config(str(spec), ["bench.variants.tdmr-no-prompt.options.prompt=nothing"])
+        check_config(load_config(str(spec), ["bench.variants.tdmr-no-prompt.options.prompt=nothing"]))
     with pytest.raises(ConfigError, match="shadow"):
-        load_config(str(spec), ["bench.variants.kd={method: tdmr}", "methods=[kd]"])
+        check_config(load_config(str(spec), ["bench.variants.kd={method: tdmr}", "methods=[kd]"]))
 
 
 def test_bench_variants_may_override_data_and_train_keys():

@@ -2,6 +2,7 @@ import pytest
 
 from reprodistill.config import RunConfig, load_config, parse_override
 from reprodistill.errors import ConfigError
+from reprodistill.methods import check_config
 
 
 def test_default_preset_loads_and_overrides_apply():
@@ -34,7 +35,7 @@ def test_override_values_are_parsed_as_yaml():
 )
 def test_bad_config_gives_clear_error(override, message):
     with pytest.raises(ConfigError) as e:
-        load_config("default", [override])
+        check_config(load_config("default", [override]))
     assert message in str(e.value)
 
 
@@ -42,7 +43,7 @@ def test_unknown_method_lists_every_registered_one():
     from reprodistill.methods import METHODS
 
     with pytest.raises(ConfigError) as e:
-        load_config("default", ["methods=[nope]"])
+        check_config(load_config("default", ["methods=[nope]"]))
     assert f"unknown method 'nope'; valid names: {', '.join(sorted(METHODS.names()))}" in str(e.value)
 
 

@@ -21,7 +21,7 @@ from reprodistill.models.merlin import (
     load_merlin_state_dict,
     load_strict,
 )
-from reprodistill.models.teacher import create_teacher
+from reprodistill.models.teacher_factory import create_teacher
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_timm_teacher_from_local_checkpoint(tmp_path):
 
 def test_hub_teacher_offline_gives_actionable_error():
     code = (
-        "from reprodistill.models.teacher import create_teacher; from reprodistill.config import TeacherConfig; "
+        "from reprodistill.models import create_teacher; from reprodistill.config import TeacherConfig; "
         "create_teacher(TeacherConfig(name='hf-hub:timm/resnet18.a1_in1k'))"
     )
     proc = subprocess.run(

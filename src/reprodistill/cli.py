@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             return _predict(args)
         if args.command == "cache":
             return _cache(args)
-        cfg = load_config(args.config, args.overrides)
+        from reprodistill.methods import check_config
+
+        cfg = check_config(load_config(args.config, args.overrides))
         if args.command == "config":
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
             return 0

@@ -364,13 +364,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"bench.seeds / bench.fractions repeat a value: {b.seeds} / {b.fractions}")
     if not cfg.methods:
         raise ConfigError("methods is empty; name at least one method, e.g. methods=[student,linear_probe]")
-    from reprodistill.methods import METHODS  # late import: methods import config
-
-    for name, opts in cfg.method_options.items():
-        METHODS.get(name).parse_options(opts)
-    for name in cfg.methods:  # a variant's merged options and overrides are checked now, not hours into a bench
+    for name in cfg.methods:  # a variant's overrides are checked now, not hours into a bench
         base, opts = method_variant(cfg, name)
-        METHODS.get(base).parse_options(opts)
         if any(s in cfg.bench.variants.get(name, {}) for s in VARIANT_SECTIONS):
             variant = apply_variant_sections(copy.deepcopy(cfg), name)
             variant.methods, variant.method_options, variant.bench = [base], {base: opts}, BenchConfig()
@@ -378,9 +373,8 @@ def validate(cfg: RunConfig) -> RunConfig:
                 validate(variant)
             except ConfigError as e:
                 raise ConfigError(f"bench.variants.{name}: {e}") from None
-    clash = sorted(set(cfg.bench.variants) & set(METHODS.names()))
-    if clash:
-        raise ConfigError(f"bench.variants {clash} shadow registered methods; give the variants other names")
+    # method names and options are checked against the registry by reprodistill.methods.check_config (the
+    # registry lives above this module: config must not import the methods)
     return cfg
 
 

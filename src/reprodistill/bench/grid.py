@@ -24,7 +24,7 @@ from reprodistill.engine import distributed
 from reprodistill.engine.metrics import SCALAR_METRICS
 from reprodistill.engine.run import build_teacher, run
 from reprodistill.engine.sanity import flag_text
-from reprodistill.methods import METHODS
+from reprodistill.methods import METHODS, check_config
 from reprodistill.models.teacher import Teacher
 from reprodistill.util.checkpoint import read_json, write_text
 from reprodistill.util.lock import FolderLock
@@ -142,6 +142,7 @@ def run_bench(cfg: RunConfig, bench_dir: Optional[Path] = None, plots: bool = Tr
     """Run (or finish) the grid of ``cfg`` and write ``results.csv``, ``report.md`` and ``plots/`` in ``bench_dir``.
 
     The bench folder is locked while this runs (a second bench on it stops with a clear message)."""
+    check_config(cfg)
     bench_dir = Path(bench_dir) if bench_dir else default_bench_dir(cfg)
     if not distributed.is_main():
         return _run_bench(cfg, bench_dir, plots)

@@ -1,9 +1,7 @@
 """Frozen foundation models (teachers) behind one interface: preprocessing spec, feature maps and pooled features.
 
-Names resolve in this order: a registered name (``merlin``, ``efficientnet_lite0``), ``open_clip:<model>`` or
-``hf:<repo or folder>`` (:mod:`reprodistill.models.hub_teachers`), ``hf-hub:<repo>`` or a timm model name (weights
-from the hub, so online only, or from ``teacher.weights=<file>``), or a local checkpoint path (with
-``teacher.arch=<timm name>``).
+The packaged teachers register here; :func:`reprodistill.models.teacher_factory.create_teacher` resolves a
+config's teacher name to one of them, a hub teacher, a timm model or a checkpoint file.
 """
 
 from __future__ import annotations
@@ -318,48 +316,3 @@ def file_identity(name: str) -> str:
     if p.is_dir():
         return ";".join(file_identity(str(f)) for f in sorted(p.rglob("*")) if f.is_file())
     return name
-
-
-def _size_kwargs(cfg: TeacherConfig) -> dict:
-    return {"img_size": cfg.image_size} if cfg.image_size else {}
-
-
-def create_teacher(cfg: TeacherConfig) -> Teacher:
-    """Build the frozen teacher named by ``cfg.name`` (see module docstring), pooling ``cfg.pool_layers`` too."""
-    teacher = _build_teacher(cfg)
-    layers = teacher.default_pool_layers if cfg.pool_layers == "auto" else cfg.pool_layers
-    return teacher.set_pool_layers(layers)
-
-
-def _build_teacher(cfg: TeacherConfig) -> Teacher:
-    import timm  # noqa: PLC0415
-
-    if cfg.name.startswith(("open_clip:", "hf:")):
-        from reprodistill.models.hub_teachers import HFTeacher, OpenClipTeacher  # noqa: PLC0415 - optional packages
-
-        return OpenClipTeacher(cfg) if cfg.name.startswith("open_clip:") else HFTeacher(cfg)
-
-    if cfg.name in TEACHERS:
-        return TEACHERS.get(cfg.name)(cfg)
-    as_path = Path(cfg.name).expanduser()
-    if as_path.suffix in (".pt", ".pth", ".bin", ".safetensors") or as_path.is_file():
-        if not cfg.arch:
-            raise ConfigError(f"teacher {cfg.name} is a checkpoint file: also set teacher.arch=<timm architecture>")
-        model = timm_from_checkpoint(cfg.arch, as_path, **_size_kwargs(cfg))
-        return TimmTeacher(as_path.stem, model, cfg.image_size, f"{cfg.arch}:{file_identity(str(as_path))}")
-    if cfg.name.startswith("hf-hub:") or timm.is_model(cfg.name):
-        if cfg.weights:
-            model = timm_from_checkpoint(cfg.name, cfg.weights, **_size_kwargs(cfg))
-            return TimmTeacher(cfg.name, model, cfg.image_size, f"{cfg.name}:{file_identity(cfg.weights)}")
-        try:
-            model = create_timm_model(cfg.name, pretrained=True, **_size_kwargs(cfg))
-        except Exception as e:  # noqa: BLE001 - offline hub access fails in many ways
-            raise WeightsError(
-                f"teacher {cfg.name}: could not fetch pretrained weights ({type(e).__name__}: {str(e)[:160]}). "
-                f"Offline, give teacher.weights=<local checkpoint> or use a packaged teacher: {TEACHERS.names()}"
-            ) from None
-        return TimmTeacher(cfg.name, model, cfg.image_size)
-    raise ConfigError(
-        f"unknown teacher {cfg.name!r}: use one of {TEACHERS.names()}, a timm model name, hf-hub:<repo>, "
-        "or a checkpoint file with teacher.arch"
-    )
