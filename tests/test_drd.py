@@ -44,7 +44,7 @@ def test_projectors_match_stage_inputs_and_gradients_route(drd_ctx):
     assert batch["teacher_features"].shape == (6, 512, 2, 2)
     shapes = [(64, 7, 7), (64, 7, 7), (128, 4, 4), (256, 2, 2)]
     assert [tuple(p(batch["teacher_features"]).shape[1:]) for p in method.projectors] == shapes
-    method(batch)["loss"].backward()
+    method(batch).loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.projectors.parameters() if p.ndim > 1)
     assert method.student.model.layer4[0].downsample[0].weight.grad.abs().sum() > 0  # (bn2 gammas start at 0)
     assert method.student.model.conv1.weight.grad.abs().sum() > 0
@@ -60,10 +60,10 @@ def test_alpha_beta_decay_linearly(drd_ctx):
     for progress, decay in ((0.0, 1.0), (0.5, 0.6), (1.0, 0.2)):
         method.progress = progress
         out = method(batch)
-        p = out["parts"]
-        assert p["decay"].item() == pytest.approx(decay)
+        p = out.parts
+        assert out.weights["hybrid"] == pytest.approx(2.0 * decay) and out.weights["kd"] == pytest.approx(3.0 * decay)
         expected = p["ce"] + 2.0 * decay * p["hybrid"] + 3.0 * decay * p["kd"] + 0.5 * p["cka"]
-        assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+        assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_bad_stage_and_unsupported_student(drd_ctx):
@@ -110,11 +110,11 @@ def test_output_target_projects_onto_stage_outputs_and_skips_hybrids_at_zero_wei
     shapes = [(64, 7, 7), (128, 4, 4), (256, 2, 2), (512, 1, 1)]
     assert [tuple(p(batch["teacher_features"]).shape[1:]) for p in method.projectors] == shapes
     out = method(batch)
-    assert out["parts"]["hybrid"] > 0 and torch.isfinite(out["loss"])
+    assert out.parts["hybrid"] > 0 and torch.isfinite(out.loss)
     method.progress = 1.0  # decay_to 0: alpha = beta = 0
     calls = []
     hook = method.student.model.layer4.register_forward_hook(lambda *a: calls.append(1))
     out = method(batch)
     hook.remove()
     assert len(calls) == 1  # the student's own pass only, no hybrid pass through layer4
-    assert out["parts"]["hybrid"] == 0 and out["parts"]["kd"] == 0
+    assert out.parts["hybrid"] == 0 and out.parts["kd"] == 0

@@ -11,7 +11,7 @@ from reprodistill.models import create_student
 from reprodistill.reprogram.probe import fit_linear_probe
 
 KD_METHODS = ["kd", "dkd", "rkd", "cka_kd", "fitnet", "at"]
-# each method's distillation weights; DKD's ramp starts at 0, so it is switched off to see its parts at step 0
+# DKD's ramp starts at 0, so it is switched off to see its parts at step 0
 
 
 def test_linear_probe_fit_is_deterministic_and_separates_separable_data():
@@ -34,14 +34,6 @@ class _Split:
         self.online_teacher = None
 
 
-WEIGHT_OPTIONS = {
-    "kd": ["weight"],
-    "dkd": ["alpha", "beta"],
-    "rkd": ["distance_weight", "angle_weight"],
-    "cka_kd": ["weight"],
-    "fitnet": ["weight"],
-    "at": ["weight"],
-}
 RAMP_OFF = {"dkd": {"warmup": 0.0}}
 
 
@@ -71,17 +63,18 @@ def test_kd_method_wiring(kd_setup, name):
     method.train()
     assert not method.probe.training  # the probed FM stays frozen in train mode
     out = method(batch)
-    parts = out["parts"]
+    parts = out.parts
     assert "ce" in parts and len(parts) >= 2
     # the distillation weight reaches the loss: doubling it adds the distillation part(s) once more
     doubled, _ = make(
-        name, **{w: 2 * getattr(method.options, w) for w in WEIGHT_OPTIONS[name]}, **RAMP_OFF.get(name, {})
+        name, **{w: 2 * getattr(method.options, w) for w in type(method).loss_weights}, **RAMP_OFF.get(name, {})
     )
     doubled.train()
-    distill = sum(v.item() for k, v in parts.items() if k != "ce")
+    assert set(out.weights) == set(parts) - {"ce"}  # parts are unweighted; each distillation term has its weight
+    distill = sum(out.weights[k] * v.item() for k, v in parts.items() if k != "ce")
     assert distill > 0
-    assert doubled(batch)["loss"].item() == pytest.approx(out["loss"].item() + distill, rel=1e-4)
-    out["loss"].backward()
+    assert doubled(batch).loss.item() == pytest.approx(out.loss.item() + distill, rel=1e-4)
+    out.loss.backward()
     assert method.student.model.conv1[0].weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in method.probe.parameters())
     assert not any(p.requires_grad for p in teacher.parameters())
@@ -108,7 +101,7 @@ def test_distillation_terms_pull_toward_the_teacher(kd_setup):
     before = gap()
     for _ in range(30):
         method.train()
-        loss = method.distill_loss(method.student_outputs(batch), batch)["kd"]
+        loss = method.distill_loss(method.student_outputs(batch), batch)["kd"][1]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -134,12 +127,12 @@ def test_dkd_ramps_its_weight_in(kd_setup):
     _, make = kd_setup
     method, batch = make("dkd", warmup=0.5)
     method.progress = 0.0
-    assert method(batch)["parts"]["tckd"].item() == 0.0
+    assert method(batch).weights["tckd"] == 0.0
     method.progress = 0.25
-    half = method(batch)["parts"]["tckd"].item()
+    half = method(batch).weights["tckd"]
     method.progress = 0.9
-    full = method(batch)["parts"]["tckd"].item()
-    assert full > 0 and half == pytest.approx(full / 2, rel=1e-4)
+    full = method(batch).weights["tckd"]
+    assert full == method.options.alpha and half == pytest.approx(full / 2)
 
 
 def test_prepare_uses_online_features_when_nothing_is_cached(kd_setup):
@@ -187,5 +180,5 @@ def test_linear_probe_baseline_is_solved_not_trained(tiny_teacher):
     expected = fit_linear_probe(feats, labels, 3)
     batch = {"teacher_features": feats, "label": labels, "image": images}
     with torch.no_grad():
-        assert torch.allclose(method.eval()(batch)["logits"], expected(feats), atol=1e-5)
-        assert torch.allclose(method.train()(batch)["logits"], expected(feats), atol=1e-5)  # no mode-dependent norm
+        assert torch.allclose(method.eval()(batch).logits, expected(feats), atol=1e-5)
+        assert torch.allclose(method.train()(batch).logits, expected(feats), atol=1e-5)  # no mode-dependent norm

@@ -6,7 +6,10 @@ import torch
 from conftest import build_method
 
 from reprodistill.config import RunConfig
+from reprodistill.data.dataset import ImageDataset
+from reprodistill.data.sources import Split
 from reprodistill.data.transforms import InputSpec, normalize, to_unit
+from reprodistill.features.split import FeatureSplit
 from reprodistill.methods import MethodContext
 from reprodistill.models.teacher import TimmTeacher
 from reprodistill.peft import inject_lora
@@ -80,9 +83,12 @@ def _fm_with_head():
     return TimmTeacher("tiny-head", timm.create_model("resnet10t", num_classes=10), 32)
 
 
-class _Split:
-    def __init__(self, images, labels):
-        self.dataset = [{"image": i, "label": lab} for i, lab in zip(images, labels, strict=True)]
+def _split(images, labels) -> FeatureSplit:
+    """uint8 [N,C,H,W] images and labels as an engine split."""
+    arr = images.permute(0, 2, 3, 1).numpy()
+    return FeatureSplit(
+        ImageDataset(Split(labels=labels.numpy(), images=arr), images.shape[1], tuple(images.shape[-2:]))
+    )
 
 
 def test_visual_prompt_with_label_mapping_trains_the_prompt_only():
@@ -92,7 +98,7 @@ def test_visual_prompt_with_label_mapping_trains_the_prompt_only():
     method = build_method("visual_prompt", ctx, pad=4)
     assert method.use_label_map
     images, labels = _images(16), torch.arange(16) % 2
-    method.prepare(_Split(images, labels), torch.device("cpu"))
+    method.prepare(_split(images, labels), torch.device("cpu"))
     assert method.mapping.unique().numel() == 2  # distinct source classes
     batch = {"image": images, "label": labels}
     opt = torch.optim.Adam(method.parameters(), lr=0.1)
@@ -101,9 +107,9 @@ def test_visual_prompt_with_label_mapping_trains_the_prompt_only():
     for _ in range(15):
         out = method(batch)
         opt.zero_grad()
-        out["loss"].backward()
+        out.loss.backward()
         opt.step()
-        losses.append(out["loss"].item())
+        losses.append(out.loss.item())
     assert losses[-1] < losses[0]
     assert all(torch.equal(v, before[k]) for k, v in fm.state_dict().items())
 
@@ -113,7 +119,7 @@ def test_visual_prompt_linear_head_for_an_fm_without_classes(tiny_teacher):
     method = build_method("visual_prompt", ctx)
     assert not method.use_label_map
     out = method({"image": _images(6), "label": torch.tensor([0, 1, 2, 0, 1, 2])})
-    out["loss"].backward()
+    out.loss.backward()
     assert method.prompt.weight.grad.abs().sum() > 0 and method.head[1].weight.grad.abs().sum() > 0
     with pytest.raises(Exception, match="class head"):
         build_method("visual_prompt", ctx, output="label_map")
@@ -137,7 +143,7 @@ def test_lora_starts_equal_to_the_fm_and_trains_only_adapters_and_head(tiny_teac
     opt = torch.optim.Adam(method.parameters(), lr=1e-2)
     batch = {"image": x, "label": torch.tensor([0, 1, 0, 1])}
     for _ in range(3):
-        loss = method(batch)["loss"]
+        loss = method(batch).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -205,7 +211,7 @@ def test_vpt_prompt_tokens_train_through_the_frozen_vit(vit_teacher, mode):
         assert prompted.shape == vit_teacher.features(x).shape
         assert not torch.allclose(prompted, vit_teacher.features(x), atol=1e-4)
     out = method({"image": x, "label": torch.tensor([0, 1, 0, 1])})
-    out["loss"].backward()
+    out.loss.backward()
     assert method.prompts.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in vit_teacher.parameters())
     assert {k.split(".")[0] for k in method.state_dict()} == {"head", "prompts"}  # never the FM
@@ -257,7 +263,7 @@ def test_lora_trunk_cache_trains_only_the_adapted_stage_and_matches_the_whole_fm
     opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-2)
     losses = []
     for _ in range(5):
-        loss = method(batch)["loss"]
+        loss = method(batch).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -267,7 +273,7 @@ def test_lora_trunk_cache_trains_only_the_adapted_stage_and_matches_the_whole_fm
     with torch.no_grad():  # and evaluation, which runs the whole adapted FM, sees what training saw
         assert torch.allclose(method.train_logits(batch), method.logits(x), atol=2e-2)
     method.eval()
-    assert torch.equal(method(batch)["logits"], method.logits(x))
+    assert torch.equal(method(batch).logits, method.logits(x))
     # adapters spread over a ViT's blocks (a norm runs after them): no trunk to cache
     vit = TimmTeacher("vit", timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=0), 32)
     assert build_method("lora", MethodContext(cfg=cfg, num_classes=2, teacher=vit), rank=2).stage_name is None

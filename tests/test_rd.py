@@ -33,7 +33,7 @@ def test_gradients_reach_phi_head_and_student_never_the_fm(rd_setup):
     method = _rd(ctx)
     fm_before = {k: v.clone() for k, v in ctx.teacher.state_dict().items()}
     out = method(batch)
-    out["loss"].backward()
+    out.loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.phi.parameters())
     assert method.student.head.weight.grad.abs().sum() > 0
     assert method.student.model.conv1[0].weight.grad.abs().sum() > 0
@@ -53,18 +53,18 @@ def test_one_classifier_scores_both_branches(rd_setup):
         f_s = method.student.features(method.student_input(batch))
         r_t = method.phi(batch["teacher_features"])
         g = method.student.head
-        assert torch.allclose(out["logits"], g(f_s), atol=1e-6)
-        assert torch.allclose(out["teacher_logits"], g(r_t), atol=1e-6)
-        assert torch.allclose(method.predict(batch), out["logits"], atol=1e-6)  # deployment = student with g
+        assert torch.allclose(out.logits, g(f_s), atol=1e-6)
+        assert torch.allclose(out.aux["teacher_logits"], g(r_t), atol=1e-6)
+        assert torch.allclose(method.predict(batch), out.logits, atol=1e-6)  # deployment = student with g
 
 
 def test_loss_is_the_weighted_sum_of_its_parts(rd_setup):
     ctx, batch = rd_setup
     w = dict(teacher_ce_weight=0.5, student_ce_weight=2.0, kd_weight=0.3, cka_weight=4.0)
     out = _rd(ctx, **w)(batch)
-    p = out["parts"]
+    p = out.parts
     expected = 0.5 * p["ce_teacher"] + 2.0 * p["ce_student"] + 0.3 * p["kd"] + 4.0 * p["cka"]
-    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert 0.0 <= p["cka"].item() <= 1.0 and p["kd"].item() >= 0.0
 
 
@@ -74,7 +74,7 @@ def test_detach_option_controls_kd_gradient_into_phi(rd_setup):
     for detach in (True, False):
         torch.manual_seed(0)
         method = _rd(ctx, teacher_ce_weight=0.0, student_ce_weight=0.0, cka_weight=0.0, detach_teacher_logits=detach)
-        method(batch)["loss"].backward()
+        method(batch).loss.backward()
         grads[detach] = sum(float(p.grad.abs().sum()) for p in method.phi.parameters() if p.grad is not None)
     assert grads[True] == 0.0 and grads[False] > 0.0
 

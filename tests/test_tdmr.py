@@ -64,14 +64,16 @@ def test_stage1_trains_prompt_projection_and_classifier_never_the_fm(tdmr_setup)
     teacher, train, make, _ = tdmr_setup
     fm_before = {k: v.clone() for k, v in teacher.state_dict().items()}
     method = make()
-    head_before = method.fm_classifier.weight.clone()
+    head_before = method.reprogrammed.classifier.weight.clone()
     method.prepare(train, torch.device("cpu"))
-    assert method.prompt.weight.abs().sum() > 0  # moved from its zero init: gradients reached the prompt
-    assert (method.prompt.weight * (1 - method.prompt.mask)).abs().sum() == 0  # only the frame
-    assert not torch.equal(method.fm_classifier.weight, head_before)
+    assert method.reprogrammed.prompt.weight.abs().sum() > 0  # moved from its zero init: gradients reached the prompt
+    assert (
+        method.reprogrammed.prompt.weight * (1 - method.reprogrammed.prompt.mask)
+    ).abs().sum() == 0  # only the frame
+    assert not torch.equal(method.reprogrammed.classifier.weight, head_before)
     assert all(torch.equal(v, fm_before[k]) for k, v in teacher.state_dict().items())
     assert method.proxy_train.shape == (24, 256) and method.logits_train.shape == (24, 2)
-    assert not any(p.requires_grad for m in method.stage1_modules() for p in m.parameters())
+    assert not any(p.requires_grad for m in method.reprogrammed.parts() for p in m.parameters())
 
 
 def test_stage2_loss_follows_the_schedule_and_trains_the_student_side(tdmr_setup):
@@ -81,15 +83,15 @@ def test_stage2_loss_follows_the_schedule_and_trains_the_student_side(tdmr_setup
     method.train()
     method.progress = 0.0
     out = method(batch)
-    assert out["loss"].item() == pytest.approx(out["parts"]["feat"].item(), rel=1e-5)  # features only at the start
-    out["loss"].backward()
+    assert out.loss.item() == pytest.approx(out.parts["feat"].item(), rel=1e-5)  # features only at the start
+    out.loss.backward()
     assert method.student_projector.weight.grad.abs().sum() > 0
     assert method.student.model.conv1[0].weight.grad.abs().sum() > 0
     method.progress = 1.0
     out = method(batch)
-    p = out["parts"]
-    assert out["loss"].item() == pytest.approx(p["kd"].item() + p["ce"].item(), rel=1e-5)
-    assert p["w_T"].item() == pytest.approx(1.0)
+    p = out.parts
+    assert out.loss.item() == pytest.approx(p["kd"].item() + p["ce"].item(), rel=1e-5)
+    assert out.logged["T"] == pytest.approx(1.0)
     # the reprogrammed FM is reported beside the student
     assert method.extra_logits(batch)["reprogrammed_fm"].shape == (8, 2)
 
@@ -99,33 +101,33 @@ def test_ablation_switches(tdmr_setup):
     no_proxy = make(proxy="none", prompt="none", stage1_epochs=1)
     no_proxy.prepare(train, torch.device("cpu"))
     assert no_proxy.proxy_train.shape[1] == no_proxy.teacher.feature_dim  # the proxy space is the FM's own
-    assert no_proxy.prompt is None
+    assert no_proxy.reprogrammed.prompt is None
 
 
 def test_stage1_step_cap(tdmr_setup):
     _, train, make, _ = tdmr_setup
     method = make(stage1_epochs=5, stage1_max_steps=4)  # 5 epochs would be 15 steps of 8
     method.prepare(train, torch.device("cpu"))
-    assert method.stage1_steps == 4
+    assert method.reprogrammed.steps == 4
 
 
 def test_stage1_is_stored_and_reused_when_only_stage2_changes(tmp_path, tdmr_setup):
     _, train, make, _ = tdmr_setup
     first = make(cache_dir=tmp_path)
     first.prepare(train, torch.device("cpu"))
-    assert first.stage1_steps == 6 and len(list(tmp_path.glob("tdmr-stage1-*.pt"))) == 1
+    assert first.reprogrammed.steps == 6 and len(list(tmp_path.glob("tdmr-stage1-*.pt"))) == 1
     # same stage 1, different stage-2 schedule (an ablation): loaded, not retrained, and identical
     again = make(cache_dir=tmp_path, schedule="constant")
     again.prepare(train, torch.device("cpu"))
-    assert again.stage1_steps == 0
+    assert again.reprogrammed.steps == 0
     assert again.prepare_s > 0  # the stored stage 1's original cost, so the transfer cost stays honest
     assert torch.equal(again.proxy_train, first.proxy_train) and torch.equal(again.logits_train, first.logits_train)
-    assert torch.equal(again.prompt.weight, first.prompt.weight)
-    assert not any(p.requires_grad for m in again.stage1_modules() for p in m.parameters())
+    assert torch.equal(again.reprogrammed.prompt.weight, first.reprogrammed.prompt.weight)
+    assert not any(p.requires_grad for m in again.reprogrammed.parts() for p in m.parameters())
     # a stage-1 option changes the key: trained anew, into a second entry
     other = make(cache_dir=tmp_path, stage1_lr=3e-3)
     other.prepare(train, torch.device("cpu"))
-    assert other.stage1_steps == 6 and len(list(tmp_path.glob("tdmr-stage1-*.pt"))) == 2
+    assert other.reprogrammed.steps == 6 and len(list(tmp_path.glob("tdmr-stage1-*.pt"))) == 2
 
 
 def test_without_prompt_stage1_reads_the_cached_fm_features(tmp_path, tdmr_setup):
@@ -161,19 +163,21 @@ def test_tdmr_with_a_transformer_fm_from_a_local_checkpoint(tmp_path, tdmr_setup
     ctx = MethodContext(cfg=cfg, num_classes=2, student=student, teacher=vit)
     method = build_method("tdmr", ctx, stage1_epochs=1, stage1_batch_size=8, pad=4)
     method.prepare(train, torch.device("cpu"))
-    assert method.prompt.weight.abs().sum() > 0
+    assert method.reprogrammed.prompt.weight.abs().sum() > 0
     method.train()
-    method(batch)["loss"].backward()
+    method(batch).loss.backward()
     assert method.student_projector.weight.grad is not None
 
 
 def test_head_warm_up_trains_projection_and_classifier_before_any_fm_backward(tdmr_setup):
     _, train, make, _ = tdmr_setup
     method = make(stage1_head_epochs=3, stage1_max_steps=0)
-    head_before = method.fm_classifier.weight.clone()
+    head_before = method.reprogrammed.classifier.weight.clone()
     method.prepare(train, torch.device("cpu"))
-    assert method.stage1_steps == 0 and method.prompt.weight.abs().sum() == 0  # no step through the FM
-    assert not torch.equal(method.fm_classifier.weight, head_before)
+    assert (
+        method.reprogrammed.steps == 0 and method.reprogrammed.prompt.weight.abs().sum() == 0
+    )  # no step through the FM
+    assert not torch.equal(method.reprogrammed.classifier.weight, head_before)
 
 
 def _tdmr_on(teacher, **opts):
@@ -196,15 +200,15 @@ def test_label_mapped_stage1_trains_only_the_prompt_through_the_fm_head(tdmr_set
     fm = TimmTeacher("tiny-head", timm.create_model("resnet10t", num_classes=10), 32)
     fm_before = {k: v.clone() for k, v in fm.state_dict().items()}
     method = _tdmr_on(fm, output="label_map", label_map=label_map)
-    assert [type(m).__name__ for m in method.stage1_modules()] == ["VisualPrompt", "BatchNorm1d", "MappedHead"]
+    assert [type(m).__name__ for m in method.reprogrammed.parts()] == ["VisualPrompt", "BatchNorm1d", "MappedHead"]
     method.prepare(train, torch.device("cpu"))
-    mapping = method.fm_classifier.mapping
+    mapping = method.reprogrammed.classifier.mapping
     assert len(set(mapping.tolist())) == 2 and all(0 <= s < 10 for s in mapping.tolist())  # one-to-one
-    assert method.prompt.weight.abs().sum() > 0 and method.stage1_steps == 6
+    assert method.reprogrammed.prompt.weight.abs().sum() > 0 and method.reprogrammed.steps == 6
     assert all(torch.equal(v, fm_before[k]) for k, v in fm.state_dict().items())
     assert method.proxy_train.shape == (24, fm.feature_dim)  # the FM's own (standardised) feature space
     with torch.no_grad():  # the stored targets are the FM's own scores of the mapped source classes
-        f = fm(method.prompt(train.dataset.images))
+        f = fm(method.reprogrammed.prompt(train.dataset.images))
         assert torch.allclose(method.logits_train, fm.class_head()(f)[:, mapping], atol=1e-4)
 
 
@@ -223,6 +227,6 @@ def test_label_map_and_learnable_resize_options_are_checked(tdmr_setup):
             TimmTeacher("h", timm.create_model("resnet10t", num_classes=10), 32), output="label_map", proxy="linear"
         )
     method = make(resize="learnable")
-    scale = method.prompt.scale.item()
+    scale = method.reprogrammed.prompt.scale.item()
     method.prepare(train, torch.device("cpu"))
-    assert method.prompt.scale.item() != scale  # the image's scale on the canvas trained in stage 1
+    assert method.reprogrammed.prompt.scale.item() != scale  # the image's scale on the canvas trained in stage 1

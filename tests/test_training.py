@@ -91,8 +91,8 @@ def test_diverging_loss_stops_with_clear_message(small_npz, tmp_path):
 
     def nan_loss(batch):
         out = original(batch)
-        out["parts"]["ce"] = out["loss"] * float("nan")
-        out["loss"] = out["parts"]["ce"]
+        out.parts["ce"] = out.loss * float("nan")
+        out.loss = out.parts["ce"]
         return out
 
     method.forward = nan_loss

@@ -21,9 +21,11 @@ import yaml
 
 from reprodistill.config import BenchConfig, RunConfig, apply_variant_sections, method_variant, to_dict
 from reprodistill.engine import distributed
-from reprodistill.engine.metrics import SCALAR_METRICS
-from reprodistill.engine.run import build_teacher, run
-from reprodistill.engine.sanity import flag_text
+from reprodistill.engine.environment import setup_logging
+from reprodistill.engine.results import RESULT_COLUMNS as RUN_COLUMNS
+from reprodistill.engine.results import MethodResult
+from reprodistill.engine.run import run
+from reprodistill.features.run_features import build_teacher
 from reprodistill.methods import METHODS, check_config
 from reprodistill.models.teacher import Teacher
 from reprodistill.util.checkpoint import read_json, write_text
@@ -31,23 +33,12 @@ from reprodistill.util.lock import FolderLock
 
 log = logging.getLogger("reprodistill")
 
+# the run's result columns, with the cell's fraction and seed after the method, what it deploys and its folder last
 RESULT_COLUMNS = (
     "method",
     "fraction",
     "seed",
-    *SCALAR_METRICS,
-    "flags",  # degenerate test predictions (one class, classes never predicted): a bug to look at, not a result
-    "val_loss",
-    *(f"val_{k}" for k in SCALAR_METRICS),
-    "best_epoch",
-    "train_time_s",
-    "fm_feature_s",
-    "prepare_s",
-    "transfer_s",
-    "params",
-    "gflops",
-    "latency_ms",
-    "peak_rss_mb",
+    *RUN_COLUMNS[1:],
     "deploys",
     "method_dir",  # the trained method's folder inside the cell's run folder (metrics.csv, test_metrics.json, ...)
 )
@@ -106,25 +97,12 @@ def default_bench_dir(cfg: RunConfig) -> Path:
 
 
 def _row(cell: Cell, result: dict[str, Any], method_dir: Path) -> dict[str, Any]:
-    test = result["test"]
+    row = MethodResult.from_json(result).row()
     return {
         "method": cell.method,
         "fraction": cell.fraction,
         "seed": cell.seed,
-        **{k: test[k] for k in SCALAR_METRICS},
-        "flags": flag_text(test["confusion_matrix"]),
-        "val_loss": result.get("val", {}).get("loss", float("nan")),
-        **{f"val_{k}": result.get("val", {}).get(k, float("nan")) for k in SCALAR_METRICS},
-        "best_epoch": result["best_epoch"],
-        "train_time_s": round(result["train_time_s"], 2),
-        "fm_feature_s": round(result.get("fm_feature_s", 0.0), 2),
-        "prepare_s": round(result.get("prepare_s", 0.0), 2),
-        # transfer cost: the method's training, the FM pass its cached features needed, and its own preparation
-        "transfer_s": round(result["train_time_s"] + result.get("fm_feature_s", 0.0) + result.get("prepare_s", 0.0), 2),
-        "params": result["params"],
-        "gflops": round(result["gflops"], 4),
-        "latency_ms": round(result["latency_ms"], 2),
-        "peak_rss_mb": round(result["peak_rss_mb"]),
+        **{k: v for k, v in row.items() if k != "method"},
         "deploys": "student" if METHODS.get(cell.base).uses_student else "FM",
         "method_dir": str(method_dir),
     }
@@ -152,7 +130,6 @@ def run_bench(cfg: RunConfig, bench_dir: Optional[Path] = None, plots: bool = Tr
 
 def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool) -> BenchResult:
     from reprodistill.bench.report import write_report  # matplotlib is imported only when a report is written
-    from reprodistill.engine.run import setup_logging
 
     t0 = time.perf_counter()
     main = distributed.is_main()  # under torchrun every rank trains each cell; rank 0 writes the bench files

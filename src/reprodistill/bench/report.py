@@ -380,7 +380,7 @@ def write_report(
     command: Optional[str] = None,
 ) -> Path:
     """Write report.md and plots/*.png into ``bench_dir``; returns the report path."""
-    from reprodistill.engine.run import git_sha
+    from reprodistill.engine.environment import git_sha
 
     plots = bench_dir / "plots"
     plots.mkdir(exist_ok=True)

@@ -62,7 +62,7 @@ def _pick_method(run_dir: Path, method: Optional[str]) -> str:
             (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("train", {}).get("select_metric", select)
         )
     column = f"val_{ranking_metric(select)}"
-    if column not in rows[0] or any(r[column] in ("", None) for r in rows):
+    if column not in rows[0] or any(r[column] in ("", None, "nan") for r in rows):
         raise ReprodistillError(
             f"{run_dir}: results.csv has no validation scores (a run from an older version); name the student to "
             "export with --method"

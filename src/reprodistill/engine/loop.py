@@ -25,7 +25,7 @@ from reprodistill.engine.distributed import GlobalBatchSampler, MixedBatchSample
 from reprodistill.engine.metrics import SCALAR_METRICS, classification_metrics, round_score
 from reprodistill.errors import ReprodistillError
 from reprodistill.features.split import FeatureSplit
-from reprodistill.methods.base import Method
+from reprodistill.methods.base import Method, StepOutput
 from reprodistill.util.checkpoint import load_checkpoint, save_checkpoint, write_text
 
 log = logging.getLogger("reprodistill")
@@ -226,6 +226,7 @@ def fit(
     world = distributed.world_size()
     for epoch in range(start_epoch, cfg.epochs):
         method.train()
+        method.on_epoch_start(epoch)
         sampler.set_epoch(epoch)  # the shuffle depends on (seed, epoch) only, so a resumed epoch sees the same order
         plan = sampler.plan()
         t0 = time.perf_counter()
@@ -249,13 +250,13 @@ def fit(
             batch = _to_device(batch, train, device)
             b = len(batch["label"])
             method.progress = (epoch + step / len(plan)) / cfg.epochs  # for schedules that decay in training
-            out = model(batch)
-            loss = out["loss"]
+            out: StepOutput = model(batch)
+            loss = out.loss
             finite = bool(torch.isfinite(loss))
             if world > 1:  # every rank must stop together, or the others hang in the next all-reduce
                 finite = distributed.all_reduce_sum([0.0 if finite else 1.0])[0] == 0
             if not finite:
-                bad = [k for k, v in out.get("parts", {}).items() if not torch.isfinite(torch.as_tensor(v))]
+                bad = [k for k, v in out.parts.items() if not torch.isfinite(v.detach()).all()]
                 raise ReprodistillError(
                     f"{method.name}: loss became {loss.item()} at epoch {epoch + 1} "
                     f"(diverged parts: {bad or ['loss']}); "
@@ -270,8 +271,8 @@ def fit(
             sched.step()
             n_seen += b
             sums["loss"] = sums.get("loss", 0.0) + loss.item() * b
-            for k, v in out.get("parts", {}).items():
-                sums[k] = sums.get(k, 0.0) + float(v) * b
+            for k, v in out.log_values().items():  # unweighted parts, their weights (w_<part>), other values
+                sums[k] = sums.get(k, 0.0) + v * b
             bar.set_postfix(loss=f"{sums['loss'] / n_seen:.4f}")
         if world > 1:
             keys = sorted(sums)

@@ -9,6 +9,7 @@ from typing import Callable, Optional
 import torch
 
 from reprodistill.data.dataset import ImageDataset
+from reprodistill.features.fm_pass import FMPass
 from reprodistill.features.views import CachedViews
 
 
@@ -27,19 +28,12 @@ class FeatureSplit:
     unlabelled_share: float = 0.5
 
 
-def split_teacher_features(
-    split: FeatureSplit, device: torch.device, batch_size: int = 256
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fixed-view teacher features, labels) of a whole engine split: cached, or computed once with its online FM."""
-    labels = torch.as_tensor(split.dataset.split.labels, dtype=torch.long, device=device)
+def split_teacher_features(split: FeatureSplit, fm: FMPass) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fixed-view teacher features, labels) of a whole engine split on ``fm.device``: cached, or computed once
+    with the split's online FM."""
+    labels = torch.as_tensor(split.dataset.split.labels, dtype=torch.long, device=fm.device)
     if split.teacher_features is not None:
-        return split.teacher_features.float().to(device), labels
+        return split.teacher_features.float().to(fm.device), labels
     if split.online_teacher is None:
         raise ValueError("this method needs teacher features, but the split carries neither a cache nor an FM")
-    chunks = []
-    for start in range(0, len(split.dataset), batch_size):
-        images = torch.stack(
-            [split.dataset[i]["image"] for i in range(start, min(start + batch_size, len(split.dataset)))]
-        )
-        chunks.append(split.online_teacher(images.to(device)).float())
-    return torch.cat(chunks), labels
+    return fm.features(split.dataset, desc="teacher features", fn=split.online_teacher).to(fm.device), labels

@@ -25,7 +25,8 @@ class ATOptions:
 @register_method("at")
 class AttentionTransfer(FeatureMapDistillation):
     Options = ATOptions
+    loss_weights = ("weight",)
 
     def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         o = self.options
-        return {"at": o.weight * at_loss(s["map"], batch["teacher_features"], o.p)}
+        return {"at": (o.weight, at_loss(s["map"], batch["teacher_features"], o.p))}

@@ -1,8 +1,8 @@
 """The Method interface every training method implements, and the registry that names them.
 
 A method is an ``nn.Module`` that owns its trainable parts (student, heads, reprogrammers) and holds the frozen
-teacher; ``forward(batch)`` returns ``{'loss', 'logits', 'parts': {name: value}}`` and the one training loop in
-:mod:`reprodistill.engine.loop` does the rest. Adding a method is one new file with ``@register_method(name)``.
+teacher; ``forward(batch)`` returns a :class:`StepOutput` and the one training loop in :mod:`reprodistill.engine.loop`
+does the rest. Adding a method is one new file with ``@register_method(name)`` (see CONTRIBUTING.md).
 """
 
 from __future__ import annotations
@@ -18,12 +18,41 @@ from torch import nn
 from reprodistill.config import RunConfig, from_dict
 from reprodistill.data.sources import UNLABELLED
 from reprodistill.data.transforms import InputSpec, preprocess
+from reprodistill.features.fm_pass import FMPass
 from reprodistill.features.split import FeatureSplit
 from reprodistill.models.student import Student
 from reprodistill.models.teacher import Teacher
 from reprodistill.registry import Registry
 
 Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class StepOutput:
+    """One training step of a method.
+
+    Attributes:
+        loss: The scalar the loop minimises (the method's own weighted sum of ``parts``).
+        logits: [B, K] logits of the deployed model on the batch.
+        parts: The loss terms *unweighted*, by name; logged to metrics.csv as ``train_<name>`` (detached there).
+        weights: Each part's weight at this step (a missing name means 1); logged as ``train_w_<name>``, so a
+            column means the same in every method and schedules are visible.
+        logged: Other per-step values worth a column (e.g. a scheduled temperature), logged as ``train_<name>``.
+        aux: Other tensors of the step (e.g. RD's reprogrammed-FM logits), for tests and subclasses.
+    """
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    parts: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    weights: dict[str, float] = dataclasses.field(default_factory=dict)
+    logged: dict[str, float] = dataclasses.field(default_factory=dict)
+    aux: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+
+    def log_values(self) -> dict[str, float]:
+        """The step's columns for metrics.csv: parts, their weights (w_<part>) and the other logged values."""
+        out = {k: float(v.detach()) for k, v in self.parts.items()}
+        out |= {f"w_{k}": float(w) for k, w in self.weights.items()}
+        return out | {k: float(v) for k, v in self.logged.items()}
 
 
 @dataclass
@@ -65,6 +94,8 @@ class Method(nn.Module):
             :data:`~reprodistill.data.sources.UNLABELLED`): :meth:`task_loss` skips them, and every other term of the
             method must either need no label or skip them too.
         Options: Dataclass of method options, filled from ``method_options.<name>`` in the config.
+        loss_weights: The option names that weight loss terms (every option named ``*weight`` must be one);
+            ``tests/test_method_contract.py`` checks that each reaches the loss.
     """
 
     name: ClassVar[str] = ""
@@ -74,6 +105,7 @@ class Method(nn.Module):
     loop_training: ClassVar[bool] = True
     uses_unlabelled: ClassVar[bool] = False
     Options: ClassVar[type] = NoOptions
+    loss_weights: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, ctx: MethodContext, options: Any) -> None:
         super().__init__()
@@ -106,6 +138,10 @@ class Method(nn.Module):
         Must be deterministic: a resumed run calls it again before loading its checkpoint.
         """
 
+    def fm_pass(self, device: torch.device) -> FMPass:
+        """Passes of this method's frozen FM over whole data sets, with the run's batch size, workers and cache."""
+        return FMPass.from_config(self.teacher, self.ctx.cfg, device)
+
     def student_input(self, batch: Batch) -> torch.Tensor:
         """The student's preprocessed view of the batch's uint8 images."""
         return preprocess(batch["image"], self.student.spec)
@@ -122,8 +158,12 @@ class Method(nn.Module):
             logits, labels, weight=self.class_weights, label_smoothing=self.ctx.cfg.train.label_smoothing
         )
 
-    def forward(self, batch: Batch) -> dict[str, Any]:
-        """Training step outputs: ``loss`` (scalar), ``logits`` [B,K], ``parts`` {name: scalar tensor}."""
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the loop before each training epoch (0-based; also the first epoch of a resumed run), in
+        training mode: e.g. re-fit a label mapping with the current prompt."""
+
+    def forward(self, batch: Batch) -> StepOutput:
+        """One training step on ``batch``: the loss to minimise, the logits, and the named terms to log."""
         raise NotImplementedError
 
     def predict(self, batch: Batch) -> torch.Tensor:
@@ -133,7 +173,7 @@ class Method(nn.Module):
         """
         if self.uses_student:
             return self.student(self.student_input(batch))
-        return self.forward(batch)["logits"]
+        return self.forward(batch).logits
 
     def extra_logits(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Named logits of non-deployed branches (e.g. RD's reprogrammed FM), reported beside the student's."""

@@ -25,8 +25,9 @@ class CKAKDOptions:
 @register_method("cka_kd")
 class CKADistillation(ProbedFMDistillation):
     Options = CKAKDOptions
+    loss_weights = ("weight",)
 
     def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         o = self.options
         t = self.pooled(batch["teacher_features"])
-        return {"cka": o.weight * cka_loss(s["features"], t, o.kernel, unbiased=o.unbiased)}
+        return {"cka": (o.weight, cka_loss(s["features"], t, o.kernel, unbiased=o.unbiased))}

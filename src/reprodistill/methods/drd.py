@@ -27,14 +27,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, Optional
+from typing import Iterator, Literal, Optional
 
 import torch
 from torch import nn
 
 from reprodistill.distill import cka_loss, kd_loss
 from reprodistill.errors import ConfigError
-from reprodistill.methods.base import Batch, Method, MethodContext, register_method
+from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
 from reprodistill.models.stages import staged
 from reprodistill.reprogram import MapProjector
 
@@ -79,6 +79,7 @@ class DeepReprogrammingDistillation(Method):
     teacher_features = "map"
     uses_unlabelled = True  # CE terms skip unlabelled images; KD and CKA use them all
     Options = DRDOptions
+    loss_weights = ("hybrid_weight", "kd_weight", "cka_weight")
 
     def __init__(self, ctx: MethodContext, options: DRDOptions) -> None:
         super().__init__(ctx, options)
@@ -92,7 +93,7 @@ class DeepReprogrammingDistillation(Method):
         c_t = self.teacher.spatial_map_shape("drd")[0]
         self.projectors = nn.ModuleList(MapProjector(c_t, shapes[i][0], shapes[i][1:]) for i in self.stage_ids)
 
-    def forward(self, batch: Batch) -> dict[str, Any]:
+    def forward(self, batch: Batch) -> StepOutput:
         o = self.options
         g = self.student.head
         y = batch["label"]
@@ -129,8 +130,5 @@ class DeepReprogrammingDistillation(Method):
             + o.kd_weight * decay * parts["kd"]
             + o.cka_weight * parts["cka"]
         )
-        return {
-            "loss": loss,
-            "logits": z_s,
-            "parts": {**{k: v.detach() for k, v in parts.items()}, "decay": torch.tensor(decay)},
-        }
+        weights = {"ce": 1.0, "hybrid": o.hybrid_weight * decay, "kd": o.kd_weight * decay, "cka": o.cka_weight}
+        return StepOutput(loss, z_s, parts, weights)

@@ -28,6 +28,7 @@ class FitNetOptions:
 @register_method("fitnet")
 class FitNet(FeatureMapDistillation):
     Options = FitNetOptions
+    loss_weights = ("weight",)
 
     def __init__(self, ctx: MethodContext, options: FitNetOptions) -> None:
         super().__init__(ctx, options)
@@ -43,4 +44,4 @@ class FitNet(FeatureMapDistillation):
 
     def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         target = (batch["teacher_features"] - self.map_mean) / self.map_std
-        return {"hint": self.options.weight * fitnet_loss(self.regressor(s["map"]), target)}
+        return {"hint": (self.options.weight, fitnet_loss(self.regressor(s["map"]), target))}

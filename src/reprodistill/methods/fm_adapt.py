@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from reprodistill.data.transforms import InputSpec
-from reprodistill.methods.base import Batch, Method
+from reprodistill.methods.base import Batch, Method, StepOutput
 from reprodistill.models.teacher import Teacher
 
 
@@ -30,10 +28,10 @@ class FMAdaptation(Method):
         """Logits of a training batch (by default the same path as prediction)."""
         return self.logits(batch["image"])
 
-    def forward(self, batch: Batch) -> dict[str, Any]:
+    def forward(self, batch: Batch) -> StepOutput:
         logits = self.train_logits(batch) if self.training else self.logits(batch["image"])
         ce = self.task_loss(logits, batch["label"])
-        return {"loss": ce, "logits": logits, "parts": {"ce": ce.detach()}}
+        return StepOutput(ce, logits, {"ce": ce})
 
     def predict(self, batch: Batch) -> torch.Tensor:
         return self.logits(batch["image"])

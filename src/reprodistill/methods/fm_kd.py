@@ -18,7 +18,7 @@ import torch
 
 from reprodistill.data.sources import UNLABELLED
 from reprodistill.features.split import FeatureSplit, split_teacher_features
-from reprodistill.methods.base import Batch, Method, MethodContext
+from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput
 from reprodistill.reprogram.probe import StandardisedLinear, fit_linear_probe
 
 
@@ -36,10 +36,10 @@ class ProbedFMDistillation(Method):
         self.probe = StandardisedLinear(dim, ctx.num_classes).requires_grad_(False)
 
     def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
-        feats, labels = split_teacher_features(train, device)
+        feats, labels = split_teacher_features(train, self.fm_pass(device))
         held_out = None
         if val is not None:
-            vf, vl = split_teacher_features(val, device)
+            vf, vl = split_teacher_features(val, self.fm_pass(device))
             held_out = (self.pooled(vf), vl)
         known = labels != UNLABELLED  # the probe (the KD teacher) is fitted on the labelled images only
         fitted = fit_linear_probe(
@@ -70,15 +70,17 @@ class ProbedFMDistillation(Method):
         f = self.student.features(self.student_input(batch))
         return {"features": f, "logits": self.student.head(f)}
 
-    def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
-        """Named, already weighted distillation terms."""
+    def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, tuple[float, torch.Tensor]]:
+        """Named distillation terms as (weight, unweighted term)."""
         raise NotImplementedError
 
-    def forward(self, batch: Batch) -> dict[str, Any]:
+    def forward(self, batch: Batch) -> StepOutput:
         s = self.student_outputs(batch)
-        parts = {"ce": self.task_loss(s["logits"], batch["label"]), **self.distill_loss(s, batch)}
-        loss = torch.stack(list(parts.values())).sum()
-        return {"loss": loss, "logits": s["logits"], "parts": {k: v.detach() for k, v in parts.items()}}
+        ce = self.task_loss(s["logits"], batch["label"])
+        terms = self.distill_loss(s, batch)
+        loss = torch.stack([ce, *(w * t for w, t in terms.values())]).sum()
+        parts = {"ce": ce, **{k: t for k, (_, t) in terms.items()}}
+        return StepOutput(loss, s["logits"], parts, {k: w for k, (w, _) in terms.items()})
 
     def extra_logits(self, batch: Batch) -> dict[str, torch.Tensor]:
         return {"probed_fm": self.teacher_logits(batch)}

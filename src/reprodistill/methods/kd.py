@@ -20,7 +20,8 @@ class KDOptions:
 @register_method("kd")
 class HintonKD(ProbedFMDistillation):
     Options = KDOptions
+    loss_weights = ("weight",)
 
     def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         o = self.options
-        return {"kd": o.weight * kd_loss(s["logits"], self.teacher_logits(batch), o.temperature)}
+        return {"kd": (o.weight, kd_loss(s["logits"], self.teacher_logits(batch), o.temperature))}

@@ -17,7 +17,7 @@ from torch import nn
 
 from reprodistill.data.transforms import InputSpec
 from reprodistill.features.split import FeatureSplit, split_teacher_features
-from reprodistill.methods.base import Batch, Method, MethodContext, register_method
+from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
 from reprodistill.reprogram.probe import StandardisedLinear, fit_linear_probe
 
 
@@ -35,15 +35,15 @@ class LinearProbe(Method):
         self.head = StandardisedLinear(ctx.teacher.feature_dim, ctx.num_classes)
 
     def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
-        feats, labels = split_teacher_features(train, device)
-        held_out = split_teacher_features(val, device) if val is not None else None
+        feats, labels = split_teacher_features(train, self.fm_pass(device))
+        held_out = split_teacher_features(val, self.fm_pass(device)) if val is not None else None
         fitted = fit_linear_probe(feats, labels, self.num_classes, self.class_weights, val=held_out)
         self.head.load_state_dict(fitted.state_dict())
 
-    def forward(self, batch: Batch) -> dict[str, Any]:
+    def forward(self, batch: Batch) -> StepOutput:
         logits = self.head(batch["teacher_features"])
         ce = self.task_loss(logits, batch["label"])
-        return {"loss": ce, "logits": logits, "parts": {"ce": ce.detach()}}
+        return StepOutput(ce, logits, {"ce": ce})
 
     def deployed(self) -> nn.Module:
         return nn.Sequential(self.teacher, self.head)  # the whole FM ships with the probe

@@ -21,8 +21,6 @@ from typing import Optional
 import torch
 from torch import nn
 
-from reprodistill.features.cache import cached_features
-from reprodistill.features.extract import extract_features
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Batch, MethodContext, register_method
 from reprodistill.methods.fm_adapt import FMAdaptation
@@ -65,24 +63,16 @@ class LoRAProbe(FMAdaptation):
             if self.options.trunk_cache:
                 log.info("lora: adapters are not confined to the FM's last stage; training runs the whole FM")
             return
-        cfg, ds, name = self.ctx.cfg, train.dataset, self.stage_name
+        name = self.stage_name
         teacher = self.teacher  # the unadapted original: the trunk before the adapted stage is identical
         timings: dict[str, float] = {}
-        self.trunk_train = cached_features(
-            teacher,
-            ds,
-            cfg.teacher.cache_dir,
+        self.trunk_train = self.fm_pass(device).cached(
+            train.dataset,
             kind=f"stage-input:{name}",
             name="train",
+            fn=lambda x: stage_inputs(teacher, name, x),
             timings=timings,
-            compute=lambda: extract_features(
-                teacher,
-                ds,
-                cfg.teacher.batch_size,
-                device,
-                desc=f"FM trunk to {name}",
-                fn=lambda x: stage_inputs(teacher, name, x),
-            ),  # fmt: skip
+            desc=f"FM trunk to {name}",
         )
         self.prepare_s = timings["train"]  # the trunk pass, also when it came from the cache
         log.info("lora: trunk cache on: training steps run only %s", name)

@@ -21,7 +21,7 @@ import torch
 
 from reprodistill.distill import cka_loss, kd_loss
 from reprodistill.features.split import FeatureSplit, split_teacher_features
-from reprodistill.methods.base import Batch, Method, MethodContext, register_method
+from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
 from reprodistill.reprogram import FeatureReprogrammer
 
 
@@ -51,6 +51,7 @@ class ReprogrammingDistillation(Method):
     teacher_features = "pooled"
     uses_unlabelled = True  # CE terms skip unlabelled images; KD and CKA use them all
     Options = RDOptions
+    loss_weights = ("teacher_ce_weight", "student_ce_weight", "kd_weight", "cka_weight")
 
     def __init__(self, ctx: MethodContext, options: RDOptions) -> None:
         super().__init__(ctx, options)
@@ -64,10 +65,10 @@ class ReprogrammingDistillation(Method):
         )
 
     def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
-        feats, _ = split_teacher_features(train, device)
+        feats, _ = split_teacher_features(train, self.fm_pass(device))
         self.phi.fit_statistics(feats)
 
-    def forward(self, batch: Batch) -> dict[str, Any]:
+    def forward(self, batch: Batch) -> StepOutput:
         o = self.options
         g = self.student.head
         f_s = self.student.features(self.student_input(batch))
@@ -87,7 +88,9 @@ class ReprogrammingDistillation(Method):
             + o.kd_weight * parts["kd"]
             + o.cka_weight * parts["cka"]
         )
-        return {"loss": loss, "logits": z_s, "teacher_logits": z_t, "parts": {k: v.detach() for k, v in parts.items()}}
+        weights = {"ce_teacher": o.teacher_ce_weight, "ce_student": o.student_ce_weight, "kd": o.kd_weight,
+                   "cka": o.cka_weight}  # fmt: skip
+        return StepOutput(loss, z_s, parts, weights, aux={"teacher_logits": z_t})
 
     def extra_logits(self, batch: Batch) -> dict[str, Any]:
         return {"reprogrammed_fm": self.student.head(self.phi(batch["teacher_features"]))}

@@ -24,11 +24,12 @@ class RKDOptions:
 @register_method("rkd")
 class RelationalKD(ProbedFMDistillation):
     Options = RKDOptions
+    loss_weights = ("distance_weight", "angle_weight")
 
     def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
         o = self.options
         t = self.pooled(batch["teacher_features"])
         return {
-            "rkd_distance": o.distance_weight * rkd_distance_loss(s["features"], t),
-            "rkd_angle": o.angle_weight * rkd_angle_loss(s["features"], t),
+            "rkd_distance": (o.distance_weight, rkd_distance_loss(s["features"], t)),
+            "rkd_angle": (o.angle_weight, rkd_angle_loss(s["features"], t)),
         }

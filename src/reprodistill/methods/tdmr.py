@@ -1,9 +1,10 @@
 """`tdmr`: Task-Driven Model Reprogramming (Xu et al., arXiv 2304.02263): reprogram the frozen FM into a proxy
 space for the task, then distil it into the student progressively.
 
-Stage 1 (in :meth:`prepare`, before the shared loop trains the student): a visual prompt in the FM's pixel space
-(:class:`~reprodistill.reprogram.prompt.VisualPrompt`; padding frame by default) feeds the frozen FM; a projection
-head maps its pooled features into a ``proxy_dim`` proxy space and a linear classifier scores the task there.
+Stage 1 (in :meth:`prepare`, before the shared loop trains the student;
+:class:`~reprodistill.reprogram.reprogrammed_fm.ReprogrammedFM` and its ``fit``): a visual prompt in the FM's
+pixel space (:class:`~reprodistill.reprogram.prompt.VisualPrompt`; padding frame by default) feeds the frozen FM;
+a projection head maps its pooled features into a ``proxy_dim`` proxy space and a linear classifier scores the task there.
 Only prompt, projection and classifier train (AdamW, class-weighted CE). First the projection and classifier are
 warmed up for ``stage1_head_epochs`` on the FM features of the images under the initial prompt (one FM forward pass,
 no backward; without the warm-up, the few steps that an FM backward per image allows leave a from-scratch head far
@@ -49,17 +50,12 @@ from typing import Any, Literal, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from reprodistill.distill import kd_loss
-from reprodistill.errors import ConfigError
-from reprodistill.features.cache import cache_key, cached_features, resolve_cache_dir
-from reprodistill.features.extract import extract_features
+from reprodistill.features.cache import cache_key, resolve_cache_dir
 from reprodistill.features.split import FeatureSplit
-from reprodistill.methods.base import Batch, Method, MethodContext, register_method
-from reprodistill.reprogram.label_map import MappedHead
-from reprodistill.reprogram.probe import batchnorm_head
-from reprodistill.reprogram.prompt import VisualPrompt
+from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
+from reprodistill.reprogram.reprogrammed_fm import ReprogrammedFM, Stage1Budget
 from reprodistill.util.checkpoint import atomic_write
 
 log = logging.getLogger("reprodistill")
@@ -109,53 +105,21 @@ def schedule_weights(schedule: str, p: float, t_start: float, t_end: float) -> d
 class TaskDrivenModelReprogramming(Method):
     uses_teacher = True
     Options = TDMROptions
+    loss_weights = ("feature_weight", "kd_weight", "ce_weight")
 
     def __init__(self, ctx: MethodContext, options: TDMROptions) -> None:
         super().__init__(ctx, options)
-        d_t = ctx.teacher.feature_dim
-        self.prompt = None
-        if options.prompt != "none":
-            resize = options.resize == "learnable"
-            self.prompt = VisualPrompt(ctx.teacher.spec, options.prompt, options.pad, learnable_resize=resize)
-        self.label_mapped = options.output == "label_map"
-        head = ctx.teacher.class_head()
-        if self.label_mapped and head is None:
-            raise ConfigError(
-                f"tdmr output=label_map needs an FM with its own class head; {ctx.teacher.name} has none "
-                "(use output=projection, or an FM such as efficientnet_lite0)"
-            )
-        proxy = options.proxy if options.proxy != "auto" else ("none" if self.label_mapped else "linear")
-        if self.label_mapped and proxy == "linear":
-            raise ConfigError("tdmr output=label_map scores the task with the FM's own head, so a proxy projection "
-                              "would never train; use proxy=none or proxy=auto")  # fmt: skip
-        if proxy == "linear":
-            self.projection: nn.Module = batchnorm_head(d_t, options.proxy_dim)
-            d_p = options.proxy_dim
-        else:
-            self.projection = nn.BatchNorm1d(d_t, affine=False)
-            d_p = d_t
-        self.fm_classifier = MappedHead(head, ctx.num_classes) if self.label_mapped else nn.Linear(d_p, ctx.num_classes)
+        o = options
+        self.reprogrammed = ReprogrammedFM(
+            ctx.teacher, ctx.num_classes, o.prompt, o.pad, o.resize, o.output, o.label_map, o.proxy, o.proxy_dim
+        )
+        d_p = self.reprogrammed.proxy_dim
         self.student_projector = nn.Linear(self.student.feature_dim, d_p)
         self.register_buffer("proxy_train", torch.zeros(0, d_p), persistent=False)
         self.register_buffer("logits_train", torch.zeros(0, ctx.num_classes), persistent=False)
         self._reused_fm_pass_s = 0.0  # seconds of an FM pass that stage 1 read from the feature cache
 
     # ---- stage 1: reprogram the frozen FM ---------------------------------------------------------------------
-    def fm_input(self, images: torch.Tensor) -> torch.Tensor:
-        return self.prompt(images) if self.prompt is not None else self.teacher.prepare(images)
-
-    def fm_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled features of the (prompted) FM, with gradients to the prompt when it trains."""
-        return self.teacher(self.fm_input(images)).float()
-
-    def reprogrammed(self, f_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(proxy features, task logits) of pooled FM features; a label-mapped FM scores its own features."""
-        z = self.projection(f_t)
-        return z, self.fm_classifier(f_t if self.label_mapped else z)
-
-    def stage1_modules(self) -> list[nn.Module]:
-        return [m for m in (self.prompt, self.projection, self.fm_classifier) if m is not None]
-
     def stage1_cache_path(self, train: Any) -> Optional[Path]:
         """Where this run's stage-1 result is stored (None when the feature cache is off)."""
         cfg = self.ctx.cfg
@@ -173,7 +137,7 @@ class TaskDrivenModelReprogramming(Method):
         return resolve_cache_dir(cfg.teacher.cache_dir) / f"tdmr-stage1-{key}.pt"
 
     def _stage1_state(self) -> dict[str, Any]:
-        return {"modules": [m.state_dict() for m in self.stage1_modules()],
+        return {"modules": [m.state_dict() for m in self.reprogrammed.parts()],
                 "proxy_train": self.proxy_train, "logits_train": self.logits_train}  # fmt: skip
 
     def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
@@ -181,12 +145,12 @@ class TaskDrivenModelReprogramming(Method):
         path = self.stage1_cache_path(train)
         if path is not None and path.is_file():
             state = torch.load(path, map_location=device, weights_only=True)
-            for m, sd in zip(self.stage1_modules(), state["modules"]):
+            for m, sd in zip(self.reprogrammed.parts(), state["modules"]):
                 m.load_state_dict(sd)
             self.proxy_train, self.logits_train = state["proxy_train"], state["logits_train"]
             self.prepare_s = state.get("compute_seconds")
-            self.stage1_steps = 0
-            self._freeze_stage1()
+            self.reprogrammed.steps = 0
+            self.reprogrammed.freeze()
             log.info("tdmr: stage 1 loaded from %s", path)
             return
         t0 = time.perf_counter()
@@ -200,98 +164,33 @@ class TaskDrivenModelReprogramming(Method):
 
     def _fixed_features(self, train: Any, device: torch.device) -> torch.Tensor:
         """Fixed-view pooled FM features of the training split, from the feature cache when they are there."""
-        cfg = self.ctx.cfg
-        ds = train.dataset
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        feats = cached_features(
-            self.teacher,
-            ds,
-            cfg.teacher.cache_dir,
-            kind="pooled",
-            name="train",
-            timings=timings,
-            compute=lambda: extract_features(self.teacher, ds, cfg.teacher.batch_size, device, desc="tdmr FM pass"),
-        )
+        feats = self.fm_pass(device).cached(train.dataset, "pooled", "train", timings=timings, desc="tdmr FM pass")
         self._reused_fm_pass_s = max(0.0, timings["train"] - (time.perf_counter() - t0))  # > 0 on a cache hit
         return feats.float().to(device)
 
     def train_stage1(self, train: Any, device: torch.device) -> None:
-        """Train prompt, projection and FM classifier through the frozen FM; then compute the training targets."""
-        o = self.options
-        ds = train.dataset
-        n = len(ds)
+        """Train the reprogrammed FM (prompt, projection, classifier) through the frozen FM; then compute the
+        student's targets of every training image (fixed view)."""
+        o, ds = self.options, train.dataset
         labels = torch.as_tensor(ds.split.labels, dtype=torch.long)
-        images = lambda idx: torch.stack([ds[int(i)]["image"] for i in idx]).to(device)  # noqa: E731
-        params = [p for m in self.stage1_modules() for p in m.parameters()]
-        opt = torch.optim.AdamW(params, lr=o.stage1_lr, weight_decay=1e-4) if params else None
-        gen = torch.Generator().manual_seed(self.ctx.cfg.train.seed + 17)
         # nothing before the FM trains without a prompt: one (cached) FM pass serves every stage-1 epoch
-        fixed = self._fixed_features(train, device) if self.prompt is None else None
-        for m in self.stage1_modules():
-            m.train()
-        need_warm = o.stage1_head_epochs or self.label_mapped
-        warm = fixed if fixed is not None else self._prompted_features(images, n) if need_warm else None
-        if self.label_mapped:  # FLM / first ILM mapping, and the proxy space's statistics, from the initial prompt
-            self.fm_classifier.fit(warm, labels)
-            self.projection.running_mean.copy_(warm.mean(0))
-            self.projection.running_var.copy_(warm.var(0))
-        # warm-up of projection + classifier on the features under the initial prompt (no FM backward)
-        for _ in range(o.stage1_head_epochs if not self.label_mapped else 0):
-            for idx in torch.randperm(n, generator=gen).split(o.stage1_batch_size):
-                if len(idx) >= 2:  # BatchNorm needs two samples
-                    self._stage1_step(opt, warm[idx], labels[idx].to(device))
-        max_steps = o.stage1_max_steps if o.stage1_max_steps is not None else float("inf")
-        if opt is None:  # a label-mapped FM without a prompt: nothing trains, the mapping is all of stage 1
-            max_steps = 0
-        self.stage1_steps = 0
-        bar = tqdm(total=int(min(o.stage1_epochs * -(-n // o.stage1_batch_size), max_steps)), desc="tdmr stage 1",
-                   unit="step", leave=False, disable=None)  # fmt: skip
-        for epoch in range(o.stage1_epochs):
-            if self.label_mapped and o.label_map == "iterative" and epoch > 0 and self.stage1_steps < max_steps:
-                self.fm_classifier.fit(self._prompted_features(images, n), labels)  # ILM: re-map with this prompt
-            for idx in torch.randperm(n, generator=gen).split(o.stage1_batch_size):
-                if self.stage1_steps >= max_steps:
-                    break
-                if len(idx) < 2:  # BatchNorm needs two samples
-                    continue
-                f_t = fixed[idx] if fixed is not None else self.fm_features(images(idx))
-                loss = self._stage1_step(opt, f_t, labels[idx].to(device))
-                self.stage1_steps += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}")
-        bar.close()
-        log.info("tdmr: stage 1 trained for %d steps", self.stage1_steps)
-        self._freeze_stage1()
+        fixed = self._fixed_features(train, device) if self.reprogrammed.prompt is None else None
+        budget = Stage1Budget(o.stage1_head_epochs, o.stage1_epochs, o.stage1_max_steps, o.stage1_lr,
+                              o.stage1_batch_size)  # fmt: skip
+        seed = self.ctx.cfg.train.seed + 17
+        final = self.reprogrammed.fit(ds, labels, self.fm_pass(device), self.task_loss, budget, seed, fixed)
         with torch.no_grad():
-            z, logits = self.reprogrammed(fixed if fixed is not None else self._prompted_features(images, n))
-        self.proxy_train, self.logits_train = z, logits
-
-    def _stage1_step(self, opt: torch.optim.Optimizer, f_t: torch.Tensor, labels: torch.Tensor) -> float:
-        loss = self.task_loss(self.reprogrammed(f_t)[1], labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.item()
-
-    @torch.no_grad()
-    def _prompted_features(self, images: Any, n: int) -> torch.Tensor:
-        """Pooled FM features of every training image under the current prompt (one forward pass, no backward)."""
-        return torch.cat([self.fm_features(images(range(s, min(s + 256, n)))) for s in range(0, n, 256)])
-
-    def _freeze_stage1(self) -> None:
-        for m in self.stage1_modules():
-            m.eval()
-            m.requires_grad_(False)  # frozen from here on: stage 2 distils from it
+            self.proxy_train, self.logits_train = self.reprogrammed(final)
 
     def train(self, mode: bool = True) -> "TaskDrivenModelReprogramming":
         super().train(mode)
-        for m in self.stage1_modules():
-            m.eval()  # the reprogrammed FM is fixed in stage 2
+        self.reprogrammed.eval()  # the reprogrammed FM is fixed in stage 2
         return self
 
     # ---- stage 2: progressive distillation into the student ----------------------------------------------------
-    def forward(self, batch: Batch) -> dict[str, Any]:
+    def forward(self, batch: Batch) -> StepOutput:
         o = self.options
         w = schedule_weights(o.schedule, self.progress, o.t_start, o.t_end)
         f_s = self.student.features(self.student_input(batch))
@@ -308,10 +207,10 @@ class TaskDrivenModelReprogramming(Method):
             + o.kd_weight * w["kd"] * parts["kd"]
             + o.ce_weight * w["ce"] * parts["ce"]
         )
-        logged = {k: v.detach() for k, v in parts.items()} | {f"w_{k}": torch.tensor(v) for k, v in w.items()}
-        return {"loss": loss, "logits": z_s, "parts": logged}
+        weights = {"feat": o.feature_weight * w["feat"], "kd": o.kd_weight * w["kd"], "ce": o.ce_weight * w["ce"]}
+        return StepOutput(loss, z_s, parts, weights, {"T": w["T"]})
 
     def extra_logits(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The reprogrammed FM itself (prompt + FM + projection + classifier), scored on the evaluation images."""
         with torch.no_grad():
-            return {"reprogrammed_fm": self.reprogrammed(self.fm_features(batch["image"]))[1]}
+            return {"reprogrammed_fm": self.reprogrammed(self.reprogrammed.fm_features(batch["image"]))[1]}

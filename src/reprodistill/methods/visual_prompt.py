@@ -10,13 +10,13 @@ frozen FM to the prompt, so this method never uses the feature cache. Deploys th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 import torch
 
 from reprodistill.errors import ConfigError
 from reprodistill.features.split import FeatureSplit
-from reprodistill.methods.base import Batch, MethodContext, register_method
+from reprodistill.methods.base import MethodContext, register_method
 from reprodistill.methods.fm_adapt import FMAdaptation
 from reprodistill.reprogram.label_map import fit_mapping
 from reprodistill.reprogram.probe import batchnorm_head
@@ -49,7 +49,6 @@ class VisualPromptMethod(FMAdaptation):
         )
         if self.use_label_map:
             self.register_buffer("mapping", torch.arange(ctx.num_classes))
-            self._mapped_epoch = -1
         else:
             d = teacher.feature_dim
             self.head = batchnorm_head(d, ctx.num_classes)
@@ -66,23 +65,15 @@ class VisualPromptMethod(FMAdaptation):
         if self.use_label_map:
             self.remap(device)
 
-    @torch.no_grad()
-    def remap(self, device: torch.device, batch_size: int = 64) -> None:
+    def remap(self, device: torch.device) -> None:
         """Recompute the label mapping from the prompted FM's predictions on the training split."""
         ds = self._train_split.dataset
-        logits, labels = [], []
-        for start in range(0, len(ds), batch_size):
-            items = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
-            images = torch.stack([it["image"] for it in items]).to(device)
-            logits.append(self.teacher.logits(self.prompt(images)).float().cpu())
-            labels.append(torch.stack([it["label"] for it in items]))
-        self.mapping.copy_(fit_mapping(torch.cat(logits), torch.cat(labels), self.num_classes).to(self.mapping.device))
+        fn = lambda x: self.teacher.logits(self.prompt(x)).float()  # noqa: E731
+        logits = self.fm_pass(device).features(ds, desc="visual prompt label map", fn=fn)
+        labels = torch.as_tensor(ds.split.labels, dtype=torch.long)
+        self.mapping.copy_(fit_mapping(logits, labels, self.num_classes).to(self.mapping.device))
 
-    def forward(self, batch: Batch) -> dict[str, Any]:
-        if self.use_label_map and self.options.label_map == "iterative" and self._train_split is not None:
-            epoch = int(self.progress * self.ctx.cfg.train.epochs + 1e-9)
-            if epoch != self._mapped_epoch:  # start of a new epoch: ILM re-maps with the current prompt
-                self._mapped_epoch = epoch
-                if epoch > 0:
-                    self.remap(batch["image"].device)
-        return super().forward(batch)
+    def on_epoch_start(self, epoch: int) -> None:
+        """ILM: every epoch after the first re-maps the labels with the current prompt (FLM keeps the first map)."""
+        if self.use_label_map and self.options.label_map == "iterative" and self._train_split is not None and epoch:
+            self.remap(self.mapping.device)

@@ -1,0 +1,69 @@
+"""What a run records about where it ran (env.json), and where it logs."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from reprodistill import __version__
+from reprodistill.config import RunConfig
+from reprodistill.engine import distributed
+
+
+def git_sha() -> Optional[str]:
+    """The commit of this checkout of reprodistill, or None outside a git checkout."""
+    try:
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            ).stdout.strip()
+            or None
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(cfg: RunConfig) -> dict[str, Any]:
+    """Versions, platform, threads, seed and process count: the env.json of a run."""
+    import numpy
+    import timm
+
+    return {
+        "reprodistill": __version__,
+        "git_sha": git_sha(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "threads": torch.get_num_threads(),
+        "seed": cfg.train.seed,
+        "world_size": distributed.world_size(),
+    }
+
+
+def setup_logging(run_dir: Path) -> None:
+    """Log to stderr (INFO) and always to run_dir/log.txt; under torchrun other ranks than 0 log warnings only."""
+    logger = logging.getLogger("reprodistill")
+    main = distributed.is_main()
+    logger.setLevel(logging.INFO if main else logging.WARNING)
+    for h in list(logger.handlers):
+        if getattr(h, "_reprodistill", False):
+            logger.removeHandler(h)
+            h.close()
+    prefix = "" if main else f"[rank {distributed.rank()}] "
+    fmt = logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(message)s", "%H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if main:
+        handlers.append(logging.FileHandler(run_dir / "log.txt"))
+    for h in handlers:
+        h.setFormatter(fmt)
+        h._reprodistill = True  # type: ignore[attr-defined]
+        logger.addHandler(h)
+    logger.propagate = False

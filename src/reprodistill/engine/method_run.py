@@ -1,0 +1,104 @@
+"""One method of a run, start to finish: prepare, train on the shared loop (or keep the solved state), reload the
+reported checkpoint, test it, measure what it deploys, and store the result in the run folder."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import torch
+
+from reprodistill.config import RunConfig
+from reprodistill.engine import distributed
+from reprodistill.engine.loop import FitResult, evaluate, fit
+from reprodistill.engine.metrics import SCALAR_METRICS
+from reprodistill.engine.profile import count_params, flops, latency_ms, peak_rss_mb
+from reprodistill.engine.results import MethodResult
+from reprodistill.engine.run_dir import RunDir
+from reprodistill.engine.sanity import prediction_flags
+from reprodistill.features.split import FeatureSplit
+from reprodistill.methods import Method
+from reprodistill.util.checkpoint import load_checkpoint, save_checkpoint
+
+log = logging.getLogger("reprodistill")
+
+
+def measure_deployed(method: Method, device: torch.device) -> tuple[int, float, float]:
+    """(params, GFLOPs per image, CPU-batch-1 latency in ms) of what the method deploys."""
+    model, spec = method.deployed(), method.deployed_spec()
+    x = torch.zeros(1, spec.channels, *spec.size, device=device)
+    was_training = method.training
+    method.eval()
+    result = count_params(model), flops(model, x) / 1e9, latency_ms(model, x)
+    method.train(was_training)
+    return result
+
+
+def train_and_test(
+    method: Method,
+    splits: dict[str, FeatureSplit],
+    cfg: RunConfig,
+    folder: RunDir,
+    device: torch.device,
+    resume: bool,
+    fm_feature_s: float,
+) -> MethodResult:
+    """Train ``method`` on ``splits['train']`` and test its reported checkpoint (see ``train.select_metric``);
+    ``fm_feature_s`` is the FM pass its cached features cost. With ``resume`` a method that had finished in
+    ``folder`` is kept, not retrained."""
+    main, name = distributed.is_main(), method.name
+    out = folder.method(name)
+    if resume and (done := folder.finished(name)) is not None:
+        log.info("%s: already finished in %s, kept", name, out)
+        return done
+    log.info("%s: training (%d trainable params)", name, sum(p.numel() for p in method.parameters() if p.requires_grad))
+    t_prep = time.perf_counter()
+    method.prepare(splits["train"], device, val=splits["val"])
+    prepare_s = method.prepare_s if method.prepare_s is not None else time.perf_counter() - t_prep
+    if method.loop_training:
+        fitted = fit(method, splits["train"], splits["val"], cfg.train, out, device, resume=resume)
+    else:  # prepare() solved it (e.g. a converged probe): that state is the result
+        fitted = FitResult(best_epoch=0, best_score=math.nan)
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(out / "best.pt", {"method": method.state_dict(), "epoch": -1, "score": math.nan})
+        distributed.barrier()
+    method.load_state_dict(load_checkpoint(out / "best.pt")["method"])
+    val = evaluate(method, splits["val"], cfg.train, device)
+    test = evaluate(method, splits["test"], cfg.train, device, extra=True)
+    test["best_epoch"] = fitted.best_epoch
+    params, gflops, lat = measure_deployed(method, device)
+    result = MethodResult(
+        name,
+        test,
+        fitted.best_epoch,
+        fitted.train_time_s,
+        params,
+        gflops,
+        lat,
+        peak_rss_mb(),
+        fm_feature_s,
+        prepare_s,
+        {k: val[k] for k in ("loss", *SCALAR_METRICS)},
+    )
+    if main:
+        folder.write_method_result(result, cfg.train.keep_last)
+    distributed.barrier()
+    _log_result(result)
+    return result
+
+
+def _log_result(r: MethodResult) -> None:
+    t = r.test
+    log.info(
+        "%s: test acc %.4f bal-acc %.4f macro-F1 %.4f AUC %.4f (best epoch %d)",
+        r.method, t["accuracy"], t["balanced_accuracy"], t["macro_f1"], t["auc"], r.best_epoch,
+    )  # fmt: skip
+    for flag in prediction_flags(t["confusion_matrix"]):
+        log.warning("%s: %s on the test split: a degenerate predictor, not a result", r.method, flag)
+    for branch, m in t.get("extra", {}).items():
+        log.info(
+            "%s: %s branch (not deployed): test acc %.4f bal-acc %.4f AUC %.4f",
+            r.method, branch, m["accuracy"], m["balanced_accuracy"], m["auc"],
+        )  # fmt: skip

@@ -1,0 +1,184 @@
+"""The run folder: its layout, its lock, and every file a run writes into it (atomically, rank 0 only).
+
+Layout::
+
+    runs/<time>-<name>/
+      config.yaml  env.json  data.json  teacher.json  log.txt  results.csv  results.md
+      <method>/metrics.csv  best.pt  last.pt  test_metrics.json  result.json
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import yaml
+
+from reprodistill.config import RunConfig, to_dict
+from reprodistill.data.sources import DataBundle
+from reprodistill.engine.metrics import selection_rule_text
+from reprodistill.engine.profile import peak_rss_mb
+from reprodistill.engine.results import RESULT_COLUMNS, MethodResult, RunResult, results_table
+from reprodistill.engine.sanity import majority_metrics, published_line
+from reprodistill.errors import ReprodistillError
+from reprodistill.models.teacher import Teacher
+from reprodistill.util.checkpoint import read_json, write_json, write_text
+from reprodistill.util.lock import FolderLock
+
+
+class RunDir:
+    """One run folder. Paths are properties; ``write_*`` methods write atomically (call them on rank 0 only)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def new(cls, cfg: RunConfig) -> RunDir:
+        """A fresh time-stamped folder under ``cfg.out_dir`` (not created yet)."""
+        base = Path(cfg.out_dir) / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name or 'run'}"
+        path, i = base, 1
+        while path.exists():
+            path, i = Path(f"{base}-{i}"), i + 1
+        return cls(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ---- layout ----------------------------------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def results_csv(self) -> Path:
+        return self.path / "results.csv"
+
+    @property
+    def results_md(self) -> Path:
+        return self.path / "results.md"
+
+    def method(self, name: str) -> Path:
+        """The folder of one method: metrics.csv, best.pt, last.pt, test_metrics.json, result.json."""
+        return self.path / name
+
+    def result_file(self, name: str) -> Path:
+        return self.method(name) / "result.json"
+
+    def lock(self) -> FolderLock:
+        return FolderLock(self.path)
+
+    # ---- reading -----------------------------------------------------------------------------------------------
+    def holds_same_run(self, cfg: RunConfig) -> bool:
+        """True if the folder holds a run started with this same config (so it is resumed). A run folder is never
+        overwritten with different settings: a changed key is an error naming it."""
+        if not self.config.is_file():
+            return False
+        old, new = _flatten(yaml.safe_load(self.config.read_text())), _flatten(to_dict(cfg))
+        defaults = _flatten(to_dict(RunConfig()))
+        # a key added to reprodistill after the run started is no change if this run leaves it at its default
+        changed = sorted(
+            k
+            for k in set(old) | set(new)
+            if old.get(k) != new.get(k) and not (k not in old and new[k] == defaults.get(k))
+        )
+        if changed:
+            raise ReprodistillError(
+                f"{self.path} already holds a run with a different config (changed: {changed}); "
+                "rerun with the original settings to resume it, or pick a new --run-dir"
+            )
+        return True
+
+    def finished(self, name: str) -> Optional[MethodResult]:
+        """The stored result of a method that finished in this folder, else None."""
+        path = self.result_file(name)
+        return MethodResult.from_json(read_json(path)) if path.is_file() else None
+
+    # ---- writing (rank 0) --------------------------------------------------------------------------------------
+    def start(self, cfg: RunConfig, environment: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text(self.config, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        write_json(self.path / "env.json", environment)
+
+    def write_data(self, data: DataBundle) -> None:
+        """data.json: what the run trained and tested on (sizes and class counts per split)."""
+        splits = ("train", "val", "test")
+        write_json(
+            self.path / "data.json",
+            {
+                "source": data.source,
+                "class_names": data.class_names,
+                "channels": data.channels,
+                "load_size": list(data.load_size),
+                "sizes": {s: len(getattr(data, s)) for s in splits},
+                "unlabelled": 0 if data.unlabelled is None else len(data.unlabelled.split),
+                "class_counts": {
+                    s: np.bincount(getattr(data, s).labels, minlength=data.num_classes).tolist() for s in splits
+                },
+            },
+        )
+
+    def write_teacher(self, teacher: Teacher) -> None:
+        """teacher.json: what the FM saw (its preprocessing record) and the pooled-feature layout."""
+        write_json(
+            self.path / "teacher.json",
+            {
+                "name": teacher.name,
+                "identity": teacher.identity,
+                "preprocessing": teacher.spec.describe(),
+                "pooled_dim": teacher.feature_dim,
+                "pool_layers": list(teacher.pool_layers),
+            },
+        )
+
+    def write_method_result(self, result: MethodResult, keep_last: bool) -> None:
+        """test_metrics.json and result.json of a finished method (result.json marks it done for a resume)."""
+        out = self.method(result.method)
+        write_json(out / "test_metrics.json", result.test)
+        write_json(self.result_file(result.method), dataclasses.asdict(result))
+        if not keep_last:  # finished: resume needs result.json only; optimizer state is ~100 MB+
+            (out / "last.pt").unlink(missing_ok=True)
+
+    def write_results(self, res: RunResult, data: DataBundle, select: str) -> None:
+        """results.csv (one row per method) and results.md (the table, majority row, flags and reference)."""
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS)
+        w.writeheader()
+        w.writerows(r.row() for r in res.results)
+        write_text(self.results_csv, buf.getvalue())
+        majority = majority_metrics(
+            np.bincount(data.train.labels, minlength=data.num_classes),
+            np.bincount(data.test.labels, minlength=data.num_classes),
+        )
+        md = [
+            f"# reprodistill run {self.path.name}",
+            "",
+            f"Data: {data.source} — train {len(data.train)}, val {len(data.val)}, test {len(data.test)}; "
+            f"classes {data.class_names}",
+            "",
+            results_table(res.results, majority),
+            "",
+            published_line(data.source),
+            "",
+            f"Reported checkpoint of each method: best.pt, {selection_rule_text(select)} (never the test split); "
+            "export and predict use the same one.",
+            "",
+            f"Wall time {res.wall_time_s:.0f} s (teacher features {res.teacher_feature_time_s:.0f} s); "
+            f"peak RSS {peak_rss_mb():.0f} MB.",
+        ]
+        write_text(self.results_md, "\n".join(md) + "\n")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'epochs': 5}} -> {'train.epochs': 5}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
