@@ -4,8 +4,8 @@ space for the task, then distil it into the student progressively.
 Stage 1 (in :meth:`prepare`, before the shared loop trains the student;
 :class:`~reprodistill.reprogram.reprogrammed_fm.ReprogrammedFM` and its ``fit``): a visual prompt in the FM's
 pixel space (:class:`~reprodistill.reprogram.prompt.VisualPrompt`; padding frame by default) feeds the frozen FM;
-a projection head maps its pooled features into a ``proxy_dim`` proxy space and a linear classifier scores the task there.
-Only prompt, projection and classifier train (AdamW, class-weighted CE). First the projection and classifier are
+a projection head maps its pooled features into a ``proxy_dim`` proxy space and a linear classifier scores the task
+there. Only prompt, projection and classifier train (AdamW, class-weighted CE). First the projection and classifier are
 warmed up for ``stage1_head_epochs`` on the FM features of the images under the initial prompt (one FM forward pass,
 no backward; without the warm-up, the few steps that an FM backward per image allows leave a from-scratch head far
 from converged, and the reprogrammed FM would lose to a plain linear probe for that reason alone). Then all three
