@@ -27,6 +27,6 @@ class AttentionTransfer(FeatureMapDistillation):
     Options = ATOptions
     loss_weights = ("weight",)
 
-    def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+    def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, tuple[float, torch.Tensor]]:
         o = self.options
         return {"at": (o.weight, at_loss(s["map"], batch["teacher_features"], o.p))}

@@ -107,12 +107,17 @@ class Method(nn.Module):
     Options: ClassVar[type] = NoOptions
     loss_weights: ClassVar[tuple[str, ...]] = ()
 
+    class_weights: Optional[torch.Tensor]  # a buffer
+    # Typed as present: a method reads them only when its uses_student / uses_teacher says the engine built them.
+    student: Student
+    teacher: Teacher
+
     def __init__(self, ctx: MethodContext, options: Any) -> None:
         super().__init__()
         self.ctx = ctx
         self.options = options
         self.num_classes = ctx.num_classes
-        self.student = ctx.student
+        self.student = ctx.student  # type: ignore[assignment]  # None only when uses_student is False
         # Keep the frozen teacher out of this module's parameters/state_dict: it is never trained or checkpointed.
         object.__setattr__(self, "teacher", ctx.teacher)
         self.register_buffer("class_weights", ctx.class_weights, persistent=False)

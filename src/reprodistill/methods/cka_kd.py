@@ -27,7 +27,7 @@ class CKADistillation(ProbedFMDistillation):
     Options = CKAKDOptions
     loss_weights = ("weight",)
 
-    def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+    def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, tuple[float, torch.Tensor]]:
         o = self.options
         t = self.pooled(batch["teacher_features"])
         return {"cka": (o.weight, cka_loss(s["features"], t, o.kernel, unbiased=o.unbiased))}

@@ -29,7 +29,7 @@ class DecoupledKD(ProbedFMDistillation):
     loss_weights = ("alpha", "beta")
     uses_unlabelled = False  # TCKD / NCKD split the classes at the true label
 
-    def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+    def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, tuple[float, torch.Tensor]]:
         o = self.options
         ramp = min(1.0, self.progress / o.warmup) if o.warmup > 0 else 1.0
         tckd, nckd = dkd_parts(s["logits"], self.teacher_logits(batch), batch["label"], o.temperature)

@@ -30,6 +30,9 @@ class FitNet(FeatureMapDistillation):
     Options = FitNetOptions
     loss_weights = ("weight",)
 
+    map_mean: torch.Tensor  # a buffer
+    map_std: torch.Tensor  # a buffer
+
     def __init__(self, ctx: MethodContext, options: FitNetOptions) -> None:
         super().__init__(ctx, options)
         c_s, c_t = self.student_map_shape[0], self.teacher_channels
@@ -42,6 +45,6 @@ class FitNet(FeatureMapDistillation):
         self.map_mean.copy_(f.mean(dim=(0, 2, 3)).view(1, -1, 1, 1))
         self.map_std.copy_(f.std(dim=(0, 2, 3)).clamp_min(1e-6).view(1, -1, 1, 1))
 
-    def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+    def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, tuple[float, torch.Tensor]]:
         target = (batch["teacher_features"] - self.map_mean) / self.map_std
         return {"hint": (self.options.weight, fitnet_loss(self.regressor(s["map"]), target))}

@@ -32,7 +32,7 @@ class ProbedFMDistillation(Method):
     def __init__(self, ctx: MethodContext, options: Any) -> None:
         super().__init__(ctx, options)
         # map-fed subclasses probe the pooled last map (pool_layers apply to cached pooled vectors only)
-        dim = ctx.teacher.feature_dim if self.teacher_features == "pooled" else ctx.teacher.map_pooled_dim
+        dim = self.teacher.feature_dim if self.teacher_features == "pooled" else self.teacher.map_pooled_dim
         self.probe = StandardisedLinear(dim, ctx.num_classes).requires_grad_(False)
 
     def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:

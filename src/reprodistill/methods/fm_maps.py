@@ -23,7 +23,7 @@ class FeatureMapDistillation(ProbedFMDistillation):
     def __init__(self, ctx: MethodContext, options: Any) -> None:
         super().__init__(ctx, options)
         self.staged = staged(self.student)
-        c_t, *self.teacher_map_size = ctx.teacher.spatial_map_shape(self.name)  # one FM probe for both
+        c_t, *self.teacher_map_size = self.teacher.spatial_map_shape(self.name)  # one FM probe for both
         shapes = self.staged.probe_shapes(self.student)[1]
         self.stage = self._pick_stage(shapes, getattr(options, "stage", None))
         self.student_map_shape = shapes[self.stage]

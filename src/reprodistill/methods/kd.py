@@ -22,6 +22,6 @@ class HintonKD(ProbedFMDistillation):
     Options = KDOptions
     loss_weights = ("weight",)
 
-    def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+    def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, tuple[float, torch.Tensor]]:
         o = self.options
         return {"kd": (o.weight, kd_loss(s["logits"], self.teacher_logits(batch), o.temperature))}

@@ -32,7 +32,7 @@ class LinearProbe(Method):
 
     def __init__(self, ctx: MethodContext, options: Any) -> None:
         super().__init__(ctx, options)
-        self.head = StandardisedLinear(ctx.teacher.feature_dim, ctx.num_classes)
+        self.head = StandardisedLinear(self.teacher.feature_dim, ctx.num_classes)
 
     def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
         feats, labels = split_teacher_features(train, self.fm_pass(device))

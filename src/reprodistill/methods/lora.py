@@ -45,11 +45,11 @@ class LoRAProbe(FMAdaptation):
 
     def __init__(self, ctx: MethodContext, options: LoRAOptions) -> None:
         super().__init__(ctx, options)
-        fm = copy.deepcopy(ctx.teacher)
+        fm = copy.deepcopy(self.teacher)
         object.__setattr__(self, "fm", fm)  # not a submodule: its frozen weights stay out of checkpoints
         wrappers = inject_lora(fm, options.rank, options.alpha, options.target)
         self.adapters = nn.ModuleList(nn.ModuleList([w.lora_a, w.lora_b]) for w in wrappers)
-        d = ctx.teacher.map_pooled_dim  # the adapted FM is pooled at its last map only (no pool_layers)
+        d = self.teacher.map_pooled_dim  # the adapted FM is pooled at its last map only (no pool_layers)
         self.head = batchnorm_head(d, ctx.num_classes)
         names = [n for n, m in fm.named_modules() if any(m is w for w in wrappers)]
         self.stage_name = last_stage_boundary(fm, names) if options.trunk_cache else None

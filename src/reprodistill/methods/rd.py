@@ -56,7 +56,7 @@ class ReprogrammingDistillation(Method):
     def __init__(self, ctx: MethodContext, options: RDOptions) -> None:
         super().__init__(ctx, options)
         self.phi = FeatureReprogrammer(
-            ctx.teacher.feature_dim,
+            self.teacher.feature_dim,
             self.student.feature_dim,
             options.phi_hidden,
             options.phi_blocks,

@@ -26,7 +26,7 @@ class RelationalKD(ProbedFMDistillation):
     Options = RKDOptions
     loss_weights = ("distance_weight", "angle_weight")
 
-    def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+    def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, tuple[float, torch.Tensor]]:
         o = self.options
         t = self.pooled(batch["teacher_features"])
         return {

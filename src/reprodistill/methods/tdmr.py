@@ -107,11 +107,14 @@ class TaskDrivenModelReprogramming(Method):
     Options = TDMROptions
     loss_weights = ("feature_weight", "kd_weight", "ce_weight")
 
+    proxy_train: torch.Tensor  # a buffer
+    logits_train: torch.Tensor  # a buffer
+
     def __init__(self, ctx: MethodContext, options: TDMROptions) -> None:
         super().__init__(ctx, options)
         o = options
         self.reprogrammed = ReprogrammedFM(
-            ctx.teacher, ctx.num_classes, o.prompt, o.pad, o.resize, o.output, o.label_map, o.proxy, o.proxy_dim
+            self.teacher, ctx.num_classes, o.prompt, o.pad, o.resize, o.output, o.label_map, o.proxy, o.proxy_dim
         )
         d_p = self.reprogrammed.proxy_dim
         self.student_projector = nn.Linear(self.student.feature_dim, d_p)

@@ -37,9 +37,11 @@ class VisualPromptOptions:
 class VisualPromptMethod(FMAdaptation):
     Options = VisualPromptOptions
 
+    mapping: torch.Tensor  # a buffer
+
     def __init__(self, ctx: MethodContext, options: VisualPromptOptions) -> None:
         super().__init__(ctx, options)
-        teacher = ctx.teacher
+        teacher = self.teacher
         has_head = teacher.class_head() is not None
         self.use_label_map = options.output == "label_map" or (options.output == "auto" and has_head)
         if self.use_label_map and not has_head:

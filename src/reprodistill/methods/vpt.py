@@ -45,13 +45,13 @@ class VisualPromptTuning(FMAdaptation):
 
     def __init__(self, ctx: MethodContext, options: VPTOptions) -> None:
         super().__init__(ctx, options)
-        vit = _vit(ctx.teacher)
+        vit = _vit(self.teacher)
         dim = vit.embed_dim
         patch = math.prod(vit.patch_embed.patch_size)
         bound = math.sqrt(6.0 / (3 * patch + dim))
         sets = len(vit.blocks) if options.mode == "deep" else 1
         self.prompts = nn.Parameter(torch.empty(sets, options.num_tokens, dim).uniform_(-bound, bound))
-        d = ctx.teacher.map_pooled_dim  # the adapted FM is pooled at its last map only (no pool_layers)
+        d = self.teacher.map_pooled_dim  # the adapted FM is pooled at its last map only (no pool_layers)
         self.head = batchnorm_head(d, ctx.num_classes)
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:

@@ -50,6 +50,9 @@ class MappedHead(nn.Module):
     The head is not a submodule: its weights belong to the FM and stay out of this module's state dict.
     """
 
+    mapping: torch.Tensor  # a buffer
+    head: nn.Module  # held, not a submodule
+
     def __init__(self, head: nn.Module, num_target: int) -> None:
         super().__init__()
         object.__setattr__(self, "head", head)

@@ -29,6 +29,9 @@ PROBE_DEFAULT_L2 = 1e-3
 class Standardise(nn.Module):
     """``(x - mean) / std`` per channel with frozen statistics (buffers, so they are checkpointed and exported)."""
 
+    mean: torch.Tensor  # a buffer
+    std: torch.Tensor  # a buffer
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim))

@@ -27,6 +27,8 @@ from reprodistill.errors import ConfigError
 class VisualPrompt(nn.Module):
     """uint8 images -> the FM's normalised input with a learnable prompt applied."""
 
+    mask: torch.Tensor  # a buffer
+
     def __init__(
         self,
         spec: InputSpec,

@@ -44,6 +44,8 @@ class Stage1Budget:
 class ReprogrammedFM(nn.Module):
     """Prompt -> frozen FM -> projection -> classifier (or the FM's own head through a label mapping)."""
 
+    teacher: Teacher  # held, not a submodule
+
     def __init__(
         self,
         teacher: Teacher,
@@ -59,9 +61,10 @@ class ReprogrammedFM(nn.Module):
         super().__init__()
         object.__setattr__(self, "teacher", teacher)  # frozen: not a submodule
         d_t = teacher.feature_dim
-        self.prompt = None
+        self.prompt: Optional[VisualPrompt] = None
         if prompt != "none":
-            self.prompt = VisualPrompt(teacher.spec, prompt, pad, learnable_resize=resize == "learnable")
+            kind = "additive" if prompt == "additive" else "padding"
+            self.prompt = VisualPrompt(teacher.spec, kind, pad, learnable_resize=resize == "learnable")
         self.label_mapped = output == "label_map"
         self.label_map = label_map
         head = teacher.class_head()
@@ -80,7 +83,11 @@ class ReprogrammedFM(nn.Module):
         else:
             self.projection = nn.BatchNorm1d(d_t, affine=False)
             self.proxy_dim = d_t
-        self.classifier = MappedHead(head, num_classes) if self.label_mapped else nn.Linear(self.proxy_dim, num_classes)
+        self.classifier: nn.Module = (
+            MappedHead(head, num_classes)
+            if head is not None and self.label_mapped
+            else nn.Linear(self.proxy_dim, num_classes)
+        )
         self.steps = 0  # joint (prompt) steps the last fit took
 
     def parts(self) -> list[nn.Module]:
