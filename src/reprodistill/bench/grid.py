@@ -8,8 +8,6 @@ cells and resumes a half-trained one from its ``last.pt`` (the run folder's own 
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import logging
 import sys
 import time
@@ -28,7 +26,7 @@ from reprodistill.engine.run import run
 from reprodistill.features.run_features import build_teacher
 from reprodistill.methods import METHODS, check_config
 from reprodistill.models.teacher import Teacher
-from reprodistill.util.checkpoint import read_json, write_text
+from reprodistill.util.checkpoint import read_json, write_csv, write_text
 from reprodistill.util.lock import FolderLock
 
 log = logging.getLogger("reprodistill")
@@ -109,11 +107,7 @@ def _row(cell: Cell, result: dict[str, Any], method_dir: Path) -> dict[str, Any]
 
 
 def write_results_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS)
-    w.writeheader()
-    w.writerows(rows)
-    write_text(path, buf.getvalue())
+    write_csv(path, rows, RESULT_COLUMNS)
 
 
 def run_bench(cfg: RunConfig, bench_dir: Optional[Path] = None, plots: bool = True) -> BenchResult:

@@ -8,7 +8,6 @@ with it, loading nothing but the exported files.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import warnings
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from reprodistill.engine.metrics import ranking_metric, selection_score
 from reprodistill.errors import DataError, ReprodistillError
 from reprodistill.methods import METHODS
 from reprodistill.models import Student, create_student
-from reprodistill.util.checkpoint import atomic_write, load_checkpoint, write_json, write_text
+from reprodistill.util.checkpoint import atomic_write, load_checkpoint, write_csv, write_json, write_text
 
 EXPORT_FORMAT = 1
 
@@ -242,10 +241,7 @@ def write_predictions(rows: list[dict], path: Path) -> None:
     if path.suffix.lower() == ".json":
         write_text(path, json.dumps(rows, indent=2) + "\n")
         return
-    buf = io.StringIO()
     names = list(rows[0]["probabilities"]) if rows else []
-    w = csv.writer(buf)
-    w.writerow(["path", "label", *[f"p_{n}" for n in names]])
-    for r in rows:
-        w.writerow([r["path"], r["label"], *[f"{r['probabilities'][n]:.6f}" for n in names]])
-    write_text(path, buf.getvalue())
+    table = [{"path": r["path"], "label": r["label"], **{f"p_{n}": f"{r['probabilities'][n]:.6f}" for n in names}}
+             for r in rows]  # fmt: skip
+    write_csv(path, table, ["path", "label", *[f"p_{n}" for n in names]])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import os
@@ -26,7 +24,7 @@ from reprodistill.engine.metrics import SCALAR_METRICS, classification_metrics, 
 from reprodistill.errors import ReprodistillError
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Method, StepOutput
-from reprodistill.util.checkpoint import load_checkpoint, save_checkpoint, write_text
+from reprodistill.util.checkpoint import load_checkpoint, save_checkpoint, write_csv
 
 log = logging.getLogger("reprodistill")
 
@@ -178,17 +176,6 @@ def _wrap_ddp(method: Method, device: torch.device) -> torch.nn.Module:
     return DistributedDataParallel(method, device_ids=ids)
 
 
-def _write_history(path: Path, history: list[dict[str, float]]) -> None:
-    keys: list[str] = []
-    for row in history:
-        keys += [k for k in row if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(history)
-    write_text(path, buf.getvalue())
-
-
 def fit(
     method: Method,
     train: FeatureSplit,
@@ -310,7 +297,7 @@ def fit(
                     "train_time_s": train_time,
                 },
             )
-            _write_history(out_dir / "metrics.csv", history)
+            write_csv(out_dir / "metrics.csv", history)
         distributed.barrier()  # no rank reads best.pt / last.pt before rank 0 has written them
         log.info(
             "%s epoch %d/%d: train loss %.4f | val acc %.4f bal-acc %.4f auc %.4f | %.1fs",

@@ -9,9 +9,7 @@ Layout::
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -27,7 +25,7 @@ from reprodistill.engine.results import RESULT_COLUMNS, MethodResult, RunResult,
 from reprodistill.engine.sanity import majority_metrics, published_line
 from reprodistill.errors import ReprodistillError
 from reprodistill.models.teacher import Teacher
-from reprodistill.util.checkpoint import read_json, write_json, write_text
+from reprodistill.util.checkpoint import read_json, write_csv, write_json, write_text
 from reprodistill.util.lock import FolderLock
 
 
@@ -145,11 +143,7 @@ class RunDir:
 
     def write_results(self, res: RunResult, data: DataBundle, select: str) -> None:
         """results.csv (one row per method) and results.md (the table, majority row, flags and reference)."""
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS)
-        w.writeheader()
-        w.writerows(r.row() for r in res.results)
-        write_text(self.results_csv, buf.getvalue())
+        write_csv(self.results_csv, (r.row() for r in res.results), RESULT_COLUMNS)
         majority = majority_metrics(
             np.bincount(data.train.labels, minlength=data.num_classes),
             np.bincount(data.test.labels, minlength=data.num_classes),

@@ -56,7 +56,7 @@ from reprodistill.features.cache import cache_key, resolve_cache_dir
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
 from reprodistill.reprogram.reprogrammed_fm import ReprogrammedFM, Stage1Budget
-from reprodistill.util.checkpoint import atomic_write
+from reprodistill.util.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger("reprodistill")
 STAGE1_FORMAT = 1
@@ -147,10 +147,10 @@ class TaskDrivenModelReprogramming(Method):
         """Stage 1, or its stored result when the same stage 1 ran before (deterministic, so resume-safe)."""
         path = self.stage1_cache_path(train)
         if path is not None and path.is_file():
-            state = torch.load(path, map_location=device, weights_only=True)
+            state = load_checkpoint(path)
             for m, sd in zip(self.reprogrammed.parts(), state["modules"]):
                 m.load_state_dict(sd)
-            self.proxy_train, self.logits_train = state["proxy_train"], state["logits_train"]
+            self.proxy_train, self.logits_train = state["proxy_train"].to(device), state["logits_train"].to(device)
             self.prepare_s = state.get("compute_seconds")
             self.reprogrammed.steps = 0
             self.reprogrammed.freeze()
@@ -163,7 +163,7 @@ class TaskDrivenModelReprogramming(Method):
         if path is not None:
             state = {k: v.cpu() if torch.is_tensor(v) else v for k, v in self._stage1_state().items()}
             state["compute_seconds"] = self.prepare_s
-            atomic_write(path, lambda tmp: torch.save(state, tmp))
+            save_checkpoint(path, state)
 
     def _fixed_features(self, train: Any, device: torch.device) -> torch.Tensor:
         """Fixed-view pooled FM features of the training split, from the feature cache when they are there."""

@@ -1,13 +1,15 @@
-"""Atomic file writes and weights-only checkpoints."""
+"""Atomic file writes (text, JSON, CSV) and weights-only checkpoints."""
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
@@ -47,6 +49,18 @@ def _umask() -> int:
 
 def write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda p: Path(p).write_text(text))
+
+
+def write_csv(path: str | Path, rows: Iterable[dict[str, Any]], columns: Optional[Sequence[str]] = None) -> None:
+    """Rows as CSV with a header, atomically; ``columns`` default to every key in order of first appearance."""
+    rows = list(rows)
+    if columns is None:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns))
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
 
 
 def write_json(path: str | Path, obj: Any) -> None:
