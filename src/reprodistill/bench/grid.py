@@ -23,6 +23,7 @@ from reprodistill.engine.environment import setup_logging
 from reprodistill.engine.results import RESULT_COLUMNS as RUN_COLUMNS
 from reprodistill.engine.results import MethodResult
 from reprodistill.engine.run import run
+from reprodistill.engine.run_dir import RunDir
 from reprodistill.features.run_features import build_teacher
 from reprodistill.methods import METHODS, check_config
 from reprodistill.models.teacher import Teacher
@@ -54,7 +55,7 @@ class Cell:
         return f"{self.method}/frac{self.fraction:g}-seed{self.seed}"
 
     def result_path(self, bench_dir: Path) -> Path:
-        return bench_dir / "cells" / self.folder / self.base / "result.json"
+        return RunDir(bench_dir / "cells" / self.folder).method(self.base).result
 
 
 @dataclass

@@ -12,6 +12,7 @@ import numpy as np
 
 from reprodistill.config import RunConfig, method_variant
 from reprodistill.engine.metrics import SCALAR_METRICS, ranking_metric, selection_rule_text, selection_score
+from reprodistill.engine.run_dir import MethodDir, RunDir
 from reprodistill.engine.sanity import majority_metrics, published_line
 from reprodistill.util.checkpoint import read_json, write_text
 
@@ -42,7 +43,7 @@ def _class_counts(row: dict[str, Any]) -> Optional[dict[str, list[int]]]:
     """Per-split class counts of a cell (its run folder's data.json), or None for cells from older versions."""
     if not row.get("method_dir"):
         return None
-    path = Path(row["method_dir"]).parent / "data.json"
+    path = RunDir(Path(row["method_dir"]).parent).data_json
     if not path.is_file():
         return None
     return read_json(path).get("class_counts")
@@ -280,7 +281,7 @@ def plot_training_curves(path: Path, rows: list[dict[str, Any]], methods: list[s
     for r in rows:
         if float(r["fraction"]) != frac or int(r["seed"]) != seed:
             continue
-        hist_path = Path(r["method_dir"]) / "metrics.csv"
+        hist_path = MethodDir(r["method_dir"]).metrics_csv
         if not hist_path.is_file():
             continue
         hist = _read_history(hist_path)
@@ -326,7 +327,7 @@ def best_student_cell(rows: list[dict[str, Any]], select: str = "loss") -> Optio
 
 def plot_confusion(path: Path, row: dict[str, Any], class_names: list[str]) -> None:
     plt = _plt()
-    test = read_json(Path(row["method_dir"]) / "test_metrics.json")
+    test = read_json(MethodDir(row["method_dir"]).test_metrics)
     cm = np.array(test["confusion_matrix"])
     k = len(cm)
     names = class_names if len(class_names) == k else [str(i) for i in range(k)]
@@ -391,7 +392,7 @@ def write_report(
     plot_training_curves(plots / "training_curves.png", rows, methods)
     best = best_student_cell(rows, cfg.train.select_metric)
     class_names = []
-    first_data = Path(rows[0]["method_dir"]).parent / "data.json" if rows else None
+    first_data = RunDir(Path(rows[0]["method_dir"]).parent).data_json if rows else None
     if first_data and first_data.is_file():
         class_names = read_json(first_data)["class_names"]
     if best:
@@ -453,7 +454,7 @@ def _branch_rows(rows: list[dict[str, Any]]) -> str:
     """Table of branches such as RD's reprogrammed FM or the KD baselines' probed FM (mean ± std over seeds)."""
     vals: dict[tuple[str, str, float], list[tuple[float, float]]] = defaultdict(list)
     for r in rows:
-        p = Path(r["method_dir"]) / "test_metrics.json"
+        p = MethodDir(r["method_dir"]).test_metrics
         if not p.is_file():
             continue
         for branch, m in read_json(p).get("extra", {}).items():

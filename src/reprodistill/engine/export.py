@@ -22,6 +22,7 @@ from reprodistill.config import RunConfig, StudentConfig, from_dict
 from reprodistill.data.sources import IMAGE_SUFFIXES, load_image_file
 from reprodistill.data.transforms import InputSpec, preprocess
 from reprodistill.engine.metrics import ranking_metric, selection_score
+from reprodistill.engine.run_dir import RunDir
 from reprodistill.errors import DataError, ReprodistillError
 from reprodistill.methods import METHODS
 from reprodistill.models import Student, create_student
@@ -37,18 +38,19 @@ class ExportResult:
     onnx_max_abs_diff: Optional[float]
 
 
-def _pick_method(run_dir: Path, method: Optional[str]) -> str:
+def _pick_method(folder: RunDir, method: Optional[str]) -> str:
     """The named method, else the student-deploying method with the best *validation* score in results.csv, by the
     run's own selection metric (the rule that chose each checkpoint; the test split never chooses)."""
+    run_dir = folder.path
     if method:
-        if not (run_dir / method / "best.pt").is_file():
+        if not folder.method(method).best.is_file():
             raise ReprodistillError(f"{run_dir}: no trained method {method!r} (missing {method}/best.pt)")
         if not METHODS.get(method).uses_student:
             raise ReprodistillError(
                 f"method {method!r} deploys the whole foundation model, not a student; pick another"
             )
         return method
-    results = run_dir / "results.csv"
+    results = folder.results_csv
     if not results.is_file():
         raise ReprodistillError(f"{run_dir}: no results.csv (is the run finished?); name one with --method")
     with open(results, newline="") as f:
@@ -56,10 +58,8 @@ def _pick_method(run_dir: Path, method: Optional[str]) -> str:
     if not rows:
         raise ReprodistillError(f"{run_dir}: no method in results.csv deploys a student")
     select = "loss"  # runs written before select_metric existed
-    if (run_dir / "config.yaml").is_file():
-        select = (
-            (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("train", {}).get("select_metric", select)
-        )
+    if folder.config.is_file():
+        select = (yaml.safe_load(folder.config.read_text()) or {}).get("train", {}).get("select_metric", select)
     column = f"val_{ranking_metric(select)}"
     if column not in rows[0] or any(r[column] in ("", None, "nan") for r in rows):
         raise ReprodistillError(
@@ -81,27 +81,28 @@ def export_run(run_dir: str | Path, method: Optional[str] = None, onnx: bool = T
     """Write ``<run>/export/{model.safetensors, config.json, model.onnx}`` for the run's best (or named) student."""
     from safetensors.torch import save_file  # noqa: PLC0415
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "data.json").is_file():
+    folder = RunDir(run_dir)
+    run_dir = folder.path
+    if not folder.config.is_file() or not folder.data_json.is_file():
         raise ReprodistillError(
             f"{run_dir} is not a reprodistill run folder (no config.yaml / data.json); give the folder that "
             "`reprodistill distill` printed, or a bench cell under <bench>/cells/<method>/"
         )
-    cfg = from_dict(RunConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
-    data = json.loads((run_dir / "data.json").read_text())
-    name = _pick_method(run_dir, method)
+    cfg = from_dict(RunConfig, yaml.safe_load(folder.config.read_text()))
+    data = json.loads(folder.data_json.read_text())
+    name = _pick_method(folder, method)
     student = create_student(
         StudentConfig(**{**cfg.student.__dict__, "pretrained": False, "checkpoint": None}),
         num_classes=len(data["class_names"]),
         default_size=tuple(data["load_size"]),
     )
-    state = _student_state(load_checkpoint(run_dir / name / "best.pt")["method"])
+    state = _student_state(load_checkpoint(folder.method(name).best)["method"])
     student.model.load_state_dict(state, strict=True)
     student.eval()
-    out = run_dir / "export"
+    out = folder.export_dir
     out.mkdir(exist_ok=True)
     atomic_write(out / "model.safetensors", lambda p: save_file(state, p))
-    test = json.loads((run_dir / name / "test_metrics.json").read_text())
+    test = json.loads(folder.method(name).test_metrics.read_text())
     config = {
         "format": EXPORT_FORMAT,
         "arch": student.arch,

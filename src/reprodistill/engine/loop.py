@@ -21,6 +21,7 @@ from reprodistill.data.transforms import augment
 from reprodistill.engine import distributed
 from reprodistill.engine.distributed import GlobalBatchSampler, MixedBatchSampler, shard_indices
 from reprodistill.engine.metrics import SCALAR_METRICS, classification_metrics, round_score
+from reprodistill.engine.run_dir import MethodDir
 from reprodistill.errors import ReprodistillError
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Method, StepOutput
@@ -198,7 +199,8 @@ def fit(
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
     history: list[dict[str, float]] = []
     start_epoch, best_score, best_epoch, train_time = 0, -math.inf, -1, 0.0
-    last = out_dir / "last.pt"
+    folder = MethodDir(out_dir)
+    last = folder.last
     if resume and last.exists():
         state = load_checkpoint(last)
         method.load_state_dict(state["method"])
@@ -280,7 +282,7 @@ def fit(
         if score > best_score:
             best_score, best_epoch = score, epoch + 1
             if main:
-                save_checkpoint(out_dir / "best.pt", {"method": method.state_dict(), "epoch": epoch, "score": score})
+                save_checkpoint(folder.best, {"method": method.state_dict(), "epoch": epoch, "score": score})
         if main:
             save_checkpoint(
                 last,
@@ -297,7 +299,7 @@ def fit(
                     "train_time_s": train_time,
                 },
             )
-            write_csv(out_dir / "metrics.csv", history)
+            write_csv(folder.metrics_csv, history)
         distributed.barrier()  # no rank reads best.pt / last.pt before rank 0 has written them
         log.info(
             "%s epoch %d/%d: train loss %.4f | val acc %.4f bal-acc %.4f auc %.4f | %.1fs",

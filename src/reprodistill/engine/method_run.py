@@ -50,21 +50,21 @@ def train_and_test(
     main, name = distributed.is_main(), method.name
     out = folder.method(name)
     if resume and (done := folder.finished(name)) is not None:
-        log.info("%s: already finished in %s, kept", name, out)
+        log.info("%s: already finished in %s, kept", name, out.path)
         return done
     log.info("%s: training (%d trainable params)", name, sum(p.numel() for p in method.parameters() if p.requires_grad))
     t_prep = time.perf_counter()
     method.prepare(splits["train"], device, val=splits["val"])
     prepare_s = method.prepare_s if method.prepare_s is not None else time.perf_counter() - t_prep
     if method.loop_training:
-        fitted = fit(method, splits["train"], splits["val"], cfg.train, out, device, resume=resume)
+        fitted = fit(method, splits["train"], splits["val"], cfg.train, out.path, device, resume=resume)
     else:  # prepare() solved it (e.g. a converged probe): that state is the result
         fitted = FitResult(best_epoch=0, best_score=math.nan)
         if main:
-            out.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(out / "best.pt", {"method": method.state_dict(), "epoch": -1, "score": math.nan})
+            out.path.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(out.best, {"method": method.state_dict(), "epoch": -1, "score": math.nan})
         distributed.barrier()
-    method.load_state_dict(load_checkpoint(out / "best.pt")["method"])
+    method.load_state_dict(load_checkpoint(out.best)["method"])
     val = evaluate(method, splits["val"], cfg.train, device)
     test = evaluate(method, splits["test"], cfg.train, device, extra=True)
     test["best_epoch"] = fitted.best_epoch

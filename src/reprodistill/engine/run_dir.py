@@ -29,6 +29,39 @@ from reprodistill.util.checkpoint import read_json, write_csv, write_json, write
 from reprodistill.util.lock import FolderLock
 
 
+class MethodDir:
+    """The folder of one method inside a run folder."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"MethodDir({str(self.path)!r})"
+
+    @property
+    def best(self) -> Path:
+        """The reported checkpoint (see ``train.select_metric``)."""
+        return self.path / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        """The resumable state after the last finished epoch."""
+        return self.path / "last.pt"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def test_metrics(self) -> Path:
+        return self.path / "test_metrics.json"
+
+    @property
+    def result(self) -> Path:
+        """Written last: its presence marks the method finished."""
+        return self.path / "result.json"
+
+
 class RunDir:
     """One run folder. Paths are properties; ``write_*`` methods write atomically (call them on rank 0 only)."""
 
@@ -60,12 +93,17 @@ class RunDir:
     def results_md(self) -> Path:
         return self.path / "results.md"
 
-    def method(self, name: str) -> Path:
-        """The folder of one method: metrics.csv, best.pt, last.pt, test_metrics.json, result.json."""
-        return self.path / name
+    @property
+    def data_json(self) -> Path:
+        return self.path / "data.json"
 
-    def result_file(self, name: str) -> Path:
-        return self.method(name) / "result.json"
+    @property
+    def export_dir(self) -> Path:
+        return self.path / "export"
+
+    def method(self, name: str) -> MethodDir:
+        """The folder of one method: metrics.csv, best.pt, last.pt, test_metrics.json, result.json."""
+        return MethodDir(self.path / name)
 
     def lock(self) -> FolderLock:
         return FolderLock(self.path)
@@ -93,7 +131,7 @@ class RunDir:
 
     def finished(self, name: str) -> Optional[MethodResult]:
         """The stored result of a method that finished in this folder, else None."""
-        path = self.result_file(name)
+        path = self.method(name).result
         return MethodResult.from_json(read_json(path)) if path.is_file() else None
 
     # ---- writing (rank 0) --------------------------------------------------------------------------------------
@@ -106,7 +144,7 @@ class RunDir:
         """data.json: what the run trained and tested on (sizes and class counts per split)."""
         splits = ("train", "val", "test")
         write_json(
-            self.path / "data.json",
+            self.data_json,
             {
                 "source": data.source,
                 "class_names": data.class_names,
@@ -136,10 +174,10 @@ class RunDir:
     def write_method_result(self, result: MethodResult, keep_last: bool) -> None:
         """test_metrics.json and result.json of a finished method (result.json marks it done for a resume)."""
         out = self.method(result.method)
-        write_json(out / "test_metrics.json", result.test)
-        write_json(self.result_file(result.method), dataclasses.asdict(result))
+        write_json(out.test_metrics, result.test)
+        write_json(out.result, dataclasses.asdict(result))
         if not keep_last:  # finished: resume needs result.json only; optimizer state is ~100 MB+
-            (out / "last.pt").unlink(missing_ok=True)
+            out.last.unlink(missing_ok=True)
 
     def write_results(self, res: RunResult, data: DataBundle, select: str) -> None:
         """results.csv (one row per method) and results.md (the table, majority row, flags and reference)."""
