@@ -155,6 +155,7 @@ def test_predict_skips_undecodable_files_lists_them_and_survives_a_closed_pipe(t
 @pytest.mark.parametrize(("select", "expected"), [("last", "kd"), ("loss", "student"), ("auc", "kd")])
 def test_export_without_method_picks_the_student_by_the_runs_validation_rule(tmp_path, select, expected):
     from reprodistill.engine.export import _pick_method
+    from reprodistill.engine.run_dir import RunDir
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -168,4 +169,4 @@ def test_export_without_method_picks_the_student_by_the_runs_validation_rule(tmp
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    assert _pick_method(run_dir, None) == expected
+    assert _pick_method(RunDir(run_dir), None) == expected
