@@ -74,3 +74,21 @@ def tiny_teacher(tmp_path):
         return create_teacher(TeacherConfig(name=str(tmp_path / "fm.pt"), arch="resnet10t", image_size=image_size))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def teachers(tmp_path_factory):
+    """A small random CNN FM (64 px: 2x2 maps) and a small random ViT FM, loaded from local checkpoint files."""
+    import timm
+    import torch
+
+    from reprodistill.config import TeacherConfig
+    from reprodistill.models import create_teacher
+
+    folder = tmp_path_factory.mktemp("fms")
+    torch.manual_seed(0)
+    torch.save(timm.create_model("resnet10t", num_classes=0).state_dict(), folder / "cnn.pt")
+    torch.save(timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=0).state_dict(), folder / "vit.pt")
+    cnn = create_teacher(TeacherConfig(name=str(folder / "cnn.pt"), arch="resnet10t", image_size=64))
+    vit = create_teacher(TeacherConfig(name=str(folder / "vit.pt"), arch="vit_tiny_patch16_224", image_size=32))
+    return {"cnn": cnn, "vit": vit}

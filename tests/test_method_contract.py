@@ -9,35 +9,22 @@ import dataclasses
 
 import numpy as np
 import pytest
-import timm
 import torch
 from conftest import build_method
 
-from reprodistill.config import RunConfig, StudentConfig, TeacherConfig
+from reprodistill.config import RunConfig, StudentConfig
 from reprodistill.data.dataset import ImageDataset
 from reprodistill.data.sources import Split
 from reprodistill.features.fm_pass import FMPass
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods import METHODS, MethodContext, StepOutput
-from reprodistill.models import create_student, create_teacher
+from reprodistill.models import create_student
 
 # options that keep a method's preparation small here (the defaults are sized for real data)
 FAST_OPTIONS = {"tdmr": {"stage1_head_epochs": 1, "stage1_epochs": 1, "stage1_max_steps": 2, "proxy_dim": 8}}
 # methods whose FM must be a Vision Transformer
 VIT_METHODS = {"vpt"}
 N, K = 12, 3
-
-
-@pytest.fixture(scope="module")
-def teachers(tmp_path_factory):
-    """A small random CNN FM (64 px: 2x2 maps) and a small random ViT FM, loaded from local checkpoint files."""
-    folder = tmp_path_factory.mktemp("fms")
-    torch.manual_seed(0)
-    torch.save(timm.create_model("resnet10t", num_classes=0).state_dict(), folder / "cnn.pt")
-    torch.save(timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=0).state_dict(), folder / "vit.pt")
-    cnn = create_teacher(TeacherConfig(name=str(folder / "cnn.pt"), arch="resnet10t", image_size=64))
-    vit = create_teacher(TeacherConfig(name=str(folder / "vit.pt"), arch="vit_tiny_patch16_224", image_size=32))
-    return {"cnn": cnn, "vit": vit}
 
 
 def _split(seed: int) -> ImageDataset:
