@@ -96,3 +96,25 @@ def test_phi_standardises_with_the_train_statistics_in_train_and_eval_mode(rd_se
         eval_out = method.eval().phi(f)
     # a BatchNorm here gave eval-mode outputs from running statistics that had seen a few updates only
     assert torch.allclose(train_out, eval_out, atol=1e-6)
+
+
+def test_kd_target_probe_distils_the_solved_probe_not_the_branch(teachers):
+    """kd_target=probe: the KD term is KL to the FM's linear probe (solved in prepare, frozen), phi and its CE and
+    CKA still train; the default distils the reprogrammed branch."""
+    from test_method_contract import _build, _step
+
+    from reprodistill.distill import kd_loss
+
+    method, batch = _build("rd", teachers["cnn"], kd_target="probe")
+    assert not any(p.requires_grad for p in method.probe.parameters())
+    assert method.probe.linear.weight.abs().sum() > 0  # solved in prepare
+    out = _step(method, batch)
+    f_t = batch["teacher_features"]
+    with torch.no_grad():
+        expected = kd_loss(out.logits, method.probe(f_t), method.options.temperature)
+    assert out.parts["kd"].item() == pytest.approx(expected.item(), rel=1e-5)
+    out.loss.backward()
+    assert method.phi.blocks[0].body[0].weight.grad.abs().sum() > 0  # the branch still trains (its CE, CKA)
+    branch, batch = _build("rd", teachers["cnn"])
+    z_t = _step(branch, batch).aux["teacher_logits"]
+    assert not hasattr(branch, "probe") and not torch.allclose(z_t, method.probe(f_t))

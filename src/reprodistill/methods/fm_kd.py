@@ -12,7 +12,7 @@ Subclasses implement :meth:`distill_loss`; the total loss is ``CE(student) + dis
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -20,6 +20,29 @@ from reprodistill.data.sources import UNLABELLED
 from reprodistill.features.split import FeatureSplit, split_teacher_features
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput
 from reprodistill.reprogram.probe import StandardisedLinear, fit_linear_probe
+
+
+def fit_probe(
+    method: Method,
+    probe: StandardisedLinear,
+    train: FeatureSplit,
+    val: Optional[FeatureSplit],
+    device: torch.device,
+    pooled: Callable[[torch.Tensor], torch.Tensor] = lambda f: f,
+) -> torch.Tensor:
+    """Solve ``probe`` on the labelled training images' pooled FM features (its L2 chosen on ``val``); return the
+    training split's teacher features (labelled and unlabelled) for further statistics."""
+    feats, labels = split_teacher_features(train, method.fm_pass(device))
+    held_out = None
+    if val is not None:
+        vf, vl = split_teacher_features(val, method.fm_pass(device))
+        held_out = (pooled(vf), vl)
+    known = labels != UNLABELLED  # the probe (a KD teacher) is fitted on the labelled images only
+    fitted = fit_linear_probe(
+        pooled(feats[known]), labels[known], method.num_classes, method.class_weights, val=held_out
+    )
+    probe.load_state_dict(fitted.state_dict())
+    return feats
 
 
 class ProbedFMDistillation(Method):
@@ -36,17 +59,7 @@ class ProbedFMDistillation(Method):
         self.probe = StandardisedLinear(dim, ctx.num_classes).requires_grad_(False)
 
     def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
-        feats, labels = split_teacher_features(train, self.fm_pass(device))
-        held_out = None
-        if val is not None:
-            vf, vl = split_teacher_features(val, self.fm_pass(device))
-            held_out = (self.pooled(vf), vl)
-        known = labels != UNLABELLED  # the probe (the KD teacher) is fitted on the labelled images only
-        fitted = fit_linear_probe(
-            self.pooled(feats[known]), labels[known], self.num_classes, self.class_weights, val=held_out
-        )
-        self.probe.load_state_dict(fitted.state_dict())
-        self.prepare_features(feats)
+        self.prepare_features(fit_probe(self, self.probe, train, val, device, self.pooled))
 
     def prepare_features(self, train_features: torch.Tensor) -> None:
         """Hook for statistics of the train features (e.g. FitNet's target standardisation)."""
