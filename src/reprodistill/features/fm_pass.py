@@ -39,7 +39,7 @@ class FMPass:
         self, dataset: ImageDataset, kind: str = "pooled", desc: str = "", fn: Optional[FeatureFn] = None
     ) -> torch.Tensor:
         """FM outputs of every image of ``dataset`` in order (float32, CPU): ``kind`` 'pooled' or 'map', or any
-        function ``fn`` of a uint8 image batch (e.g. a prompted FM's logits)."""
+        function ``fn`` of a uint8 image batch (e.g. a prompted FM's logits; ``kind`` then only names it)."""
         return extract_features(
             self.teacher,
             dataset,
@@ -77,9 +77,6 @@ class FMPass:
             timings=timings,
             view=view,
             compute=lambda: self.features(
-                dataset if source is None else source,
-                kind="pooled" if fn is not None else kind,
-                desc=desc or f"{self.teacher.name} {kind} {name}".rstrip(),
-                fn=fn,
+                dataset if source is None else source, kind, desc or f"{self.teacher.name} {kind} {name}".rstrip(), fn
             ),
         )

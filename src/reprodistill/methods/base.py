@@ -48,6 +48,23 @@ class StepOutput:
     logged: dict[str, float] = dataclasses.field(default_factory=dict)
     aux: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
+    @classmethod
+    def weighted(
+        cls,
+        logits: torch.Tensor,
+        parts: dict[str, torch.Tensor],
+        weights: dict[str, float],
+        logged: Optional[dict[str, float]] = None,
+        aux: Optional[dict[str, torch.Tensor]] = None,
+    ) -> StepOutput:
+        """The step whose loss is ``sum(weights[k] * parts[k])`` in the order of ``parts`` (a missing weight is 1), so
+        the logged weights are the ones the loss used."""
+        terms = [weights.get(k, 1.0) * v for k, v in parts.items()]
+        loss = terms[0]
+        for t in terms[1:]:
+            loss = loss + t
+        return cls(loss, logits, parts, weights, logged or {}, aux or {})
+
     def log_values(self) -> dict[str, float]:
         """The step's columns for metrics.csv: parts, their weights (w_<part>) and the other logged values."""
         out = {k: float(v.detach()) for k, v in self.parts.items()}

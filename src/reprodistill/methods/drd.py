@@ -124,11 +124,5 @@ class DeepReprogrammingDistillation(Method):
             "kd": torch.stack(kd).mean() if kd else zero,
             "cka": torch.stack(cka).mean(),
         }
-        loss = (
-            parts["ce"]
-            + o.hybrid_weight * decay * parts["hybrid"]
-            + o.kd_weight * decay * parts["kd"]
-            + o.cka_weight * parts["cka"]
-        )
         weights = {"ce": 1.0, "hybrid": o.hybrid_weight * decay, "kd": o.kd_weight * decay, "cka": o.cka_weight}
-        return StepOutput(loss, z_s, parts, weights)
+        return StepOutput.weighted(z_s, parts, weights)

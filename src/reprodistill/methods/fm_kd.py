@@ -12,37 +12,14 @@ Subclasses implement :meth:`distill_loss`; the total loss is ``CE(student) + dis
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
-from reprodistill.data.sources import UNLABELLED
-from reprodistill.features.split import FeatureSplit, split_teacher_features
+from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput
-from reprodistill.reprogram.probe import StandardisedLinear, fit_linear_probe
-
-
-def fit_probe(
-    method: Method,
-    probe: StandardisedLinear,
-    train: FeatureSplit,
-    val: Optional[FeatureSplit],
-    device: torch.device,
-    pooled: Callable[[torch.Tensor], torch.Tensor] = lambda f: f,
-) -> torch.Tensor:
-    """Solve ``probe`` on the labelled training images' pooled FM features (its L2 chosen on ``val``); return the
-    training split's teacher features (labelled and unlabelled) for further statistics."""
-    feats, labels = split_teacher_features(train, method.fm_pass(device))
-    held_out = None
-    if val is not None:
-        vf, vl = split_teacher_features(val, method.fm_pass(device))
-        held_out = (pooled(vf), vl)
-    known = labels != UNLABELLED  # the probe (a KD teacher) is fitted on the labelled images only
-    fitted = fit_linear_probe(
-        pooled(feats[known]), labels[known], method.num_classes, method.class_weights, val=held_out
-    )
-    probe.load_state_dict(fitted.state_dict())
-    return feats
+from reprodistill.methods.probe_fit import fit_probe
+from reprodistill.reprogram.probe import StandardisedLinear
 
 
 class ProbedFMDistillation(Method):

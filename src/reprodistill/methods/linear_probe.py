@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from reprodistill.data.transforms import InputSpec
-from reprodistill.features.split import FeatureSplit, split_teacher_features
+from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
-from reprodistill.reprogram.probe import StandardisedLinear, fit_linear_probe
+from reprodistill.methods.probe_fit import fit_probe
+from reprodistill.reprogram.probe import StandardisedLinear
 
 
 @register_method("linear_probe")
@@ -35,10 +36,7 @@ class LinearProbe(Method):
         self.head = StandardisedLinear(self.teacher.feature_dim, ctx.num_classes)
 
     def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
-        feats, labels = split_teacher_features(train, self.fm_pass(device))
-        held_out = split_teacher_features(val, self.fm_pass(device)) if val is not None else None
-        fitted = fit_linear_probe(feats, labels, self.num_classes, self.class_weights, val=held_out)
-        self.head.load_state_dict(fitted.state_dict())
+        fit_probe(self, self.head, train, val, device)
 
     def forward(self, batch: Batch) -> StepOutput:
         logits = self.head(batch["teacher_features"])

@@ -24,7 +24,7 @@ import torch
 from reprodistill.distill import cka_loss, kd_loss
 from reprodistill.features.split import FeatureSplit, split_teacher_features
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
-from reprodistill.methods.fm_kd import fit_probe
+from reprodistill.methods.probe_fit import fit_probe
 from reprodistill.reprogram import FeatureReprogrammer
 from reprodistill.reprogram.probe import StandardisedLinear
 
@@ -102,15 +102,9 @@ class ReprogrammingDistillation(Method):
             "kd": kd_loss(z_s, self._kd_target(batch["teacher_features"], z_t), o.temperature),
             "cka": cka_loss(r_t, f_s, o.cka_kernel, o.rbf_sigma, o.cka_unbiased),
         }
-        loss = (
-            o.teacher_ce_weight * parts["ce_teacher"]
-            + o.student_ce_weight * parts["ce_student"]
-            + o.kd_weight * parts["kd"]
-            + o.cka_weight * parts["cka"]
-        )
         weights = {"ce_teacher": o.teacher_ce_weight, "ce_student": o.student_ce_weight, "kd": o.kd_weight,
                    "cka": o.cka_weight}  # fmt: skip
-        return StepOutput(loss, z_s, parts, weights, aux={"teacher_logits": z_t})
+        return StepOutput.weighted(z_s, parts, weights, aux={"teacher_logits": z_t})
 
     def _kd_target(self, f_t: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
         if self.options.kd_target == "probe":

@@ -205,13 +205,8 @@ class TaskDrivenModelReprogramming(Method):
             "kd": kd_loss(z_s, logits_t, w["T"]),
             "ce": self.task_loss(z_s, batch["label"]),
         }
-        loss = (
-            o.feature_weight * w["feat"] * parts["feat"]
-            + o.kd_weight * w["kd"] * parts["kd"]
-            + o.ce_weight * w["ce"] * parts["ce"]
-        )
         weights = {"feat": o.feature_weight * w["feat"], "kd": o.kd_weight * w["kd"], "ce": o.ce_weight * w["ce"]}
-        return StepOutput(loss, z_s, parts, weights, {"T": w["T"]})
+        return StepOutput.weighted(z_s, parts, weights, {"T": w["T"]})
 
     def extra_logits(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The reprogrammed FM itself (prompt + FM + projection + classifier), scored on the evaluation images."""

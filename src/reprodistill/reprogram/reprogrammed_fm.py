@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Literal, Optional, Protocol
 
 import torch
 from torch import nn
@@ -50,7 +50,7 @@ class ReprogrammedFM(nn.Module):
         self,
         teacher: Teacher,
         num_classes: int,
-        prompt: str = "padding",
+        prompt: Literal["padding", "additive", "none"] = "padding",
         pad: Optional[int] = None,
         resize: str = "fixed",
         output: str = "projection",
@@ -63,8 +63,7 @@ class ReprogrammedFM(nn.Module):
         d_t = teacher.feature_dim
         self.prompt: Optional[VisualPrompt] = None
         if prompt != "none":
-            kind = "additive" if prompt == "additive" else "padding"
-            self.prompt = VisualPrompt(teacher.spec, kind, pad, learnable_resize=resize == "learnable")
+            self.prompt = VisualPrompt(teacher.spec, prompt, pad, learnable_resize=resize == "learnable")
         self.label_mapped = output == "label_map"
         self.label_map = label_map
         head = teacher.class_head()
