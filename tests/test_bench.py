@@ -107,6 +107,16 @@ def test_bench_end_to_end_then_kill_and_rerun_only_missing_cells(tmp_path, small
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0 and "0 cells trained, 12 kept" in again.stdout
 
+    # --retest tests every stored checkpoint again (same code here, so the same figures) and trains nothing
+    retest = subprocess.run([*cmd, "--retest"], capture_output=True, text=True, timeout=300, env=env)
+    assert retest.returncode == 0 and "0 cells trained, 12 re-tested" in retest.stdout, retest.stderr[-2000:]
+    again_rows = list(csv.DictReader(open(bench_dir / "results.csv")))
+    for before, after in zip(rows, again_rows):
+        assert {k: before[k] for k in ("method", "seed", "auc", "accuracy", "train_time_s")} == {
+            k: after[k] for k in ("method", "seed", "auc", "accuracy", "train_time_s")
+        }
+    assert len(list(bench_dir.glob("cells/*/*/retest.json"))) == 12
+
 
 def test_bench_variants_resolve_to_their_method_with_merged_options(tmp_path):
     from reprodistill.bench.grid import bench_cells, cell_config

@@ -132,3 +132,36 @@ def test_reported_checkpoint_follows_the_selection_rule(small_npz, tmp_path, sel
     losses = [row["val_loss"] for row in result.history]
     expected = len(losses) if select == "last" else 1 + int(np.argmin(losses))
     assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] + 1 == expected
+
+
+def test_retest_reproduces_stored_metrics_and_keeps_training_figures(small_npz, tmp_path):
+    """`--retest` tests the stored best.pt again with the current evaluation code; nothing trains."""
+    import json
+
+    from reprodistill.engine.run import retest_run, run
+
+    cfg = RunConfig(
+        methods=["student"],
+        data=DataConfig(source=str(small_npz)),
+        student=StudentConfig(name="resnet10t"),
+        train=TrainConfig(epochs=1, steps=None, batch_size=16, device="cpu"),
+    )
+    run_dir = tmp_path / "run"
+    first = run(cfg, run_dir=run_dir).results[0]
+    stored = run_dir / "student" / "result.json"
+    tampered = json.loads(stored.read_text())
+    tampered["test"]["auc"] = 0.123  # as if measured by an older, wrong metric
+    stored.write_text(json.dumps(tampered))
+    config_before = (run_dir / "config.yaml").read_text()
+    best_before = (run_dir / "student" / "best.pt").stat().st_mtime_ns
+
+    again = retest_run(run_dir).results[0]
+    assert again.test["auc"] == first.test["auc"] != 0.123
+    assert again.test["confusion_matrix"] == first.test["confusion_matrix"] and again.val == first.val
+    assert again.train_time_s == first.train_time_s and again.best_epoch == first.best_epoch  # training kept
+    assert json.loads(stored.read_text())["test"]["auc"] == first.test["auc"]
+    assert (run_dir / "config.yaml").read_text() == config_before  # still describes the training
+    assert (run_dir / "student" / "best.pt").stat().st_mtime_ns == best_before
+    assert "retested_at" in json.loads((run_dir / "retest.json").read_text())
+    with pytest.raises(ReprodistillError, match="holds no run"):
+        retest_run(tmp_path / "empty")

@@ -90,6 +90,15 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument(
                 "--dir", type=Path, help="bench folder (default: <out_dir>/bench-<name>; rerunning resumes it)"
             )
+        if name == "config":
+            continue
+        s.add_argument(
+            "--retest",
+            action="store_true",
+            help="test the finished methods' stored checkpoints again with this version's evaluation code, without "
+            "training (e.g. after a metrics fix); "
+            + ("needs --run-dir" if name == "distill" else "unfinished cells train as usual"),
+        )
     e = sub.add_parser(
         "export",
         help="write a run's student as safetensors + config.json + ONNX (checked)",
@@ -186,18 +195,19 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(cfg, bench_dir: Path | None) -> int:
+def _bench(cfg, bench_dir: Path | None, retest: bool) -> int:
     from reprodistill.bench import run_bench
     from reprodistill.bench.report import results_markdown
     from reprodistill.engine import distributed
 
-    res = run_bench(cfg, bench_dir)
+    res = run_bench(cfg, bench_dir, retest=retest)
     if not distributed.is_main():
         return 0
     print()
     print(results_markdown(res.rows, cfg.methods))
     print(
-        f"{res.cells_run} cells trained, {res.cells_kept} kept from an earlier run; wall time {res.wall_time_s:.0f} s"
+        f"{res.cells_run} cells trained, {res.cells_kept} {'re-tested' if retest else 'kept'} from an earlier run; "
+        f"wall time {res.wall_time_s:.0f} s"
     )
     print(f"report: {res.bench_dir / 'report.md'}  plots: {res.bench_dir / 'plots'}")
     return 0
@@ -235,12 +245,18 @@ def main(argv: list[str] | None = None) -> int:
         from reprodistill.engine import distributed
 
         if args.command == "bench":
-            return _bench(cfg, args.dir)
-        if args.resume and not args.run_dir:
-            raise ReprodistillError("--resume needs --run-dir <existing run folder>")
-        from reprodistill.engine.run import run
+            return _bench(cfg, args.dir, args.retest)
+        if (args.resume or args.retest) and not args.run_dir:
+            flag = "--resume" if args.resume else "--retest"
+            raise ReprodistillError(f"{flag} needs --run-dir <existing run folder>")
+        from reprodistill.engine.run import retest_run, run
 
-        result = run(cfg, run_dir=args.run_dir, resume=args.resume)
+        if args.retest:  # the run's own config.yaml says what it trained; overrides would not apply
+            if args.overrides:
+                raise ReprodistillError("--retest uses the run's stored config: drop the overrides")
+            result = retest_run(args.run_dir)
+        else:
+            result = run(cfg, run_dir=args.run_dir, resume=args.resume)
         if not distributed.is_main():  # under torchrun, rank 0 reports
             return 0
         print()

@@ -22,7 +22,7 @@ from reprodistill.engine import distributed
 from reprodistill.engine.environment import setup_logging
 from reprodistill.engine.results import RESULT_COLUMNS as RUN_COLUMNS
 from reprodistill.engine.results import MethodResult
-from reprodistill.engine.run import run
+from reprodistill.engine.run import retest_run, run
 from reprodistill.engine.run_dir import RunDir
 from reprodistill.features.run_features import build_teacher
 from reprodistill.methods import METHODS, check_config
@@ -111,19 +111,23 @@ def write_results_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     write_csv(path, rows, RESULT_COLUMNS)
 
 
-def run_bench(cfg: RunConfig, bench_dir: Optional[Path] = None, plots: bool = True) -> BenchResult:
+def run_bench(
+    cfg: RunConfig, bench_dir: Optional[Path] = None, plots: bool = True, retest: bool = False
+) -> BenchResult:
     """Run (or finish) the grid of ``cfg`` and write ``results.csv``, ``report.md`` and ``plots/`` in ``bench_dir``.
 
-    The bench folder is locked while this runs (a second bench on it stops with a clear message)."""
+    With ``retest`` a finished cell's stored checkpoints are tested again with the current evaluation code
+    (:func:`reprodistill.engine.run.retest_run`) instead of keeping its stored result. The bench folder is locked
+    while this runs (a second bench on it stops with a clear message)."""
     check_config(cfg)
     bench_dir = Path(bench_dir) if bench_dir else default_bench_dir(cfg)
     if not distributed.is_main():
-        return _run_bench(cfg, bench_dir, plots)
+        return _run_bench(cfg, bench_dir, plots, retest)
     with FolderLock(bench_dir):
-        return _run_bench(cfg, bench_dir, plots)
+        return _run_bench(cfg, bench_dir, plots, retest)
 
 
-def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool) -> BenchResult:
+def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool) -> BenchResult:
     from reprodistill.bench.report import write_report  # matplotlib is imported only when a report is written
 
     t0 = time.perf_counter()
@@ -147,17 +151,23 @@ def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool) -> BenchResult:
     for i, cell in enumerate(cells, 1):
         cell_dir = bench_dir / "cells" / cell.folder
         done = cell.result_path(bench_dir)
-        if done.is_file():
+        if done.is_file() and not retest:
             res.cells_kept += 1
         else:
-            log.info("bench cell %d/%d: %s, fraction %g, seed %d", i, len(cells), cell.method, cell.fraction, cell.seed)
+            what = "re-testing" if done.is_file() else "training"
+            log.info("bench cell %d/%d (%s): %s, fraction %g, seed %d", i, len(cells), what, cell.method, cell.fraction,
+                     cell.seed)  # fmt: skip
             if teacher is None and METHODS.get(cell.base).uses_teacher:
                 from reprodistill.engine.loop import resolve_device
 
                 teacher = build_teacher(cfg, resolve_device(cfg.train.device))
-            run(cell_config(cfg, cell), run_dir=cell_dir, teacher=teacher)
+            if done.is_file():
+                retest_run(cell_dir, teacher=teacher)
+                res.cells_kept += 1
+            else:
+                run(cell_config(cfg, cell), run_dir=cell_dir, teacher=teacher)
+                res.cells_run += 1
             setup_logging(bench_dir)  # the cell's run pointed the log at its own folder
-            res.cells_run += 1
         res.rows.append(_row(cell, read_json(done), done.parent))
     res.wall_time_s = time.perf_counter() - t0
     if not main:

@@ -97,7 +97,7 @@ def train_loader(split: FeatureSplit, cfg: TrainConfig, device: torch.device) ->
 def predict(
     method: Method, split: FeatureSplit, cfg: TrainConfig, device: torch.device, extra: bool = False
 ) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
-    """({'model': probabilities [N,K], <extra branch>: ...}, labels [N], task loss of the deployed model).
+    """({'model': log-probabilities [N,K], <extra branch>: ...}, labels [N], task loss of the deployed model).
 
     The loss is the class-weighted cross-entropy the methods train on (weighted mean), so selecting on it selects
     on the training objective.
@@ -106,7 +106,7 @@ def predict(
     returns the whole split's results in order.
     """
     method.eval()
-    probs: dict[str, list[np.ndarray]] = {}
+    scores: dict[str, list[np.ndarray]] = {}
     labels, loss_sum, weight_sum = [], 0.0, 0.0
     subset = Subset(split.dataset, shard_indices(len(split.dataset)))
     loader = DataLoader(subset, batch_size=cfg.batch_size, shuffle=False, **_loader_kwargs(cfg, device))
@@ -118,25 +118,25 @@ def predict(
         loss_sum += float(torch.nn.functional.cross_entropy(logits, batch["label"], weight=w, reduction="sum"))
         weight_sum += float(w[batch["label"]].sum()) if w is not None else float(len(batch["label"]))
         outputs = {"model": logits, **(method.extra_logits(batch) if extra else {})}
-        for name, z in outputs.items():
-            probs.setdefault(name, []).append(z.float().softmax(-1).cpu().numpy())
+        for name, z in outputs.items():  # log-probabilities: float probabilities saturate (see engine.metrics)
+            scores.setdefault(name, []).append(z.double().log_softmax(-1).cpu().numpy())
         labels.append(batch["label"].cpu().numpy())
-    parts = distributed.all_gather_objects((probs, labels, loss_sum, weight_sum))
-    probs = {k: [a for p, _, _, _ in parts for a in p.get(k, [])] for k in parts[0][0]}
+    parts = distributed.all_gather_objects((scores, labels, loss_sum, weight_sum))
+    scores = {k: [a for p, _, _, _ in parts for a in p.get(k, [])] for k in parts[0][0]}
     labels = [a for _, lab, _, _ in parts for a in lab]
     loss = sum(p[2] for p in parts) / max(1e-12, sum(p[3] for p in parts))
-    return {k: np.concatenate(v) for k, v in probs.items()}, np.concatenate(labels), loss
+    return {k: np.concatenate(v) for k, v in scores.items()}, np.concatenate(labels), loss
 
 
 def evaluate(
     method: Method, split: FeatureSplit, cfg: TrainConfig, device: torch.device, extra: bool = False
 ) -> dict[str, Any]:
     """Metrics of the deployed model; with ``extra``, also of the method's other branches under 'extra'."""
-    probs, labels, loss = predict(method, split, cfg, device, extra)
-    metrics = classification_metrics(probs.pop("model"), labels)
+    scores, labels, loss = predict(method, split, cfg, device, extra)
+    metrics = classification_metrics(scores.pop("model"), labels)
     metrics["loss"] = loss
-    if extra and probs:
-        metrics["extra"] = {name: classification_metrics(p, labels) for name, p in probs.items()}
+    if extra and scores:
+        metrics["extra"] = {name: classification_metrics(s, labels) for name, s in scores.items()}
     return metrics
 
 

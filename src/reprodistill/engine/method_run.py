@@ -3,6 +3,7 @@ reported checkpoint, test it, measure what it deploys, and store the result in t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -17,6 +18,7 @@ from reprodistill.engine.profile import count_params, flops, latency_ms, peak_rs
 from reprodistill.engine.results import MethodResult
 from reprodistill.engine.run_dir import RunDir
 from reprodistill.engine.sanity import prediction_flags
+from reprodistill.errors import ReprodistillError
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods import Method
 from reprodistill.util.checkpoint import load_checkpoint, save_checkpoint
@@ -84,6 +86,33 @@ def train_and_test(
     )
     if main:
         folder.write_method_result(result, cfg.train.keep_last)
+    distributed.barrier()
+    _log_result(result)
+    return result
+
+
+def retest(
+    method: Method, splits: dict[str, FeatureSplit], cfg: RunConfig, folder: RunDir, device: torch.device
+) -> MethodResult:
+    """Test a finished method's stored best.pt again with the current evaluation code, without training.
+
+    Only the validation and test metrics are replaced; the training figures (time, best epoch, latency, cost) stay
+    as measured when it trained. ``prepare`` runs first because a method may rebuild state there that its state
+    dict does not hold (seeded, so it is the state it trained with)."""
+    done = folder.finished(method.name)
+    if done is None:
+        raise ReprodistillError(
+            f"cannot re-test {method.name!r}: it has not finished in {folder.path} (train it first: rerun without "
+            "--retest)"
+        )
+    method.prepare(splits["train"], device, val=splits["val"])
+    method.load_state_dict(load_checkpoint(folder.method(method.name).best)["method"])
+    val = evaluate(method, splits["val"], cfg.train, device)
+    test = evaluate(method, splits["test"], cfg.train, device, extra=True)
+    test["best_epoch"] = done.best_epoch
+    result = dataclasses.replace(done, test=test, val={k: val[k] for k in ("loss", *SCALAR_METRICS)})
+    if distributed.is_main():
+        folder.write_method_result(result, keep_last=True)
     distributed.barrier()
     _log_result(result)
     return result

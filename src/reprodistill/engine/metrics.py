@@ -1,4 +1,9 @@
-"""Classification metrics computed from class probabilities, in numpy (checked against scikit-learn in tests)."""
+"""Classification metrics computed from log class probabilities, in numpy (checked against scikit-learn in tests).
+
+Scores are log-probabilities, not probabilities: a float32 softmax rounds every probability within ~1e-7 of 1 to
+exactly 1.0 (a logit margin above ~16), so a confident model's test scores tie and its AUC drops although its
+ranking is fine (RD's reprogrammed branch, median margin ~50, lost 0.08 AUC that way).
+"""
 
 from __future__ import annotations
 
@@ -37,17 +42,18 @@ def binary_auc(scores: np.ndarray, positives: np.ndarray) -> float:
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
+def classification_metrics(log_probs: np.ndarray, labels: np.ndarray) -> dict:
     """Accuracy, balanced accuracy, macro-F1, AUC (binary, or one-vs-rest macro), per-class report and confusion.
 
     Args:
-        probs: [N,K] class probabilities.
+        log_probs: [N,K] log class probabilities (log-softmax of the logits); AUC ranks on them (binary: the
+            logit margin log p1 - log p0), which never saturates the way float probabilities do.
         labels: [N] integer labels.
     """
-    probs = np.asarray(probs, dtype=np.float64)
+    scores = np.asarray(log_probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
-    k = probs.shape[1]
-    preds = probs.argmax(1)
+    k = scores.shape[1]
+    preds = scores.argmax(1)
     cm = confusion_matrix(labels, preds, k)
     support = cm.sum(1)
     predicted = cm.sum(0)
@@ -57,9 +63,9 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
     precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
     if k == 2:
-        auc = binary_auc(probs[:, 1], labels == 1)
+        auc = binary_auc(scores[:, 1] - scores[:, 0], labels == 1)
     else:
-        per_class = [binary_auc(probs[:, c], labels == c) for c in range(k) if present[c]]
+        per_class = [binary_auc(scores[:, c], labels == c) for c in range(k) if present[c]]
         auc = float(np.mean(per_class)) if per_class else float("nan")
     return {
         "accuracy": float(tp.sum() / max(1, len(labels))),

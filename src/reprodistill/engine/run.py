@@ -10,15 +10,16 @@ from typing import Optional
 
 import torch
 
-from reprodistill.config import RunConfig
+from reprodistill.config import RunConfig, load_config
 from reprodistill.data import ImageDataset, load_data
 from reprodistill.data.sources import DataBundle, UnlabelledPool
 from reprodistill.engine import distributed
 from reprodistill.engine.environment import environment, setup_logging
 from reprodistill.engine.loop import class_weights, resolve_device, seed_everything
-from reprodistill.engine.method_run import train_and_test
+from reprodistill.engine.method_run import retest, train_and_test
 from reprodistill.engine.results import RunResult
 from reprodistill.engine.run_dir import RunDir
+from reprodistill.errors import ReprodistillError
 from reprodistill.features.cache import CACHE_SETTING, check_writable, resolve_cache_dir
 from reprodistill.features.fm_pass import FMPass
 from reprodistill.features.run_features import (
@@ -56,19 +57,49 @@ def run(
         return _run(cfg, folder, resume, teacher, device)
 
 
-def _run(cfg: RunConfig, folder: RunDir, resume: bool, teacher: Optional[Teacher], device: torch.device) -> RunResult:
+def retest_run(run_dir: Path, teacher: Optional[Teacher] = None) -> RunResult:
+    """Test every finished method of the run in ``run_dir`` again (its stored best.pt, with the config it trained
+    with) using the current evaluation code; nothing trains. The run's config.yaml and env.json stay as they were
+    (they describe the training); ``retest.json`` records the environment of the re-test."""
+    folder = RunDir(Path(run_dir))
+    if not folder.config.is_file():
+        raise ReprodistillError(f"{folder.path} holds no run (no config.yaml): nothing to re-test")
+    cfg = check_config(load_config(str(folder.config)))
+    device = resolve_device(cfg.train.device)
+    distributed.init(device)
+    if not distributed.is_main():
+        return _run(cfg, folder, True, teacher, device, retesting=True)
+    with folder.lock():
+        return _run(cfg, folder, True, teacher, device, retesting=True)
+
+
+def _run(
+    cfg: RunConfig,
+    folder: RunDir,
+    resume: bool,
+    teacher: Optional[Teacher],
+    device: torch.device,
+    retesting: bool = False,
+) -> RunResult:
     t_start, main = time.perf_counter(), distributed.is_main()
-    resume = folder.holds_same_run(cfg) or resume
+    resume = retesting or folder.holds_same_run(cfg) or resume
     distributed.barrier()  # every rank has read the old config before rank 0 rewrites it
     methods = [METHODS.get(m) for m in cfg.methods]
     if main:  # before any expensive work: a read-only cache found after the FM pass would lose that work
         cache = resolve_cache_dir(cfg.teacher.cache_dir)
         if cache is not None and cfg.teacher.features == "cached" and any(m.uses_teacher for m in methods):
             check_writable(cache, CACHE_SETTING)
-        folder.start(cfg, environment(cfg))
+        if retesting:
+            folder.write_retest(environment(cfg))
+        else:
+            folder.start(cfg, environment(cfg))
     distributed.barrier()
     setup_logging(folder.path)
-    log.info("run folder %s%s", folder.path, " (resuming: finished epochs are kept)" if resume else "")
+    log.info(
+        "run folder %s%s",
+        folder.path,
+        " (re-testing stored checkpoints)" if retesting else " (resuming: finished epochs are kept)" if resume else "",
+    )
     if distributed.world_size() > 1:
         log.info("distributed: %d processes, %s", distributed.world_size(), device)
     data = _load(cfg, folder)
@@ -99,7 +130,10 @@ def _run(cfg: RunConfig, folder: RunDir, resume: bool, teacher: Optional[Teacher
         mixed = (data, pool, cfg.data.unlabelled_share) if pool is not None and method_cls.uses_unlabelled else None
         splits = method_splits(datasets, features.get(kind) if kind else None, online, mixed)
         fm_s = result.fm_pass_s.get(kind, 0.0) if kind else 0.0
-        result.results.append(train_and_test(method, splits, cfg, folder, device, resume, fm_s))
+        if retesting:
+            result.results.append(retest(method, splits, cfg, folder, device))
+        else:
+            result.results.append(train_and_test(method, splits, cfg, folder, device, resume, fm_s))
     result.wall_time_s = time.perf_counter() - t_start
     if main:
         folder.write_results(result, data, cfg.train.select_metric)

@@ -3,7 +3,7 @@
 Layout::
 
     runs/<time>-<name>/
-      config.yaml  env.json  data.json  teacher.json  log.txt  results.csv  results.md
+      config.yaml  env.json  data.json  teacher.json  log.txt  results.csv  results.md  [retest.json]
       <method>/metrics.csv  best.pt  last.pt  test_metrics.json  result.json
 """
 
@@ -139,6 +139,10 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         write_text(self.config, yaml.safe_dump(to_dict(cfg), sort_keys=False))
         write_json(self.path / "env.json", environment)
+
+    def write_retest(self, environment: dict[str, Any]) -> None:
+        """retest.json: the environment (code commit, versions) of the last re-test of the stored checkpoints."""
+        write_json(self.path / "retest.json", {**environment, "retested_at": time.strftime("%Y-%m-%d %H:%M:%S")})
 
     def write_data(self, data: DataBundle) -> None:
         """data.json: what the run trained and tested on (sizes and class counts per split)."""

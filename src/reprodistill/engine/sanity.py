@@ -47,9 +47,9 @@ def majority_metrics(train_counts: Sequence[int], test_support: Sequence[int]) -
     """Test metrics of the predictor that always answers the most frequent training class."""
     k = len(test_support)
     labels = np.repeat(np.arange(k), np.asarray(test_support, dtype=int))
-    probs = np.zeros((len(labels), k))
-    probs[:, int(np.argmax(train_counts))] = 1.0
-    return classification_metrics(probs, labels)
+    log_probs = np.full((len(labels), k), -50.0)  # finite (not log 0 = -inf) so that equal scores tie
+    log_probs[:, int(np.argmax(train_counts))] = 0.0
+    return classification_metrics(log_probs, labels)
 
 
 def published_reference(source: str) -> Optional[dict[str, Any]]:
