@@ -208,3 +208,24 @@ def test_rkd_of_a_batch_of_one_is_zero_not_nan():
     loss = rkd_loss(s, t)
     loss.backward()
     assert loss.item() == 0.0 and torch.isfinite(s.grad).all()
+
+
+def test_fit_logit_scale_minimises_the_weighted_nll_and_never_sharpens():
+    from reprodistill.distill import fit_logit_scale
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (200,), generator=g)
+    # an overconfident teacher: right-ish logits blown up 30x
+    logits = 30 * (torch.randn(200, 3, generator=g) + 1.2 * torch.nn.functional.one_hot(labels, 3))
+    weight = torch.tensor([1.0, 2.0, 0.5])
+    s = fit_logit_scale(logits, labels, weight)
+
+    def nll(scale: float) -> float:
+        return float(torch.nn.functional.cross_entropy(scale * logits.double(), labels, weight=weight.double()))
+
+    grid = torch.linspace(1e-4, 1.0, 20001)
+    best = grid[torch.tensor([nll(float(v)) for v in grid]).argmin()]
+    assert 0 < s < 0.2 and s == pytest.approx(float(best), abs=1e-4)
+    assert nll(s) <= min(nll(s * 0.99), nll(s * 1.01))
+    separable = torch.tensor([[0.0, 3.0], [3.0, 0.0]])
+    assert fit_logit_scale(separable, torch.tensor([1, 0])) == 1.0  # perfectly right: capped, not sharpened

@@ -118,3 +118,39 @@ def test_kd_target_probe_distils_the_solved_probe_not_the_branch(teachers):
     branch, batch = _build("rd", teachers["cnn"])
     z_t = _step(branch, batch).aux["teacher_logits"]
     assert not hasattr(branch, "probe") and not torch.allclose(z_t, method.probe(f_t))
+
+
+def test_validation_calibration_softens_the_branch_kd_target(rd_setup):
+    """teacher_calibration=val: before each round the KD target is the branch's logits times the 1/T that fits the
+    validation split; the deployed student and the branch's own CE are untouched."""
+    from reprodistill.distill import fit_logit_scale, kd_loss
+
+    ctx, batch = rd_setup
+
+    class _Split:
+        def __init__(self, labels, feats):
+            self.dataset = type("D", (), {"split": type("S", (), {"labels": labels.numpy()})()})()
+            self.teacher_features, self.online_teacher = feats, None
+
+    train = _Split(batch["label"], batch["teacher_features"])
+    val_labels = torch.tensor([2, 1, 0, 2, 1, 0, 1, 2])
+    val = _Split(val_labels, batch["teacher_features"])
+    torch.manual_seed(0)
+    method = _rd(ctx, teacher_calibration="val")
+    method.prepare(train, torch.device("cpu"), val=val)
+    with torch.no_grad():
+        method.student.head.weight.mul_(50)  # an overconfident branch, as RD's CE makes it
+    method.on_epoch_start(0)
+    with torch.no_grad():
+        z_val = method.student.head(method.phi.eval()(batch["teacher_features"]))
+    method.train()
+    scale = fit_logit_scale(z_val, val_labels)
+    assert float(method.kd_target_scale) == pytest.approx(scale) and scale < 0.5
+    out = method(batch)
+    assert out.parts["kd"].item() == pytest.approx(
+        kd_loss(out.logits, out.aux["teacher_logits"] * scale, 4.0).item(), rel=1e-5
+    )
+    assert out.logged["teacher_T"] == pytest.approx(1 / scale)
+    assert "kd_target_scale" not in method.state_dict()  # recomputed from the weights, so resume-safe
+    with pytest.raises(ValueError, match="validation split"):
+        _rd(ctx, teacher_calibration="val").prepare(train, torch.device("cpu"))

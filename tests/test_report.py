@@ -82,3 +82,21 @@ def test_last_round_rule_compares_methods_by_validation_auc():
         _row("b", 0, 0.80, fraction=1.0, val_auc=0.90, val_loss=0.9),
     ]
     assert best_student_cell(rows, "last")["method"] == "b"
+
+
+def test_report_names_the_commits_cells_trained_and_were_retested_at(tmp_path):
+    from reprodistill.bench.report import _cell_commits
+
+    rows = []
+    commits = (("aaaaaaa111", "ccccccc333"), ("aaaaaaa111", None), ("bbbbbbb222", None))
+    for seed, (trained, retested) in enumerate(commits):
+        cell = tmp_path / f"seed{seed}"
+        (cell / "kd").mkdir(parents=True)
+        (cell / "env.json").write_text(json.dumps({"git_sha": trained}))
+        if retested:
+            (cell / "retest.json").write_text(json.dumps({"git_sha": retested}))
+        rows.append(_row("kd", seed, 0.7, method_dir=str(cell / "kd")))
+    assert _cell_commits(rows) == [
+        "- Cells trained at: `aaaaaaa` (2), `bbbbbbb` (1)",
+        "- Cells re-tested (stored checkpoints, no training) at: `ccccccc` (1)",
+    ]

@@ -176,5 +176,6 @@ def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool) -> Be
     if plots:
         command = " ".join(["reprodistill", *sys.argv[1:]]) if Path(sys.argv[0]).name == "reprodistill" else None
         write_report(bench_dir, cfg, res.rows, res.wall_time_s, res.cells_run, command)
-    log.info("bench: %d cells trained, %d kept from before; %.0f s", res.cells_run, res.cells_kept, res.wall_time_s)
+    log.info("bench: %d cells trained, %d %s from before; %.0f s", res.cells_run, res.cells_kept,
+             "re-tested" if retest else "kept", res.wall_time_s)  # fmt: skip
     return res

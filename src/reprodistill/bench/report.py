@@ -434,6 +434,7 @@ def write_report(
         "",
         f"- Command: `{command or 'reprodistill bench'}`",
         f"- Code commit: `{git_sha() or 'unknown'}`",
+        *_cell_commits(rows),
         f"- Machine: {_machine()}",
         f"- Wall time of this invocation: {wall_time_s:.0f} s{kept}; summed transfer cost of all {len(rows)} cells: "
         f"{compute_s:.0f} s.",
@@ -448,6 +449,22 @@ def write_report(
     path = bench_dir / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def _cell_commits(rows: list[dict[str, Any]]) -> list[str]:
+    """Report lines naming the commits the cells trained at and, where ``--retest`` ran, were re-tested at."""
+    trained: dict[str, int] = defaultdict(int)
+    retested: dict[str, int] = defaultdict(int)
+    for r in rows:
+        folder = Path(r["method_dir"]).parent
+        for name, counts in (("env.json", trained), ("retest.json", retested)):
+            if (folder / name).is_file():
+                counts[str(read_json(folder / name).get("git_sha") or "unknown")[:7]] += 1
+    lines = []
+    for what, counts in (("trained", trained), ("re-tested (stored checkpoints, no training)", retested)):
+        if counts:
+            lines.append(f"- Cells {what} at: " + ", ".join(f"`{c}` ({n})" for c, n in sorted(counts.items())))
+    return lines
 
 
 def _branch_rows(rows: list[dict[str, Any]]) -> str:

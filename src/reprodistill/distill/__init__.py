@@ -1,6 +1,7 @@
 """Distillation losses, one per module."""
 
 from reprodistill.distill.attention import at_loss, attention_map
+from reprodistill.distill.calibration import fit_logit_scale
 from reprodistill.distill.cka import cka, cka_loss
 from reprodistill.distill.dkd import dkd_loss, dkd_parts
 from reprodistill.distill.fitnet import fitnet_loss, match_size
@@ -14,6 +15,7 @@ __all__ = [
     "cka_loss",
     "dkd_loss",
     "dkd_parts",
+    "fit_logit_scale",
     "fitnet_loss",
     "kd_loss",
     "match_size",
