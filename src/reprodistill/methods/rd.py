@@ -70,6 +70,7 @@ class ReprogrammingDistillation(Method):
     uses_unlabelled = True  # CE terms skip unlabelled images; KD and CKA use them all
     Options = RDOptions
     loss_weights = ("teacher_ce_weight", "student_ce_weight", "kd_weight", "cka_weight")
+    kd_target_scale: torch.Tensor
 
     def __init__(self, ctx: MethodContext, options: RDOptions) -> None:
         super().__init__(ctx, options)
@@ -105,7 +106,7 @@ class ReprogrammingDistillation(Method):
         was_training = self.phi.training
         self.phi.eval()  # the branch as it predicts (no input dropout)
         with torch.no_grad():
-            z_t = self.student.head(self.phi(feats))
+            z_t = self.extra_logits({"teacher_features": feats})["reprogrammed_fm"]
         self.phi.train(was_training)
         self.kd_target_scale.fill_(fit_logit_scale(z_t, labels, self.class_weights))
 
