@@ -57,8 +57,13 @@ def test_export_and_predict_match_the_trained_student(trained_run, small_npz, tm
     from reprodistill.data.transforms import preprocess
 
     x = preprocess(torch.from_numpy(images[np.argsort([str(p) for p in paths])])[:, None], student.spec)
+    # probabilities are calibrated with the temperature the run fitted on validation (stored with the test metrics)
+    temperature = json.loads((trained_run / config["method"] / "test_metrics.json").read_text())["calibration"][
+        "temperature"
+    ]
+    assert config["temperature"] == temperature and temperature > 0
     with torch.inference_mode():
-        expected = student(x).softmax(-1).numpy()
+        expected = (student(x) / temperature).softmax(-1).numpy()
     got = np.array([[r["probabilities"]["normal"], r["probabilities"]["pneumonia"]] for r in rows])
     assert np.allclose(got, expected, atol=1e-5)
     assert {r["label"] for r in rows} <= {"normal", "pneumonia"}

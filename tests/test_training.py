@@ -165,3 +165,32 @@ def test_retest_reproduces_stored_metrics_and_keeps_training_figures(small_npz, 
     assert "retested_at" in json.loads((run_dir / "retest.json").read_text())
     with pytest.raises(ReprodistillError, match="holds no run"):
         retest_run(tmp_path / "empty")
+
+
+def test_calibration_fits_the_validation_loss_and_leaves_ranking_metrics_alone():
+    """The deployed model's temperature minimises the class-weighted validation CE; applied to test it changes the
+    loss only (AUC and argmax metrics are invariant to a positive scale)."""
+    from reprodistill.distill import scaled_nll
+    from reprodistill.engine.loop import calibration, metrics_of
+
+    g = torch.Generator().manual_seed(0)
+
+    def preds(n):
+        y = torch.randint(0, 2, (n,), generator=g)
+        z = 25 * (torch.randn(n, 2, generator=g) + torch.nn.functional.one_hot(y, 2))  # overconfident logits
+        lp = z.double().log_softmax(-1).numpy()
+        w = torch.tensor([2.0, 1.0])
+        return {"model": lp}, y.numpy(), scaled_nll(torch.from_numpy(lp), y, 1.0, w)
+
+    val, test = preds(300), preds(200)
+    w = torch.tensor([2.0, 1.0])
+    c = calibration(val, test, w)
+    assert c["temperature"] > 5  # the logits were blown up 25x
+    assert c["val_loss_calibrated"] < 0.5 * c["val_loss"] and c["test_loss_calibrated"] < c["test_loss"]
+    s = 1 / c["temperature"]
+    v = torch.from_numpy(val[0]["model"])
+    for other in (s * 0.9, s * 1.1):  # a minimum of the validation loss
+        assert c["val_loss_calibrated"] <= scaled_nll(v, torch.from_numpy(val[1]), other, w)
+    scaled = ({"model": test[0]["model"] * s}, test[1], c["test_loss_calibrated"])
+    before, after = metrics_of(test), metrics_of(scaled)
+    assert all(before[k] == after[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc"))

@@ -1,7 +1,7 @@
 """Distillation losses, one per module."""
 
 from reprodistill.distill.attention import at_loss, attention_map
-from reprodistill.distill.calibration import fit_logit_scale
+from reprodistill.distill.calibration import fit_logit_scale, scaled_nll
 from reprodistill.distill.cka import cka, cka_loss
 from reprodistill.distill.dkd import dkd_loss, dkd_parts
 from reprodistill.distill.fitnet import fitnet_loss, match_size
@@ -22,4 +22,5 @@ __all__ = [
     "rkd_angle_loss",
     "rkd_distance_loss",
     "rkd_loss",
+    "scaled_nll",
 ]

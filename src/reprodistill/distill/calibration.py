@@ -31,3 +31,11 @@ def fit_logit_scale(
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)
     return max(hi, 1e-6)
+
+
+def scaled_nll(
+    logits: torch.Tensor, labels: torch.Tensor, scale: float = 1.0, weight: Optional[torch.Tensor] = None
+) -> float:
+    """(Class-weighted) cross-entropy of ``scale * logits``; log-probabilities work as logits (a per-row shift)."""
+    w = None if weight is None else weight.double().to(logits.device)
+    return float(torch.nn.functional.cross_entropy(scale * logits.double(), labels.to(logits.device), weight=w))

@@ -113,6 +113,9 @@ def export_run(run_dir: str | Path, method: Optional[str] = None, onnx: bool = T
         "load": {"size": data["load_size"], "channels": data["channels"]},
         "method": name,
         "test_metrics": {k: test[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")},
+        # probabilities = softmax(logits / temperature): fitted on validation (runs from older versions: 1); the
+        # ONNX model returns the raw logits
+        "temperature": test.get("calibration", {}).get("temperature", 1.0),
     }
     write_json(out / "config.json", config)
     diff = _export_onnx(student, out / "model.onnx") if onnx else None
@@ -223,7 +226,8 @@ def predict_files(
         if not chunk:
             continue
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-        probs = student(preprocess(images, student.spec)).softmax(-1).numpy()
+        logits = student(preprocess(images, student.spec))
+        probs = (logits / config.get("temperature", 1.0)).softmax(-1).numpy()
         for f, p in zip(chunk, probs):
             rows.append(
                 {

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from reprodistill.config import TrainConfig
 from reprodistill.data.transforms import augment
+from reprodistill.distill import fit_logit_scale, scaled_nll
 from reprodistill.engine import distributed
 from reprodistill.engine.distributed import GlobalBatchSampler, MixedBatchSampler, shard_indices
 from reprodistill.engine.metrics import SCALAR_METRICS, classification_metrics, round_score
@@ -93,10 +94,14 @@ def train_loader(split: FeatureSplit, cfg: TrainConfig, device: torch.device) ->
     return DataLoader(split.dataset, batch_sampler=sampler, **_loader_kwargs(cfg, device)), sampler
 
 
+# ({'model': log-probabilities [N,K], <other branch>: ...}, labels [N], task loss of the deployed model)
+Predictions = tuple[dict[str, np.ndarray], np.ndarray, float]
+
+
 @torch.inference_mode()
 def predict(
     method: Method, split: FeatureSplit, cfg: TrainConfig, device: torch.device, extra: bool = False
-) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+) -> Predictions:
     """({'model': log-probabilities [N,K], <extra branch>: ...}, labels [N], task loss of the deployed model).
 
     The loss is the class-weighted cross-entropy the methods train on (weighted mean), so selecting on it selects
@@ -132,12 +137,36 @@ def evaluate(
     method: Method, split: FeatureSplit, cfg: TrainConfig, device: torch.device, extra: bool = False
 ) -> dict[str, Any]:
     """Metrics of the deployed model; with ``extra``, also of the method's other branches under 'extra'."""
-    scores, labels, loss = predict(method, split, cfg, device, extra)
-    metrics = classification_metrics(scores.pop("model"), labels)
+    return metrics_of(predict(method, split, cfg, device, extra))
+
+
+def metrics_of(predictions: Predictions) -> dict[str, Any]:
+    """The metrics of :func:`predict`'s output (the deployed model's, its other branches' under 'extra')."""
+    scores, labels, loss = predictions
+    metrics = classification_metrics(scores["model"], labels)
     metrics["loss"] = loss
-    if extra and scores:
-        metrics["extra"] = {name: classification_metrics(s, labels) for name, s in scores.items()}
+    others = {name: s for name, s in scores.items() if name != "model"}
+    if others:
+        metrics["extra"] = {name: classification_metrics(s, labels) for name, s in others.items()}
     return metrics
+
+
+def calibration(val: Predictions, test: Predictions, class_weights: Optional[torch.Tensor]) -> dict[str, float]:
+    """The deployed model's softmax temperature fitted on validation (the class-weighted CE it trained on) and that
+    loss on both splits before and after; AUC and every argmax metric are unchanged by it. `export` stores it so
+    `predict` reports calibrated probabilities."""
+    (v_scores, v_labels, v_loss), (t_scores, t_labels, t_loss) = val, test
+    v, t = torch.from_numpy(v_scores["model"]), torch.from_numpy(t_scores["model"])
+    v_y, t_y = torch.from_numpy(v_labels), torch.from_numpy(t_labels)
+    w = None if class_weights is None else class_weights.cpu()
+    s = fit_logit_scale(v, v_y, w, max_scale=1e3)
+    return {
+        "temperature": 1.0 / s,
+        "val_loss": v_loss,
+        "val_loss_calibrated": scaled_nll(v, v_y, s, w),
+        "test_loss": t_loss,
+        "test_loss_calibrated": scaled_nll(t, t_y, s, w),
+    }
 
 
 def build_optimizer(method: Method, cfg: TrainConfig, steps_per_epoch: int):

@@ -12,7 +12,7 @@ import torch
 
 from reprodistill.config import RunConfig
 from reprodistill.engine import distributed
-from reprodistill.engine.loop import FitResult, evaluate, fit
+from reprodistill.engine.loop import FitResult, calibration, fit, metrics_of, predict
 from reprodistill.engine.metrics import SCALAR_METRICS
 from reprodistill.engine.profile import count_params, flops, latency_ms, peak_rss_mb
 from reprodistill.engine.results import MethodResult
@@ -67,8 +67,7 @@ def train_and_test(
             save_checkpoint(out.best, {"method": method.state_dict(), "epoch": -1, "score": math.nan})
         distributed.barrier()
     method.load_state_dict(load_checkpoint(out.best)["method"])
-    val = evaluate(method, splits["val"], cfg.train, device)
-    test = evaluate(method, splits["test"], cfg.train, device, extra=True)
+    val, test = _test(method, splits, cfg, device)
     test["best_epoch"] = fitted.best_epoch
     params, gflops, lat = measure_deployed(method, device)
     result = MethodResult(
@@ -107,8 +106,7 @@ def retest(
         )
     method.prepare(splits["train"], device, val=splits["val"])
     method.load_state_dict(load_checkpoint(folder.method(method.name).best)["method"])
-    val = evaluate(method, splits["val"], cfg.train, device)
-    test = evaluate(method, splits["test"], cfg.train, device, extra=True)
+    val, test = _test(method, splits, cfg, device)
     test["best_epoch"] = done.best_epoch
     result = dataclasses.replace(done, test=test, val={k: val[k] for k in ("loss", *SCALAR_METRICS)})
     if distributed.is_main():
@@ -118,12 +116,28 @@ def retest(
     return result
 
 
+def _test(
+    method: Method, splits: dict[str, FeatureSplit], cfg: RunConfig, device: torch.device
+) -> tuple[dict, dict]:
+    """(validation metrics, test metrics with the other branches and the validation-fitted calibration)."""
+    val = predict(method, splits["val"], cfg.train, device)
+    test = predict(method, splits["test"], cfg.train, device, extra=True)
+    test_metrics = metrics_of(test)
+    test_metrics["calibration"] = calibration(val, test, method.class_weights)
+    return metrics_of(val), test_metrics
+
+
 def _log_result(r: MethodResult) -> None:
     t = r.test
     log.info(
         "%s: test acc %.4f bal-acc %.4f macro-F1 %.4f AUC %.4f (best epoch %d)",
         r.method, t["accuracy"], t["balanced_accuracy"], t["macro_f1"], t["auc"], r.best_epoch,
     )  # fmt: skip
+    if c := t.get("calibration"):
+        log.info(
+            "%s: softmax temperature %.3g fitted on validation: test loss %.4f -> %.4f (export and predict apply it)",
+            r.method, c["temperature"], c["test_loss"], c["test_loss_calibrated"],
+        )  # fmt: skip
     for flag in prediction_flags(t["confusion_matrix"]):
         log.warning("%s: %s on the test split: a degenerate predictor, not a result", r.method, flag)
     for branch, m in t.get("extra", {}).items():
