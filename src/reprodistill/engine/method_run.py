@@ -116,9 +116,7 @@ def retest(
     return result
 
 
-def _test(
-    method: Method, splits: dict[str, FeatureSplit], cfg: RunConfig, device: torch.device
-) -> tuple[dict, dict]:
+def _test(method: Method, splits: dict[str, FeatureSplit], cfg: RunConfig, device: torch.device) -> tuple[dict, dict]:
     """(validation metrics, test metrics with the other branches and the validation-fitted calibration)."""
     val = predict(method, splits["val"], cfg.train, device)
     test = predict(method, splits["test"], cfg.train, device, extra=True)
