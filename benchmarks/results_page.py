@@ -32,10 +32,16 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "runs/p10-5s",
         "pneumonia-10-5seeds",
         "PneumoniaMNIST 10%, 5 seeds, unlabelled images (layer3 + layer4 teacher)",
-        "The 10% row of the pneumonia-bench preset with 5 seeds: the student alone, kd and rd with the 4,238 training "
-        "images the subset leaves out as unlabelled images (`data.unlabelled=rest`), and `rd-unl-cal`, RD whose KD "
-        "target is calibrated on validation (`teacher_calibration=val`). Seed-0 cells of student and kd-unl come from "
-        "`runs/p10-l34` (same code for them).",
+        "The 10% row of the pneumonia-bench preset with 5 seeds: the student alone, and kd and rd (defaults: RD input "
+        "dropout 0.5) with the 4,238 training images the subset leaves out as unlabelled images "
+        "(`data.unlabelled=rest`). Seed-0 cells of student and kd-unl come from `runs/p10-l34` (same code for them).",
+    ),
+    (
+        "runs/b100-5s",
+        "breast-100-5seeds",
+        "BreastMNIST full training split, 5 seeds (layer3 + layer4 teacher)",
+        "All 546 labelled training images (no unlabelled pool: none are left over): is RD at least level with the "
+        "student alone when labels are plentiful for this task?",
     ),
     (
         "runs/b10-l34",
