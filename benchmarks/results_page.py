@@ -21,7 +21,7 @@ into `docs/results/<bench>/`. Measured on a 2-core CPU (no GPU), official MedMNI
 
 AUC is computed from log-probabilities since 2026-12-01: a float32 softmax rounds a confident model's probabilities
 to exactly 1.0 (logit margins above ~16), which tied RD's scores and understated its AUC (its reprogrammed branch by
-~0.07, its student by ~0.01). Every bench below was re-tested from its stored checkpoints with
+0.04-0.07, its student by ~0.01). Every bench below was re-tested from its stored checkpoints with
 `reprodistill bench ... --retest` (no retraining; each report lists the commits its cells trained and were re-tested
 at); accuracy, balanced accuracy and F1 did not change.
 """
