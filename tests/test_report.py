@@ -103,3 +103,18 @@ def test_report_names_the_commits_cells_trained_and_were_retested_at(tmp_path):
         "- Cells trained at: `aaaaaaa` (2), `bbbbbbb` (1)",
         "- Cells re-tested (stored checkpoints, no training) at: `ccccccc` (1)",
     ]
+
+
+def test_commit_is_read_when_the_code_is_imported_not_when_a_cell_starts(monkeypatch):
+    """A bench keeps running the code it imported after a commit; its cells must record that code's commit."""
+    import subprocess
+
+    from reprodistill.engine import environment
+
+    before = environment.git_sha()
+
+    def moved_on(*args, **kwargs):
+        return subprocess.CompletedProcess(args, 0, stdout="f" * 40 + "\n")
+
+    monkeypatch.setattr(environment.subprocess, "run", moved_on)
+    assert environment.git_sha() == before

@@ -16,8 +16,7 @@ from reprodistill.config import RunConfig
 from reprodistill.engine import distributed
 
 
-def git_sha() -> Optional[str]:
-    """The commit of this checkout of reprodistill, or None outside a git checkout."""
+def _read_git_sha() -> Optional[str]:
     try:
         return (
             subprocess.run(
@@ -27,6 +26,16 @@ def git_sha() -> Optional[str]:
         )
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+# Read once, when the code is imported: a long bench whose checkout moves on (a commit mid-run) keeps running the
+# code it imported, so that is the commit its cells must record.
+_GIT_SHA = _read_git_sha()
+
+
+def git_sha() -> Optional[str]:
+    """The commit of this checkout of reprodistill when this process imported it, or None outside a git checkout."""
+    return _GIT_SHA
 
 
 def environment(cfg: RunConfig) -> dict[str, Any]:
