@@ -29,7 +29,7 @@ DESCRIPTION = """Reprogram a frozen vision foundation model for your task and di
 with the student alone, KD and PEFT baselines.
 
 examples:
-  reprodistill bench                          quick comparison on 10% of PneumoniaMNIST (report + plots)
+  reprodistill bench                          quick comparison: BreastMNIST, 55 labelled + 491 unlabelled images
   reprodistill distill data.source=/data/xrays methods=[student,linear_probe,rd]
   reprodistill <command> --help               what a command does, writes, and examples
   reprodistill config                         every config key with its value (overrides: section.key=value)"""

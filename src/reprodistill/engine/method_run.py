@@ -66,9 +66,7 @@ def train_and_test(
             out.path.mkdir(parents=True, exist_ok=True)
             save_checkpoint(out.best, {"method": method.state_dict(), "epoch": -1, "score": math.nan})
         distributed.barrier()
-    method.load_state_dict(load_checkpoint(out.best)["method"])
-    val, test = _test(method, splits, cfg, device)
-    test["best_epoch"] = fitted.best_epoch
+    val, test = _test_best(method, splits, cfg, folder, device, fitted.best_epoch)
     params, gflops, lat = measure_deployed(method, device)
     result = MethodResult(
         name,
@@ -81,13 +79,9 @@ def train_and_test(
         peak_rss_mb(),
         fm_feature_s,
         prepare_s,
-        {k: val[k] for k in ("loss", *SCALAR_METRICS)},
+        val,
     )
-    if main:
-        folder.write_method_result(result, cfg.train.keep_last)
-    distributed.barrier()
-    _log_result(result)
-    return result
+    return _store(result, folder, cfg.train.keep_last)
 
 
 def retest(
@@ -105,24 +99,37 @@ def retest(
             "--retest)"
         )
     method.prepare(splits["train"], device, val=splits["val"])
+    val, test = _test_best(method, splits, cfg, folder, device, done.best_epoch)
+    return _store(dataclasses.replace(done, test=test, val=val), folder, keep_last=True)
+
+
+def _test_best(
+    method: Method,
+    splits: dict[str, FeatureSplit],
+    cfg: RunConfig,
+    folder: RunDir,
+    device: torch.device,
+    best_epoch: int,
+) -> tuple[dict, dict]:
+    """Load the method's reported checkpoint (best.pt) and test it: (the validation scalars the report reads, the
+    test metrics with the other branches, the validation-fitted calibration and ``best_epoch``)."""
     method.load_state_dict(load_checkpoint(folder.method(method.name).best)["method"])
-    val, test = _test(method, splits, cfg, device)
-    test["best_epoch"] = done.best_epoch
-    result = dataclasses.replace(done, test=test, val={k: val[k] for k in ("loss", *SCALAR_METRICS)})
-    if distributed.is_main():
-        folder.write_method_result(result, keep_last=True)
-    distributed.barrier()
-    _log_result(result)
-    return result
-
-
-def _test(method: Method, splits: dict[str, FeatureSplit], cfg: RunConfig, device: torch.device) -> tuple[dict, dict]:
-    """(validation metrics, test metrics with the other branches and the validation-fitted calibration)."""
     val = predict(method, splits["val"], cfg.train, device)
     test = predict(method, splits["test"], cfg.train, device, extra=True)
     test_metrics = metrics_of(test)
     test_metrics["calibration"] = calibration(val, test, method.class_weights)
-    return metrics_of(val), test_metrics
+    test_metrics["best_epoch"] = best_epoch
+    val_metrics = metrics_of(val)
+    return {k: val_metrics[k] for k in ("loss", *SCALAR_METRICS)}, test_metrics
+
+
+def _store(result: MethodResult, folder: RunDir, keep_last: bool) -> MethodResult:
+    """Write the method's result files (rank 0), wait for every rank, and log the result."""
+    if distributed.is_main():
+        folder.write_method_result(result, keep_last)
+    distributed.barrier()
+    _log_result(result)
+    return result
 
 
 def _log_result(r: MethodResult) -> None:

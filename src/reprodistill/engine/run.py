@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -50,11 +50,9 @@ def run(
     distributed.init(device)
     # every rank must use rank 0's folder (a new folder's name has a time stamp)
     folder = RunDir(distributed.broadcast_object(Path(run_dir) if run_dir else RunDir.new(cfg).path))
-    if not distributed.is_main():
-        return _run(cfg, folder, resume, teacher, device)
-    check_writable(folder.path, "--run-dir (or out_dir)")
-    with folder.lock():
-        return _run(cfg, folder, resume, teacher, device)
+    if distributed.is_main():
+        check_writable(folder.path, "--run-dir (or out_dir)")
+    return _locked(folder, lambda: _run(cfg, folder, resume, teacher, device))
 
 
 def retest_run(run_dir: Path, teacher: Optional[Teacher] = None) -> RunResult:
@@ -67,10 +65,15 @@ def retest_run(run_dir: Path, teacher: Optional[Teacher] = None) -> RunResult:
     cfg = check_config(load_config(str(folder.config)))
     device = resolve_device(cfg.train.device)
     distributed.init(device)
+    return _locked(folder, lambda: _run(cfg, folder, True, teacher, device, retesting=True))
+
+
+def _locked(folder: RunDir, go: Callable[[], RunResult]) -> RunResult:
+    """Run ``go`` with rank 0 holding the folder's lock (the other ranks follow rank 0 and take no lock)."""
     if not distributed.is_main():
-        return _run(cfg, folder, True, teacher, device, retesting=True)
+        return go()
     with folder.lock():
-        return _run(cfg, folder, True, teacher, device, retesting=True)
+        return go()
 
 
 def _run(
