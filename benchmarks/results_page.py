@@ -40,8 +40,8 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "runs/p100",
         "pneumonia-100",
         "PneumoniaMNIST full training split, 3 seeds (layer3 + layer4 teacher)",
-        "All 4,708 labelled training images (no unlabelled pool): is RD at least level with the student alone when "
-        "labels are plentiful?",
+        "All 4,708 labelled training images (no unlabelled pool: none are left over): is RD at least level with the "
+        "student alone when labels are plentiful, and where does it stand against kd?",
     ),
     (
         "runs/b10-10s",
@@ -81,7 +81,7 @@ SECTIONS: list[tuple[str, str, str, str]] = [
     (
         "runs/quick-idrop",
         "quick-idrop",
-        "the old quick preset (PneumoniaMNIST 10%, 3 seeds): RD input dropout and probe target",
+        "The old quick preset (PneumoniaMNIST 10%, 3 seeds): RD input dropout and probe target",
         "The quick preset as it was before this version (PneumoniaMNIST 10%, no unlabelled images, 200 steps of "
         "batch 64; add `data.source=medmnist:pneumoniamnist data.unlabelled=none` to its command to reproduce it) "
         "with 3 seeds. `rd` and `rd-idrop` differ only in `phi_input_dropout` (0 / 0.5); `rd-probe` distils the "
