@@ -53,6 +53,15 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "added to narrow the RD − KD interval (+0.032 [−0.002, +0.066] at 5 seeds), as announced before they ran.",
     ),
     (
+        "runs/b10-kdb",
+        "breast-10-kd-baselines",
+        "BreastMNIST 10%, 5 seeds: every KD baseline of the issue against RD (layer3 + layer4 teacher)",
+        "The KD baselines the issue names (kd, dkd, fitnet, at, rkd, cka_kd) beside the student alone, the probe and "
+        "rd-unl, seeds 0-4; fitnet, at, rkd and cka_kd train on the 491 unlabelled images too (`-unl`), as kd-unl and "
+        "rd-unl do; dkd cannot (its loss needs the label). The five main rows' cells are those of "
+        "`runs/b10-10s` (shared folders); the best KD baseline is chosen on validation AUC from the whole list.",
+    ),
+    (
         "runs/bench-quick",
         "quick-breast",
         "The quick preset (the README's first command), 5 seeds",
