@@ -62,6 +62,22 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "`runs/b10-10s` (shared folders); the best KD baseline is chosen on validation AUC from the whole list.",
     ),
     (
+        "runs/b10-rdx",
+        "breast-10-tdmr",
+        "BreastMNIST 10%, 5 seeds: RD, DRD and TDMR side by side (layer3 + layer4 teacher)",
+        "TDMR (preset stage-1 budget: the head warmed up on the FM features, then 5 joint prompt steps at 55 "
+        "images) trains on the 55 labelled images only (it cannot use unlabelled ones), as drd does here; rd-unl "
+        "and kd-unl use the 491 unlabelled images. The student, kd-unl and rd-unl cells are those of `runs/b10-10s`, "
+        "the drd cells those of `runs/b10-l34` (shared folders).",
+    ),
+    (
+        "runs/b10-drdu",
+        "breast-10-drd-unl",
+        "BreastMNIST 10%, 3 seeds: DRD with the unlabelled images (layer3 + layer4 teacher)",
+        "drd-unl: DRD defaults with the 491 unlabelled images (its KD and CKA terms use them, its CE terms skip "
+        "them), seeds 0-2, beside drd without them and rd-unl / kd-unl (cells shared with `runs/b10-rdx`).",
+    ),
+    (
         "runs/bench-quick",
         "quick-breast",
         "The quick preset (the README's first command), 5 seeds",
