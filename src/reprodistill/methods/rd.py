@@ -70,7 +70,6 @@ class ReprogrammingDistillation(Method):
     uses_unlabelled = True  # CE terms skip unlabelled images; KD and CKA use them all
     Options = RDOptions
     loss_weights = ("teacher_ce_weight", "student_ce_weight", "kd_weight", "cka_weight")
-    kd_target_scale: torch.Tensor
 
     def __init__(self, ctx: MethodContext, options: RDOptions) -> None:
         super().__init__(ctx, options)
@@ -84,10 +83,10 @@ class ReprogrammingDistillation(Method):
         )
         if options.kd_target == "probe":
             self.probe = StandardisedLinear(self.teacher.feature_dim, ctx.num_classes).requires_grad_(False)
-        # 1/T of the branch's KD target; recomputed from the weights before every round, so not checkpointed
-        self.register_buffer("kd_target_scale", torch.ones(()), persistent=False)
+        # 1/T of the branch's KD target; recomputed from the weights before every round, so not checkpointed. A
+        # host float, not a buffer: forward multiplies and logs it without a device sync.
+        self.kd_target_scale = 1.0
         self._calibration: Optional[tuple[torch.Tensor, torch.Tensor]] = None
-        self._teacher_T = 1.0
 
     def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
         if self.options.kd_target == "probe":
@@ -109,9 +108,7 @@ class ReprogrammingDistillation(Method):
         with torch.no_grad():
             z_t = self.extra_logits({"teacher_features": feats})["reprogrammed_fm"]
         self.phi.train(was_training)
-        scale = fit_logit_scale(z_t, labels, self.class_weights)
-        self.kd_target_scale.fill_(scale)
-        self._teacher_T = 1.0 / scale  # logged per step from the host copy: no device sync in forward
+        self.kd_target_scale = fit_logit_scale(z_t, labels, self.class_weights)
 
     def train(self, mode: bool = True) -> "ReprogrammingDistillation":
         super().train(mode)
@@ -135,7 +132,7 @@ class ReprogrammingDistillation(Method):
         }
         weights = {"ce_teacher": o.teacher_ce_weight, "ce_student": o.student_ce_weight, "kd": o.kd_weight,
                    "cka": o.cka_weight}  # fmt: skip
-        logged = {"teacher_T": self._teacher_T} if self._calibration is not None else None
+        logged = {"teacher_T": 1.0 / self.kd_target_scale} if self._calibration is not None else None
         return StepOutput.weighted(z_s, parts, weights, logged=logged, aux={"teacher_logits": z_t})
 
     def _kd_target(self, f_t: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
