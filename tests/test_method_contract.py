@@ -14,14 +14,20 @@ from conftest import build_method
 
 from reprodistill.config import RunConfig, StudentConfig
 from reprodistill.data.dataset import ImageDataset
-from reprodistill.data.sources import Split
+from reprodistill.data.sources import UNLABELLED, Split
 from reprodistill.features.fm_pass import FMPass
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods import METHODS, MethodContext, StepOutput
 from reprodistill.models import create_student
 
 # options that keep a method's preparation small here (the defaults are sized for real data)
-FAST_OPTIONS = {"tdmr": {"stage1_head_epochs": 1, "stage1_epochs": 1, "stage1_max_steps": 2, "proxy_dim": 8}}
+FAST_OPTIONS = {
+    "tdmr": {"stage1_head_epochs": 1, "stage1_epochs": 1, "stage1_max_steps": 2, "proxy_dim": 8},
+    # a random network is never 95% sure: let every pseudo-label count
+    "fixmatch": {"threshold": 0.0},
+    "kd": {"consistency_threshold": 0.0},
+    "rd": {"consistency_threshold": 0.0},
+}
 # methods whose FM must be a Vision Transformer
 VIT_METHODS = {"vpt"}
 N, K = 12, 3
@@ -58,6 +64,10 @@ def _build(name: str, teacher, **weights):
         "label": torch.as_tensor(train.dataset.split.labels),
         "index": torch.arange(N),
     }
+    if cls.uses_unlabelled:  # the last images of the batch are unlabelled, as data.unlabelled mixes them in
+        batch["label"][-4:] = UNLABELLED
+    for view_name, view in method.input_views.items():  # the extra views the loop adds
+        batch[f"image_{view_name}"] = view(batch["image"], torch.Generator().manual_seed(2))
     if train.teacher_features is not None:
         batch["teacher_features"] = train.teacher_features[batch["index"]].float()  # as the loop reads them
     return method, batch

@@ -156,7 +156,7 @@ class BenchConfig:
     fractions: list[float] = field(default_factory=lambda: [1.0])
     # Named method variants usable in `methods` of a bench, e.g. for ablations:
     # {tdmr-no-prompt: {method: tdmr, options: {prompt: none}}}; options are merged over method_options.<method>.
-    # A variant may also override `data` or `train` keys: {kd-unl: {method: kd, data: {unlabelled: rest}}}.
+    # A variant may also override `data`, `train` or `student` keys: {kd-unl: {method: kd, data: {unlabelled: rest}}}.
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -315,12 +315,14 @@ def method_variant(cfg: RunConfig, name: str) -> tuple[str, dict[str, Any]]:
     return v["method"], {**(cfg.method_options.get(v["method"]) or {}), **(v.get("options") or {})}
 
 
-# Config sections a bench variant may override (the teacher is shared by every cell of a bench, so not it).
-VARIANT_SECTIONS = ("data", "train")
+# Config sections a bench variant may override (the teacher is shared by every cell of a bench, so not it), e.g. the
+# pretrained student row: {lite0-pre: {method: student, student: {name: efficientnet_lite0, pretrained: true}}}.
+VARIANT_SECTIONS = ("data", "train", "student")
 
 
 def apply_variant_sections(cfg: RunConfig, name: str) -> RunConfig:
-    """``cfg`` with the ``data`` / ``train`` overrides of variant ``name`` applied (in place; checked types)."""
+    """``cfg`` with the ``data`` / ``train`` / ``student`` overrides of variant ``name`` applied (in place; checked
+    types)."""
     v = cfg.bench.variants.get(name) or {}
     for section in VARIANT_SECTIONS:
         if v.get(section):

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from reprodistill.data.randaugment import rand_augment
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -119,3 +121,32 @@ def augment(
     dy, dx, mask = draw_augment(total or b, shift, flip, generator)
     rows = slice(offset, offset + b)
     return apply_augment(images, max(shift, 0), dy[rows], dx[rows], mask[rows])
+
+
+@dataclass(frozen=True)
+class ExtraView:
+    """Another augmented view of every training image that a method asks for (semi-supervised consistency): the
+    loop puts it in ``batch['image_<name>']`` beside the usual (weak) view ``batch['image']``.
+
+    Attributes:
+        strong: False: another draw of the weak shift / flip (Mean Teacher's second view); True: the weak
+            augmentation followed by RandAugment and Cutout (FixMatch's strong view, :mod:`.randaugment`).
+        shift: Random translation in pixels (the run's ``train.augment_shift``).
+        flip: Random horizontal flip (``train.augment_flip``).
+        n_ops: RandAugment ops per image (strong only).
+        cutout: Cutout side as a fraction of the image side (strong only; 0: none).
+    """
+
+    strong: bool
+    shift: int
+    flip: bool
+    n_ops: int = 2
+    cutout: float = 0.5
+
+    def __call__(
+        self, images: torch.Tensor, generator: torch.Generator, offset: int = 0, total: int | None = None
+    ) -> torch.Tensor:
+        """The view of a uint8 [B,C,H,W] batch of raw (un-augmented) images, uint8 out; global-batch draws as
+        :func:`augment`."""
+        x = augment(images, self.shift, self.flip, generator, offset, total)
+        return rand_augment(x, self.n_ops, self.cutout, generator, offset, total) if self.strong else x

@@ -3,6 +3,7 @@
 from reprodistill.distill.attention import at_loss, attention_map
 from reprodistill.distill.calibration import fit_logit_scale, scaled_nll
 from reprodistill.distill.cka import cka, cka_loss
+from reprodistill.distill.consistency import fixmatch_loss, sigmoid_rampup, softmax_mse
 from reprodistill.distill.dkd import dkd_loss, dkd_parts
 from reprodistill.distill.fitnet import fitnet_loss, match_size
 from reprodistill.distill.kd import kd_loss
@@ -16,6 +17,7 @@ __all__ = [
     "dkd_loss",
     "dkd_parts",
     "fit_logit_scale",
+    "fixmatch_loss",
     "fitnet_loss",
     "kd_loss",
     "match_size",
@@ -23,4 +25,6 @@ __all__ = [
     "rkd_distance_loss",
     "rkd_loss",
     "scaled_nll",
+    "sigmoid_rampup",
+    "softmax_mse",
 ]

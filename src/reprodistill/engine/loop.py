@@ -259,6 +259,9 @@ def fit(
         )
         for step, batch in enumerate(bar):
             _, offset, total = plan[step]
+            raw = batch["image"]
+            for name, view in method.input_views.items():  # e.g. FixMatch's strong view, from the raw images
+                batch[f"image_{name}"] = view(raw, aug_gen, offset, total)
             if train.views is not None:
                 batch["image"], batch["teacher_features"] = train.views.sample(
                     batch["image"], batch["index"], aug_gen, offset, total
@@ -287,6 +290,7 @@ def fit(
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
+            method.after_step()
             n_seen += b
             sums["loss"] = sums.get("loss", 0.0) + loss.item() * b
             for k, v in out.log_values().items():  # unweighted parts, their weights (w_<part>), other values

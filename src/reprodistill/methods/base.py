@@ -17,7 +17,7 @@ from torch import nn
 
 from reprodistill.config import RunConfig, from_dict
 from reprodistill.data.sources import UNLABELLED
-from reprodistill.data.transforms import InputSpec, preprocess
+from reprodistill.data.transforms import ExtraView, InputSpec, preprocess
 from reprodistill.features.fm_pass import FMPass
 from reprodistill.features.split import FeatureSplit
 from reprodistill.models.student import Student
@@ -143,6 +143,9 @@ class Method(nn.Module):
         # What prepare() cost in seconds when its work was first done; a prepare that loads stored work sets it
         # (else the engine times the call), so a method's transfer cost does not vanish on a cache hit.
         self.prepare_s: Optional[float] = None
+        # Other augmented views of each training image the loop adds to every batch as ``image_<name>`` (built by the
+        # data layer, e.g. FixMatch's strong view); the method only declares them.
+        self.input_views: dict[str, ExtraView] = {}
 
     @classmethod
     def parse_options(cls, data: dict[str, Any] | None) -> Any:
@@ -183,6 +186,9 @@ class Method(nn.Module):
     def on_epoch_start(self, epoch: int) -> None:
         """Called by the loop before each training epoch (0-based; also the first epoch of a resumed run), in
         training mode: e.g. re-fit a label mapping with the current prompt."""
+
+    def after_step(self) -> None:
+        """Called by the loop after every optimiser step (e.g. to update an EMA copy of the student)."""
 
     def forward(self, batch: Batch) -> StepOutput:
         """One training step on ``batch``: the loss to minimise, the logits, and the named terms to log."""

@@ -7,7 +7,9 @@ standardised fixed-view train features with the run's class weights, L2 chosen o
 deterministic, so a resumed run refits the same probe), the same fitter as the ``linear_probe`` baseline. It is then
 frozen; its test metrics are reported beside the student's (``extra.probed_fm``).
 
-Subclasses implement :meth:`distill_loss`; the total loss is ``CE(student) + distill_loss``.
+Subclasses implement :meth:`distill_loss`; the total loss is ``CE(student) + distill_loss``, plus FixMatch's
+pseudo-label term when the options inherit :class:`~reprodistill.methods.consistency.ConsistencyOptions` and switch it
+on (``consistency_weight > 0``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput
+from reprodistill.methods.consistency import optional_consistency, student_features
 from reprodistill.methods.probe_fit import fit_probe
 from reprodistill.reprogram.probe import StandardisedLinear
 
@@ -34,6 +37,9 @@ class ProbedFMDistillation(Method):
         # map-fed subclasses probe the pooled last map (pool_layers apply to cached pooled vectors only)
         dim = self.teacher.feature_dim if self.teacher_features == "pooled" else self.teacher.map_pooled_dim
         self.probe = StandardisedLinear(dim, ctx.num_classes).requires_grad_(False)
+        self.consistency = optional_consistency(options, ctx.cfg.train)
+        if self.consistency is not None:
+            self.input_views = {"strong": self.consistency.view}
 
     def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
         self.prepare_features(fit_probe(self, self.probe, train, val, device, self.pooled))
@@ -56,9 +62,13 @@ class ProbedFMDistillation(Method):
             return self.probe(self.pooled(batch["teacher_features"]))
 
     def student_outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """``{'features': [B,D], 'logits': [B,K]}``; subclasses that need inner maps override it."""
-        f = self.student.features(self.student_input(batch))
-        return {"features": f, "logits": self.student.head(f)}
+        """``{'features': [B,D], 'logits': [B,K]}`` (and ``'strong_logits'`` of the unlabelled images' strong views
+        with the consistency term); subclasses that need inner maps override it."""
+        f, f_strong = student_features(self.consistency, self.student, self.student_input(batch), batch)
+        out = {"features": f, "logits": self.student.head(f)}
+        if f_strong is not None:
+            out["strong_logits"] = self.student.head(f_strong)
+        return out
 
     def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, tuple[float, torch.Tensor]]:
         """Named distillation terms as (weight, unweighted term)."""
@@ -68,9 +78,13 @@ class ProbedFMDistillation(Method):
         s = self.student_outputs(batch)
         ce = self.task_loss(s["logits"], batch["label"])
         terms = self.distill_loss(s, batch)
+        logged = {}
+        if self.consistency is not None:
+            unsup, logged["mask_rate"] = self.consistency.loss(s["logits"], s.get("strong_logits"), batch["label"])
+            terms["consistency"] = (self.options.consistency_weight, unsup)
         loss = torch.stack([ce, *(w * t for w, t in terms.values())]).sum()
         parts = {"ce": ce, **{k: t for k, (_, t) in terms.items()}}
-        return StepOutput(loss, s["logits"], parts, {k: w for k, (w, _) in terms.items()})
+        return StepOutput(loss, s["logits"], parts, {k: w for k, (w, _) in terms.items()}, logged)
 
     def extra_logits(self, batch: Batch) -> dict[str, torch.Tensor]:
         return {"probed_fm": self.teacher_logits(batch)}

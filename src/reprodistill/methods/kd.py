@@ -8,11 +8,12 @@ import torch
 
 from reprodistill.distill import kd_loss
 from reprodistill.methods.base import Batch, register_method
+from reprodistill.methods.consistency import ConsistencyOptions
 from reprodistill.methods.fm_kd import ProbedFMDistillation
 
 
 @dataclass
-class KDOptions:
+class KDOptions(ConsistencyOptions):
     weight: float = 1.0
     temperature: float = 4.0
 
@@ -20,7 +21,7 @@ class KDOptions:
 @register_method("kd")
 class HintonKD(ProbedFMDistillation):
     Options = KDOptions
-    loss_weights = ("weight",)
+    loss_weights = ("weight", "consistency_weight")
 
     def distill_loss(self, s: dict[str, torch.Tensor], batch: Batch) -> dict[str, tuple[float, torch.Tensor]]:
         o = self.options

@@ -26,13 +26,14 @@ import torch
 from reprodistill.distill import cka_loss, fit_logit_scale, kd_loss
 from reprodistill.features.split import FeatureSplit, split_teacher_features
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
+from reprodistill.methods.consistency import ConsistencyOptions, optional_consistency, student_features
 from reprodistill.methods.probe_fit import fit_probe
 from reprodistill.reprogram import FeatureReprogrammer
 from reprodistill.reprogram.probe import StandardisedLinear
 
 
 @dataclass
-class RDOptions:
+class RDOptions(ConsistencyOptions):
     teacher_ce_weight: float = 1.0
     student_ce_weight: float = 1.0
     kd_weight: float = 1.0
@@ -69,7 +70,7 @@ class ReprogrammingDistillation(Method):
     teacher_features = "pooled"
     uses_unlabelled = True  # CE terms skip unlabelled images; KD and CKA use them all
     Options = RDOptions
-    loss_weights = ("teacher_ce_weight", "student_ce_weight", "kd_weight", "cka_weight")
+    loss_weights = ("teacher_ce_weight", "student_ce_weight", "kd_weight", "cka_weight", "consistency_weight")
 
     def __init__(self, ctx: MethodContext, options: RDOptions) -> None:
         super().__init__(ctx, options)
@@ -87,6 +88,9 @@ class ReprogrammingDistillation(Method):
         # host float, not a buffer: forward multiplies and logs it without a device sync.
         self.kd_target_scale = 1.0
         self._calibration: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self.consistency = optional_consistency(options, ctx.cfg.train)  # FixMatch's term on the unlabelled images
+        if self.consistency is not None:
+            self.input_views = {"strong": self.consistency.view}
 
     def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
         if self.options.kd_target == "probe":
@@ -119,7 +123,7 @@ class ReprogrammingDistillation(Method):
     def forward(self, batch: Batch) -> StepOutput:
         o = self.options
         g = self.student.head
-        f_s = self.student.features(self.student_input(batch))
+        f_s, f_strong = student_features(self.consistency, self.student, self.student_input(batch), batch)
         z_s = g(f_s)
         r_t = self.phi(batch["teacher_features"])
         z_t = g(r_t)
@@ -132,7 +136,11 @@ class ReprogrammingDistillation(Method):
         }
         weights = {"ce_teacher": o.teacher_ce_weight, "ce_student": o.student_ce_weight, "kd": o.kd_weight,
                    "cka": o.cka_weight}  # fmt: skip
-        logged = {"teacher_T": 1.0 / self.kd_target_scale} if self._calibration is not None else None
+        logged = {"teacher_T": 1.0 / self.kd_target_scale} if self._calibration is not None else {}
+        if self.consistency is not None:
+            strong = None if f_strong is None else g(f_strong)
+            parts["consistency"], logged["mask_rate"] = self.consistency.loss(z_s, strong, y)
+            weights["consistency"] = o.consistency_weight
         return StepOutput.weighted(z_s, parts, weights, logged=logged, aux={"teacher_logits": z_t})
 
     def _kd_target(self, f_t: torch.Tensor, z_t: torch.Tensor) -> torch.Tensor:
