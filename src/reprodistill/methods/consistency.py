@@ -3,8 +3,9 @@ unlabelled image, where confident, is the pseudo-label of its strong view (RandA
 layer as ``batch['image_strong']``).
 
 ``fixmatch`` is the student alone plus this term; ``kd`` and ``rd`` add it with ``consistency_weight > 0`` (their
-options inherit :class:`ConsistencyOptions`) on the same unlabelled images their distillation terms use. The strong views of the unlabelled images go through the student in one forward with the batch
-(as FixMatch does), so BatchNorm sees both views in one set of batch statistics.
+options inherit :class:`ConsistencyOptions`) on the same unlabelled images their distillation terms use. The strong
+views of the unlabelled images go through the student in one forward with the batch (as FixMatch does), so BatchNorm
+sees both views in one set of batch statistics.
 """
 
 from __future__ import annotations
