@@ -50,13 +50,13 @@ def test_paired_difference_and_its_t_interval():
 
 
 def test_reprogramming_methods_are_compared_with_the_best_kd_baseline():
-    rows = [_row(m, s, a + 0.01 * s) for s in range(3) for m, a in (("student", 0.7), ("kd", 0.8), ("rkd", 0.75),
-                                                                     ("drd", 0.9))]  # fmt: skip
+    rows = [_row(m, s, a + (0.015 if m == "drd" else 0.01) * s) for s in range(3)
+            for m, a in (("student", 0.7), ("kd", 0.8), ("rkd", 0.75), ("drd", 0.9))]  # fmt: skip
     text = paired_markdown(rows, ["student", "kd", "rkd", "drd"], {})
-    assert "| drd | best KD baseline (kd) | +0.1000 [" in text and "✓" in text
+    assert "| drd | best KD baseline (kd) | +0.1050 [" in text and "] ✓" in text
     for r in rows:  # the baseline is chosen on validation: rkd is better there, kd only on test
         r["val_auc"] = 0.9 if r["method"] == "rkd" else 0.5
-    assert "| drd | best KD baseline (rkd) | +0.1500 [" in paired_markdown(rows, ["student", "kd", "rkd", "drd"], {})
+    assert "| drd | best KD baseline (rkd) | +0.1550 [" in paired_markdown(rows, ["student", "kd", "rkd", "drd"], {})
 
 
 def test_degenerate_rows_are_flagged_in_the_table_and_majority_row_present(tmp_path):
@@ -118,3 +118,50 @@ def test_commit_is_read_when_the_code_is_imported_not_when_a_cell_starts(monkeyp
 
     monkeypatch.setattr(environment.subprocess, "run", moved_on)
     assert environment.git_sha() == before
+
+
+def test_too_few_seeds_or_no_spread_claim_nothing():
+    """Two seeds, or differences without spread, print no interval and no check mark (a 2-seed bench printed
+    "+0.0250 [+0.0250, +0.0250] ✓" for one test image of 40)."""
+    from reprodistill.bench.report import _fmt_diff
+
+    rows = [_row("student", s, 0.80) for s in range(2)] + [_row("rd", s, 0.825) for s in range(2)]
+    two = paired_difference(rows, "rd", "student", 0.1, "auc")
+    assert two[3] == 2 and math.isnan(two[1]) and _fmt_diff(two) == "+0.0250 (2 seeds: too few for an interval)"
+    rows += [_row("student", 2, 0.80), _row("rd", 2, 0.825)]
+    flat = paired_difference(rows, "rd", "student", 0.1, "auc")
+    assert flat[3] == 3 and "no interval" in _fmt_diff(flat) and "✓" not in _fmt_diff(flat)
+    assert "] ✓" not in paired_markdown(rows, ["student", "rd"], {})
+
+
+def test_verdict_picks_on_validation_and_compares_the_best_of_each_side():
+    from reprodistill.bench.report import verdict_markdown
+
+    rows = []
+    for s in range(4):
+        rows += [_row("student", s, 0.70 + 0.01 * s, val_auc=0.70), _row("fixmatch-unl", s, 0.74 + 0.01 * s,
+                 val_auc=0.78), _row("kd", s, 0.90, val_auc=0.60),  # best on test, worst on validation
+                 _row("rd-unl", s, 0.80 + 0.02 * s, val_auc=0.82), _row("tdmr", s, 0.85, val_auc=0.65)]  # fmt: skip
+    methods = ["student", "fixmatch-unl", "kd", "rd-unl", "tdmr"]
+    bases = {"fixmatch-unl": "fixmatch", "rd-unl": "rd"}
+    text = verdict_markdown(rows, methods, bases)
+    assert "deploy `rd-unl`" in text and "reprodistill's best `rd-unl`" in text
+    assert "best alternative `fixmatch-unl`" in text  # not kd, which only the test split favours
+    d = np.array([0.06, 0.07, 0.08, 0.09])
+    assert f"AUC +{d.mean():.4f} [" in text and "] ✓" in text
+    for r in rows:  # the alternative ahead on validation: it is the one to deploy
+        if r["method"] == "fixmatch-unl":
+            r["val_auc"] = 0.9
+    assert "deploy `fixmatch-unl`" in verdict_markdown(rows, methods, bases)
+
+
+def test_latency_is_one_figure_per_deployed_architecture():
+    from reprodistill.bench.report import deployed_latency
+
+    rows = [_row("student", 0, 0.7, latency_ms=266.5, params=11e6), _row("rd", 0, 0.8, latency_ms=5.6, params=11e6),
+            _row("kd", 0, 0.8, latency_ms=9.7, params=11e6), _row("lora", 0, 0.8, deploys="FM", latency_ms=900,
+            params=58e6)]  # fmt: skip
+    lat = deployed_latency(rows)
+    assert sorted(lat.values()) == [5.6, 900.0]  # the three resnet18 rows: one figure, the fastest
+    table = results_markdown(rows, ["student", "rd", "kd", "lora"])
+    assert table.count("| 5.6 |") == 3 and "| 900.0 |" in table and "fastest" in table

@@ -12,6 +12,7 @@ import numpy as np
 
 from reprodistill.config import RunConfig, method_variant
 from reprodistill.engine.metrics import SCALAR_METRICS, ranking_metric, selection_rule_text, selection_score
+from reprodistill.engine.profile import LATENCY_RULE
 from reprodistill.engine.run_dir import MethodDir, RunDir
 from reprodistill.engine.sanity import majority_metrics, published_line
 from reprodistill.util.checkpoint import read_json, write_text
@@ -31,6 +32,22 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, float], dict[str, A
             v = np.array([float(r[k]) for r in rs])
             agg[k] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0)
         out[key] = agg
+    return out
+
+
+def _deployed_key(row: dict[str, Any]) -> tuple[str, int, float]:
+    """What a row deploys, as far as its cost goes: the kind, parameter count and FLOPs (one architecture)."""
+    return (str(row["deploys"]), int(float(row["params"])), round(float(row["gflops"]), 6))
+
+
+def deployed_latency(rows: list[dict[str, Any]]) -> dict[tuple[str, int, float], float]:
+    """Latency of each deployed architecture: the fastest of all cells that deploy it. Every cell measured the same
+    network, and load only adds time, so one figure per architecture (not per row) is what load disturbs least."""
+    out: dict[tuple[str, int, float], float] = {}
+    for r in rows:
+        key, v = _deployed_key(r), float(r["latency_ms"])
+        if math.isfinite(v):
+            out[key] = min(out.get(key, math.inf), v)
     return out
 
 
@@ -60,7 +77,7 @@ def _flag_summary(rs: list[dict[str, Any]]) -> str:
 def results_markdown(rows: list[dict[str, Any]], methods: list[str]) -> str:
     """One table per training fraction: mean ± std over seeds, cost, deployed size, degenerate-predictor flags and
     the majority-class row."""
-    agg = aggregate(rows)
+    agg, latency = aggregate(rows), deployed_latency(rows)
     out = []
     for frac in sorted({k[1] for k in agg}, reverse=True):
         at_frac = [r for r in rows if float(r["fraction"]) == frac]
@@ -77,10 +94,11 @@ def results_markdown(rows: list[dict[str, Any]], methods: list[str]) -> str:
             if a is None:
                 continue
             metrics = " | ".join(_pm(a[k], a["n"]) for k in SCALAR_METRICS)
-            flags = _flag_summary([r for r in at_frac if r["method"] == m])
+            mine = [r for r in at_frac if r["method"] == m]
+            flags = _flag_summary(mine)
             out.append(
                 f"| {m} | {a['n']} | {metrics} | {a['transfer_s'][0]:.0f} | {a['deploys']} | "
-                f"{a['params'][0] / 1e6:.2f} | {a['latency_ms'][0]:.1f} | {flags} |"
+                f"{a['params'][0] / 1e6:.2f} | {latency.get(_deployed_key(mine[0]), math.nan):.1f} | {flags} |"
             )
         counts = next((c for c in map(_class_counts, at_frac) if c), None)  # any cell that recorded them
         if counts:
@@ -88,6 +106,10 @@ def results_markdown(rows: list[dict[str, Any]], methods: list[str]) -> str:
             cells = " | ".join(f"{maj[k]:.4f}" for k in SCALAR_METRICS)
             out.append(f"| *majority class* | | {cells} | | | | | reference |")
         out.append("")
+    out.append(
+        f"Latency: {LATENCY_RULE}, measured in every cell; each deployed architecture shows the fastest of its cells "
+        "(the same network in every row that deploys it)."
+    )
     return "\n".join(out)
 
 
@@ -108,18 +130,28 @@ def paired_difference(
     if not seeds:
         return None
     d = np.array([by[(method, s)] - by[(baseline, s)] for s in seeds])
-    if len(d) == 1:
-        return float(d[0]), math.nan, math.nan, 1
-    half = (_T975[len(d) - 2] if len(d) - 1 <= len(_T975) else 1.96) * d.std(ddof=1) / math.sqrt(len(d))
+    spread = float(d.std(ddof=1)) if len(d) > 1 else 0.0
+    if len(d) < MIN_SEEDS or spread == 0.0:  # no interval that could claim anything (see _fmt_diff)
+        return float(d.mean()), math.nan, math.nan, len(d)
+    half = (_T975[len(d) - 2] if len(d) - 1 <= len(_T975) else 1.96) * spread / math.sqrt(len(d))
     return float(d.mean()), float(d.mean() - half), float(d.mean() + half), len(d)
 
 
+# Fewest seeds whose paired interval is reported: two differences give a t-interval on 1 degree of freedom, and two
+# equal ones (one test image apart on both seeds) a zero-width interval that would read as certain.
+MIN_SEEDS = 3
+
+
 def _fmt_diff(diff: Optional[tuple[float, float, float, int]]) -> str:
+    """``+0.0123 [lo, hi] ✓`` (interval above 0) / ``✗`` (below); no interval, so no claim, for fewer than
+    :data:`MIN_SEEDS` seeds or differences without spread."""
     if diff is None:
         return ""
     mean, lo, hi, n = diff
-    if n == 1:
-        return f"{mean:+.4f} (1 seed)"
+    if n < MIN_SEEDS:
+        return f"{mean:+.4f} ({n} seed{'s' if n > 1 else ''}: too few for an interval)"
+    if math.isnan(lo):
+        return f"{mean:+.4f} (the same on all {n} seeds: no interval)"
     mark = " ✓" if lo > 0 else (" ✗" if hi < 0 else "")
     return f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}]{mark}"
 
@@ -133,6 +165,42 @@ def _mean_val_auc(rows: list[dict[str, Any]], method: str, fraction: float) -> f
     vals = [float(r.get("val_auc", "nan")) for r in rows if r["method"] == method and float(r["fraction"]) == fraction]
     vals = [v for v in vals if math.isfinite(v)]
     return float(np.mean(vals)) if vals else -math.inf
+
+
+def _best_on_validation(rows: list[dict[str, Any]], methods: list[str], fraction: float) -> Optional[str]:
+    """The method with the best mean validation AUC at ``fraction`` (None if none recorded one)."""
+    scored = [(m, _mean_val_auc(rows, m, fraction)) for m in methods]
+    scored = [(m, v) for m, v in scored if math.isfinite(v)]
+    return max(scored, key=lambda mv: mv[1])[0] if scored else None
+
+
+def verdict_markdown(rows: list[dict[str, Any]], methods: list[str], bases: dict[str, str]) -> str:
+    """One line per fraction a user can act on: the method to deploy (the best mean validation AUC of every row)
+    and, on the test split, paired over seeds, reprodistill's best transfer method (RD / DRD / TDMR, any variant,
+    chosen on validation) minus the best alternative (everything else: the student alone or pretrained,
+    semi-supervised, KD and PEFT rows, chosen on validation the same way)."""
+    out = []
+    for frac in sorted({float(r["fraction"]) for r in rows}, reverse=True):
+        present = [m for m in methods if any(r["method"] == m and float(r["fraction"]) == frac for r in rows)]
+        ours = _best_on_validation(rows, [m for m in present if bases.get(m, m) in REPROGRAMMING], frac)
+        alt = _best_on_validation(rows, [m for m in present if bases.get(m, m) not in REPROGRAMMING], frac)
+        pick = _best_on_validation(rows, [m for m in (ours, alt) if m], frac)
+        if pick is None:
+            continue
+        cell = next(r for r in rows if r["method"] == pick and float(r["fraction"]) == frac)
+        what = f"{cell['deploys']}, {float(cell['params']) / 1e6:.2f}M params"
+        val = {m: f"{_mean_val_auc(rows, m, frac):.4f}" for m in (pick, ours, alt) if m}
+        line = f"- **Fraction {frac:g}: deploy `{pick}`** ({what}; mean validation AUC {val[pick]})"
+        if ours and alt:
+            diffs = {k: paired_difference(rows, ours, alt, frac, k) for k in ("auc", "balanced_accuracy")}
+            n = max((d[3] for d in diffs.values() if d), default=0)
+            line += (
+                f". Test, paired over {n} seeds, reprodistill's best `{ours}` (val {val[ours]}) minus the best "
+                f"alternative `{alt}` (val {val[alt]}): AUC "
+                f"{_fmt_diff(diffs['auc'])}, bal. acc {_fmt_diff(diffs['balanced_accuracy'])}"
+            )
+        out.append(line + ".")
+    return "\n".join(out)
 
 
 def paired_markdown(rows: list[dict[str, Any]], methods: list[str], bases: dict[str, str]) -> str:
@@ -259,14 +327,19 @@ def plot_size_latency(path: Path, rows: list[dict[str, Any]]) -> None:
     """What each method ships: the student (all student methods ship the same network) vs the FM + probe."""
     plt = _plt()
     shipped: dict[str, tuple[float, float, float]] = {}
+    latency = deployed_latency(rows)
     for r in rows:
         name = "student" if r["deploys"] == "student" else f"FM ({r['method']})"
-        shipped.setdefault(name, (float(r["params"]) / 1e6, float(r["latency_ms"]), float(r["gflops"])))
+        if r["deploys"] == "student" and name in shipped and shipped[name][0] != float(r["params"]) / 1e6:
+            name = f"student ({r['method']})"  # another architecture (e.g. a pretrained student)
+        shipped.setdefault(
+            name, (float(r["params"]) / 1e6, latency.get(_deployed_key(r), math.nan), float(r["gflops"]))
+        )
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.5))
     names = list(shipped)
-    for ax, i, label in zip(axes, range(3), ("params (M)", "CPU latency, batch 1 (ms)", "GFLOPs per image")):
+    for ax, i, label in zip(axes, range(3), ("params (M)", "latency, batch 1, 1 thread (ms)", "GFLOPs per image")):
         vals = [shipped[n][i] for n in names]
-        bars = ax.bar(names, vals, color=["tab:green" if n == "student" else "tab:gray" for n in names])
+        bars = ax.bar(names, vals, color=["tab:green" if n.startswith("student") else "tab:gray" for n in names])
         ax.bar_label(bars, fmt="%.3g", fontsize=8)
         ax.set_title(label)
         ax.tick_params(axis="x", labelsize=8, rotation=15)
@@ -423,6 +496,16 @@ def write_report(
         "; the test split never chooses anything. The confusion matrix below, `export` and `predict` use the same "
         "rule. A row flagged ONE-CLASS predicts (nearly) one class for the whole test split: a degenerate predictor, "
         "not a result; the majority-class row shows what such a row is worth.",
+        "",
+        "## Verdict",
+        "",
+        verdict_markdown(rows, methods, bases)
+        or "No method recorded a validation AUC: nothing to choose from (cells from an older version).",
+        "",
+        "Every choice above is made on the validation split; the test split only measures it. ✓ the paired 95% "
+        "interval lies above 0, ✗ below.",
+        "",
+        "## Results",
         "",
         results_markdown(rows, methods),
     ]
