@@ -6,6 +6,7 @@ from conftest import build_method
 
 from reprodistill.config import RunConfig, StudentConfig
 from reprodistill.methods import MethodContext
+from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.tdmr import schedule_weights
 from reprodistill.models import create_student
 
@@ -46,7 +47,7 @@ def tdmr_setup(tiny_teacher):
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (24, 1, 28, 28), dtype=torch.uint8, generator=g)
     labels = torch.arange(24) % 2
-    train = type("Split", (), {"dataset": _Dataset(images, labels)})()
+    train = FeatureSplit(_Dataset(images, labels))
 
     def make(cache_dir=None, **opts):
         torch.manual_seed(0)
@@ -230,3 +231,32 @@ def test_label_map_and_learnable_resize_options_are_checked(tdmr_setup):
     scale = method.reprogrammed.prompt.scale.item()
     method.prepare(train, torch.device("cpu"))
     assert method.reprogrammed.prompt.scale.item() != scale  # the image's scale on the canvas trained in stage 1
+
+
+def test_stage2_distils_on_unlabelled_images_that_stage1_never_trained_on(tdmr_setup):
+    """With data.unlabelled the training split is labelled + unlabelled images: stage 1 trains on the labelled part
+    (the unlabelled labels are -1 and must not reach its loss), then scores every image once for stage 2."""
+    from reprodistill.data.sources import UNLABELLED
+
+    _, train, make, _ = tdmr_setup
+    ds = train.dataset
+    hidden = ds.split.labels.copy()
+    hidden[16:] = UNLABELLED
+    mixed = FeatureSplit(_Dataset(ds.images, torch.from_numpy(hidden)), n_labelled=16)
+    method = make()
+    assert method.uses_unlabelled
+    method.prepare(mixed, torch.device("cpu"), val=FeatureSplit(_Dataset(ds.images[:8], torch.arange(8) % 2)))
+    assert method.proxy_train.shape[0] == 24 and method.logits_train.shape[0] == 24
+    with torch.no_grad():  # the unlabelled images' targets are the frozen reprogrammed FM's outputs on them
+        _, expected = method.reprogrammed(method.reprogrammed.fm_features(ds.images[16:]))
+    torch.testing.assert_close(method.logits_train[16:], expected, atol=1e-4, rtol=1e-4)
+    # 16 labelled images in batches of 8: 2 joint steps per epoch; the curve has the warm-up point and each epoch
+    assert method.reprogrammed.steps == 4
+    curve = method.reprogrammed.curve
+    assert [c["epoch"] for c in curve] == [0, 1, 2] and [c["steps"] for c in curve] == [0, 2, 4]
+    assert all(0 <= c["val_accuracy"] <= 1 and c["val_loss"] > 0 for c in curve)
+    batch = {"image": ds.images[12:20], "label": torch.from_numpy(hidden[12:20]), "index": torch.arange(12, 20)}
+    method.train()
+    method.progress = 0.5
+    out = method(batch)
+    assert torch.isfinite(out.loss) and out.parts["kd"] > 0  # KD reads the unlabelled rows' targets too

@@ -50,12 +50,13 @@ from typing import Any, Literal, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Subset
 
 from reprodistill.distill import kd_loss
 from reprodistill.features.cache import cache_key, resolve_cache_dir
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
-from reprodistill.reprogram.reprogrammed_fm import ReprogrammedFM, Stage1Budget
+from reprodistill.reprogram.reprogrammed_fm import ReprogrammedFM, Stage1Budget, ValidationSet
 from reprodistill.util.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger("reprodistill")
@@ -104,6 +105,9 @@ def schedule_weights(schedule: str, p: float, t_start: float, t_end: float) -> d
 @register_method("tdmr")
 class TaskDrivenModelReprogramming(Method):
     uses_teacher = True
+    # stage 1 trains on the labelled images; with data.unlabelled, stage 2's feature and KD terms also use the
+    # reprogrammed FM's outputs on the unlabelled ones (CE skips them)
+    uses_unlabelled = True
     Options = TDMROptions
     loss_weights = ("feature_weight", "kd_weight", "ce_weight")
 
@@ -140,8 +144,8 @@ class TaskDrivenModelReprogramming(Method):
         return resolve_cache_dir(cfg.teacher.cache_dir) / f"tdmr-stage1-{key}.pt"
 
     def _stage1_state(self) -> dict[str, Any]:
-        return {"modules": [m.state_dict() for m in self.reprogrammed.parts()],
-                "proxy_train": self.proxy_train, "logits_train": self.logits_train}  # fmt: skip
+        return {"modules": [m.state_dict() for m in self.reprogrammed.parts()], "proxy_train": self.proxy_train,
+                "logits_train": self.logits_train, "curve": self.reprogrammed.curve}  # fmt: skip
 
     def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
         """Stage 1, or its stored result when the same stage 1 ran before (deterministic, so resume-safe)."""
@@ -152,12 +156,13 @@ class TaskDrivenModelReprogramming(Method):
                 m.load_state_dict(sd)
             self.proxy_train, self.logits_train = state["proxy_train"].to(device), state["logits_train"].to(device)
             self.prepare_s = state.get("compute_seconds")
+            self.reprogrammed.curve = state.get("curve", [])
             self.reprogrammed.steps = 0
             self.reprogrammed.freeze()
             log.info("tdmr: stage 1 loaded from %s", path)
             return
         t0 = time.perf_counter()
-        self.train_stage1(train, device)
+        self.train_stage1(train, device, val)
         # cost of this stage 1: its wall time, plus the FM pass it read from the feature cache (prompt=none)
         self.prepare_s = time.perf_counter() - t0 + self._reused_fm_pass_s
         if path is not None:
@@ -173,17 +178,29 @@ class TaskDrivenModelReprogramming(Method):
         self._reused_fm_pass_s = max(0.0, timings["train"] - (time.perf_counter() - t0))  # > 0 on a cache hit
         return feats.float().to(device)
 
-    def train_stage1(self, train: Any, device: torch.device) -> None:
-        """Train the reprogrammed FM (prompt, projection, classifier) through the frozen FM; then compute the
-        student's targets of every training image (fixed view)."""
-        o, ds = self.options, train.dataset
-        labels = torch.as_tensor(ds.split.labels, dtype=torch.long)
+    def train_stage1(self, train: Any, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
+        """Train the reprogrammed FM (prompt, projection, classifier) through the frozen FM on the labelled images;
+        then compute the student's targets of every training image, unlabelled ones included (fixed view)."""
+        o, ds, fm = self.options, train.dataset, self.fm_pass(device)
+        n_lab = train.n_labelled if train.n_labelled is not None else len(ds)
+        labelled = ds if n_lab == len(ds) else Subset(ds, range(n_lab))
+        labels = torch.as_tensor(ds.split.labels[:n_lab], dtype=torch.long)
         # nothing before the FM trains without a prompt: one (cached) FM pass serves every stage-1 epoch
         fixed = self._fixed_features(train, device) if self.reprogrammed.prompt is None else None
         budget = Stage1Budget(o.stage1_head_epochs, o.stage1_epochs, o.stage1_max_steps, o.stage1_lr,
                               o.stage1_batch_size)  # fmt: skip
+        curve = None
+        if val is not None:
+            val_labels = torch.as_tensor(val.dataset.split.labels, dtype=torch.long)
+            val_fixed = fm.cached(val.dataset, "pooled", "val").float() if fixed is not None else None
+            curve = ValidationSet(val.dataset, val_labels, val_fixed)
         seed = self.ctx.cfg.train.seed + 17
-        final = self.reprogrammed.fit(ds, labels, self.fm_pass(device), self.task_loss, budget, seed, fixed)
+        own = None if fixed is None else fixed[:n_lab]
+        final = self.reprogrammed.fit(labelled, labels, fm, self.task_loss, budget, seed, own, curve)
+        if n_lab < len(ds):  # the reprogrammed FM scores the unlabelled images once: stage 2 distils on them too
+            rest = fixed[n_lab:] if fixed is not None else self.reprogrammed.prompted_features(
+                Subset(ds, range(n_lab, len(ds))), fm)  # fmt: skip
+            final = torch.cat([final, rest.to(final.device)])
         with torch.no_grad():
             self.proxy_train, self.logits_train = self.reprogrammed(final)
 

@@ -41,6 +41,16 @@ class Stage1Budget:
     batch_size: int = 64
 
 
+@dataclass
+class ValidationSet:
+    """The validation images of stage 1's curve, their labels, and their fixed-view FM features when no prompt
+    trains (then they serve every point of the curve)."""
+
+    dataset: Any
+    labels: torch.Tensor
+    fixed: Optional[torch.Tensor] = None
+
+
 class ReprogrammedFM(nn.Module):
     """Prompt -> frozen FM -> projection -> classifier (or the FM's own head through a label mapping)."""
 
@@ -88,6 +98,9 @@ class ReprogrammedFM(nn.Module):
             else nn.Linear(self.proxy_dim, num_classes)
         )
         self.steps = 0  # joint (prompt) steps the last fit took
+        # the last fit's validation curve: {'epoch', 'steps', 'val_loss', 'val_accuracy'} after the head warm-up
+        # (epoch 0) and after every joint epoch
+        self.curve: list[dict[str, float]] = []
 
     def parts(self) -> list[nn.Module]:
         """The trainable parts, in a fixed order (prompt if any, projection, classifier)."""
@@ -124,10 +137,13 @@ class ReprogrammedFM(nn.Module):
         budget: Stage1Budget,
         seed: int,
         fixed: Optional[torch.Tensor] = None,
+        val: Optional[ValidationSet] = None,
     ) -> torch.Tensor:
         """Train the reprogrammed FM on ``dataset`` (``loss_fn(logits, labels)``), freeze it, and return the pooled
         FM features of every image under the final prompt. ``fixed``: without a prompt nothing before the FM
-        trains, so the FM's fixed-view features (one cached pass) serve every step."""
+        trains, so the FM's fixed-view features (one cached pass) serve every step. ``val``: after the head warm-up
+        and after every joint epoch the validation loss and accuracy go to :attr:`curve` (an FM pass over it each
+        time, no backward, unless its fixed features serve), to show whether the budget converged."""
         device = fm.device
         n = len(dataset)
         images = lambda idx: torch.stack([dataset[int(i)]["image"] for i in idx]).to(device)  # noqa: E731
@@ -147,6 +163,8 @@ class ReprogrammedFM(nn.Module):
             for idx in torch.randperm(n, generator=gen).split(budget.batch_size):
                 if len(idx) >= 2:  # BatchNorm needs two samples
                     self._step(opt, loss_fn, warm[idx], labels[idx].to(device))
+        self.curve = []
+        self._record(val, fm, loss_fn, 0)
         max_steps = budget.max_steps if budget.max_steps is not None else float("inf")
         if opt is None:  # a label-mapped FM without a prompt: nothing trains, the mapping is all of stage 1
             max_steps = 0
@@ -166,10 +184,35 @@ class ReprogrammedFM(nn.Module):
                 self.steps += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
+            if self.steps and (not self.curve or self.curve[-1]["steps"] < self.steps):
+                self._record(val, fm, loss_fn, epoch + 1)
         bar.close()
         log.info("tdmr: stage 1 trained for %d steps", self.steps)
         self.freeze()
         return fixed if fixed is not None else self.prompted_features(dataset, fm)
+
+    def _record(
+        self,
+        val: Optional[ValidationSet],
+        fm: FMPasses,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        epoch: int,
+    ) -> None:
+        """Append the validation loss and accuracy of the reprogrammed FM as it is now to :attr:`curve`."""
+        if val is None:
+            return
+        was = [m.training for m in self.parts()]
+        for m in self.parts():
+            m.eval()
+        f_t = val.fixed if val.fixed is not None else self.prompted_features(val.dataset, fm)
+        with torch.no_grad():
+            logits = self(f_t.to(fm.device))[1]
+            y = val.labels.to(fm.device)
+            loss, acc = float(loss_fn(logits, y)), float((logits.argmax(1) == y).float().mean())
+        for m, w in zip(self.parts(), was):
+            m.train(w)
+        self.curve.append({"epoch": epoch, "steps": self.steps, "val_loss": loss, "val_accuracy": acc})
+        log.info("tdmr stage 1, epoch %d (%d joint steps): val loss %.4f, val acc %.4f", epoch, self.steps, loss, acc)
 
     def _step(
         self,
