@@ -5,8 +5,8 @@ import torch
 from conftest import build_method
 
 from reprodistill.config import RunConfig, StudentConfig
-from reprodistill.methods import MethodContext
 from reprodistill.features.split import FeatureSplit
+from reprodistill.methods import MethodContext
 from reprodistill.methods.tdmr import schedule_weights
 from reprodistill.models import create_student
 
