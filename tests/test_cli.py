@@ -116,3 +116,16 @@ def test_help_describes_each_command_with_examples_and_version():
             [sys.executable, "-m", "reprodistill", "export", "--help"], capture_output=True, text=True
         ).stdout
     )
+
+
+def test_list_names_every_method_and_the_caveats_of_the_unproven_ones(capsys):
+    from reprodistill.cli import main
+    from reprodistill.methods import METHODS
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in METHODS.names()) and "fixmatch" in out and "mean_teacher" in out
+    caveats = [name for name in METHODS.names() if METHODS.get(name).caveat]
+    assert "drd" in caveats and "rd" not in caveats
+    for name in caveats:  # each with its measured reason on its own line
+        assert f"  {name}: {METHODS.get(name).caveat}" in out

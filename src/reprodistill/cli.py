@@ -227,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             from reprodistill.models import TEACHERS
 
             print("methods: ", ", ".join(METHODS.names()))
+            for name in METHODS.names():
+                if METHODS.get(name).caveat:
+                    print(f"  {name}: {METHODS.get(name).caveat}")
             print("teachers:", ", ".join(TEACHERS.names()), "+ any timm name, hf-hub:<repo>, or a checkpoint file")
             print("presets: ", ", ".join(preset_names()))
             return 0

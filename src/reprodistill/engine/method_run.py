@@ -55,6 +55,8 @@ def train_and_test(
         log.info("%s: already finished in %s, kept", name, out.path)
         return done
     log.info("%s: training (%d trainable params)", name, sum(p.numel() for p in method.parameters() if p.requires_grad))
+    if method.caveat:
+        log.warning("%s is %s", name, method.caveat)
     t_prep = time.perf_counter()
     method.prepare(splits["train"], device, val=splits["val"])
     prepare_s = method.prepare_s if method.prepare_s is not None else time.perf_counter() - t_prep

@@ -113,6 +113,8 @@ class Method(nn.Module):
         Options: Dataclass of method options, filled from ``method_options.<name>`` in the config.
         loss_weights: The option names that weight loss terms (every option named ``*weight`` must be one);
             ``tests/test_method_contract.py`` checks that each reaches the loss.
+        caveat: Empty for a method the measurements back; else "experimental" or "not recommended" and the
+            measured reason, shown by ``reprodistill list`` and logged when it runs.
     """
 
     name: ClassVar[str] = ""
@@ -123,6 +125,9 @@ class Method(nn.Module):
     uses_unlabelled: ClassVar[bool] = False
     Options: ClassVar[type] = NoOptions
     loss_weights: ClassVar[tuple[str, ...]] = ()
+    # '' for a method the measurements back; else why not to deploy it yet, with the figure (shown by
+    # `reprodistill list` and logged when the method runs).
+    caveat: ClassVar[str] = ""
 
     class_weights: Optional[torch.Tensor]  # a buffer
     # Typed as present: a method reads them only when its uses_student / uses_teacher says the engine built them.
