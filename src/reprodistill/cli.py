@@ -179,9 +179,12 @@ def _predict(args: argparse.Namespace) -> int:
     from reprodistill.engine.export import predict_files, write_predictions
 
     skipped: list[str] = []
-    rows = predict_files(args.model, args.inputs, skipped=skipped)
+    warnings: list[str] = []
+    rows = predict_files(args.model, args.inputs, skipped=skipped, warnings=warnings)
     for line in skipped:
         print(f"reprodistill: skipped unreadable image {line}", file=sys.stderr)
+    for line in warnings:
+        print(f"reprodistill: warning: {line}", file=sys.stderr)
     if args.out:
         write_predictions(rows, args.out)
     names = list(rows[0]["probabilities"])

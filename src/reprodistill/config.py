@@ -55,6 +55,13 @@ class DataConfig:
     class_names: Optional[list[str]] = None
     # Image files that cannot be decoded: stop with their name (false) or leave them out and log how many (true).
     skip_bad_images: bool = False
+    # DICOM files (.dcm, .dicom, or no suffix with the DICM preamble): the modality LUT is always applied, then this
+    # window: 'auto' (the file's VOI LUT / window centre-width, else min-max), 'file', 'minmax', a named window
+    # (lung, soft_tissue, bone, brain) or 'centre,width' in modality units ('-600,1500' HU). MONOCHROME1 is inverted
+    # after it. export records it, so predict decodes as training did.
+    dicom_window: str = "auto"
+    # Multi-frame DICOM files: use the 'first' or 'middle' frame, or 'refuse' them.
+    dicom_frames: Literal["first", "middle", "refuse"] = "middle"
 
 
 @dataclass

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from reprodistill.data.sources import Split, load_image_file
+from reprodistill.data.image_files import load_image_file
+from reprodistill.data.sources import Split
 
 
 def _convert_channels(arr: np.ndarray, channels: int) -> np.ndarray:
@@ -41,7 +42,7 @@ class ImageDataset(Dataset):
     def load(self, i: int) -> np.ndarray:
         """Image ``i`` as uint8 [H,W,C] at the dataset's size and channel count."""
         if self.split.paths is not None:
-            return load_image_file(self.split.paths[i], self.channels, self.size)
+            return load_image_file(self.split.paths[i], self.channels, self.size, self.split.dicom)
         arr = self.split.images[i]
         if arr.shape[:2] != self.size:
             mode = "L" if arr.shape[-1] == 1 else "RGB"

@@ -1,7 +1,8 @@
 """Readers for the supported data sources: MedMNIST npz (local or downloaded), ImageFolder trees and CSV files.
 
 Every reader returns a :class:`DataBundle` of train/val/test :class:`Split` objects holding either decoded uint8
-arrays (npz) or file paths that are decoded lazily (folders, CSV), plus class names and channel count.
+arrays (npz) or file paths that are decoded lazily (folders, CSV: any format of
+:mod:`reprodistill.data.image_files`, DICOM included), plus class names and channel count.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from reprodistill.config import DataConfig
+from reprodistill.data.dicom import DicomDecoding
+from reprodistill.data.image_files import IMAGE_SUFFIXES, dicom_summary, list_image_files, load_image_file, unreadable
 from reprodistill.data.splits import stratified_split, subsample
 from reprodistill.errors import DataError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 # Where medmnist:<flag> files are looked for, after data.root and $REPRODISTILL_DATA.
 # ~/.medmnist is the medmnist package's own download folder; ../shared/data is this project's shared data folder.
 DEFAULT_MEDMNIST_DIRS = ("~/.medmnist", "../shared/data", "../../shared/data")
@@ -30,11 +31,13 @@ UNLABELLED = -1
 
 @dataclass
 class Split:
-    """One split: labels plus either in-memory uint8 images [N,H,W,C] or image file paths."""
+    """One split: labels plus either in-memory uint8 images [N,H,W,C] or image file paths (decoded with ``dicom``
+    where they are DICOM files)."""
 
     labels: np.ndarray
     images: Optional[np.ndarray] = None
     paths: Optional[list[str]] = None
+    dicom: DicomDecoding = field(default_factory=DicomDecoding)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -45,6 +48,7 @@ class Split:
             labels=self.labels[indices],
             images=None if self.images is None else self.images[indices],
             paths=None if self.paths is None else [self.paths[i] for i in indices],
+            dicom=self.dicom,
         )
 
     def concat(self, other: "Split") -> "Split":
@@ -55,11 +59,12 @@ class Split:
             labels=np.concatenate([self.labels, other.labels]),
             images=None if self.images is None else np.concatenate([self.images, other.images]),
             paths=None if self.paths is None else [*self.paths, *other.paths],
+            dicom=self.dicom,
         )
 
     def unlabelled(self) -> "Split":
         """The same images with every label hidden (:data:`UNLABELLED`), so no code path can read one."""
-        return Split(np.full(len(self.labels), UNLABELLED, dtype=np.int64), self.images, self.paths)
+        return Split(np.full(len(self.labels), UNLABELLED, dtype=np.int64), self.images, self.paths, self.dicom)
 
 
 @dataclass
@@ -87,6 +92,8 @@ class DataBundle:
     notes: list[str] = field(default_factory=list)
     # data.unlabelled=rest on a limited-data run: the left-out training images, labels hidden
     unlabelled: Optional[UnlabelledPool] = None
+    # how the DICOM files among the images were decoded (image_files.dicom_summary; empty without DICOM)
+    dicom: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -188,10 +195,6 @@ def read_npz(path: Path) -> dict[str, Split]:
 # ------------------------------------------------------------------------------------------ folders and CSV files
 
 
-def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
 def read_image_folder(root: Path) -> tuple[dict[str, Split], list[str]]:
     """ImageFolder layout: root/<class>/<image>, or root/{train,val,test}/<class>/<image> for official splits."""
     split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
@@ -204,7 +207,7 @@ def read_image_folder(root: Path) -> tuple[dict[str, Split], list[str]]:
     for name, folder in split_dirs.items():
         paths, labels = [], []
         for c, cls in enumerate(class_names):
-            files = _list_images(folder / cls) if (folder / cls).is_dir() else []
+            files = list_image_files(folder / cls) if (folder / cls).is_dir() else []
             paths += [str(p) for p in files]
             labels += [c] * len(files)
         extra = sorted({p.name for p in folder.iterdir() if p.is_dir()} - set(class_names))
@@ -248,46 +251,6 @@ def read_csv(path: Path) -> tuple[dict[str, Split], list[str]]:
     return splits, class_names
 
 
-def _to_uint8(im: Image.Image) -> np.ndarray:
-    """Pixels of any PIL mode as uint8 [H,W] or [H,W,3]: 16-bit and float images scaled by their real range.
-
-    PIL's ``convert('L')`` clips 16-bit ('I;16', 'I') and float ('F') pixels at 255, so a 12/16-bit X-ray came out
-    all white. Integer images are scaled by the full range of their bit depth when they use more than 8 bits of it
-    (a 12-bit scan stored in 16 bits is scaled by its own maximum instead, so it is not left dark); float images by
-    their own min/max. Palette, RGBA, LA and CMYK images are converted to RGB (alpha dropped).
-    """
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        if im.mode == "F":
-            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-        else:
-            lo, hi = 0.0, float(arr.max())
-            hi = 65535.0 if hi > 4095 else (4095.0 if hi > 255 else 255.0)
-        scaled = (arr - lo) / max(hi - lo, 1e-12)
-        return np.clip(np.nan_to_num(scaled) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if im.mode not in ("L", "RGB"):
-        im = im.convert("RGB")
-    return np.asarray(im, dtype=np.uint8)
-
-
-def load_image_file(path: str, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """Decode one image file to uint8 [H,W,C] at ``size`` (8/16-bit, float, palette, RGBA...); a broken file raises a
-    DataError naming it."""
-    try:
-        with Image.open(path) as im:
-            arr = _to_uint8(im)
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise DataError(
-            f"{path}: cannot decode image ({e}); remove or replace the file, or set data.skip_bad_images=true"
-        ) from None
-    img = Image.fromarray(arr)
-    img = img.convert("L" if channels == 1 else "RGB")
-    if img.size != (size[1], size[0]):
-        img = img.resize((size[1], size[0]), Image.BILINEAR)
-    arr = np.asarray(img, dtype=np.uint8)
-    return arr[..., None] if arr.ndim == 2 else arr
-
-
 def read_unlabelled_folder(
     folder: Path, train: Split, channels: int, load_size: tuple[int, int], cfg: DataConfig, notes: list[str]
 ) -> UnlabelledPool:
@@ -295,14 +258,15 @@ def read_unlabelled_folder(
     into memory at the load size when the training images are in memory (npz), else read lazily like them."""
     if not folder.is_dir():
         raise DataError(f"data.unlabelled={folder}: no such folder; give a folder of images, 'rest' or 'none'")
-    files = [str(p) for p in _list_images(folder)]
+    files = [str(p) for p in list_image_files(folder)]
     if not files:
         raise DataError(f"data.unlabelled={folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under it")
-    extra = Split(labels=np.full(len(files), UNLABELLED, dtype=np.int64), paths=files)
+    extra = Split(labels=np.full(len(files), UNLABELLED, dtype=np.int64), paths=files, dicom=train.dicom)
     if cfg.skip_bad_images:
         extra = drop_unreadable(extra, "unlabelled", notes)
     if train.images is not None:
-        extra = Split(extra.labels, images=np.stack([load_image_file(f, channels, load_size) for f in extra.paths]))
+        images = np.stack([load_image_file(f, channels, load_size, extra.dicom) for f in extra.paths])
+        extra = Split(extra.labels, images=images)
     n_l, n_u = len(train), len(extra)
     notes.append(f"unlabelled: {n_u} images from {folder}")
     return UnlabelledPool(extra, train.concat(extra), np.arange(n_l), np.arange(n_l, n_l + n_u))
@@ -312,16 +276,10 @@ def read_unlabelled_folder(
 
 
 def drop_unreadable(split: Split, where: str, notes: list[str]) -> Split:
-    """Leave out image files that PIL cannot decode, noting how many and which."""
+    """Leave out image files that do not decode, noting how many and which."""
     if split.paths is None:
         return split
-    bad = []
-    for i, p in enumerate(split.paths):
-        try:
-            with Image.open(p) as im:
-                im.load()
-        except (OSError, UnidentifiedImageError, ValueError):
-            bad.append(i)
+    bad = unreadable(split.paths, split.dicom)
     if bad:
         names = [Path(split.paths[i]).name for i in bad[:5]]
         notes.append(f"{where}: skipped {len(bad)} unreadable image file(s), e.g. {names}")
@@ -375,8 +333,15 @@ def load_data(cfg: DataConfig) -> DataBundle:
             splits, class_names = read_csv(path)
         else:
             raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npz, .csv or an image folder")
+    decoding = DicomDecoding(cfg.dicom_window, cfg.dicom_frames)
+    for s in splits.values():
+        s.dicom = decoding
     if cfg.skip_bad_images:
         splits = {name: drop_unreadable(s, name, notes) for name, s in splits.items()}
+    # every DICOM header read, one file of each kind decoded: a missing codec stops now, not mid-training
+    dicom = dicom_summary([p for s in splits.values() for p in (s.paths or [])], decoding)
+    if dicom:
+        notes.append(f"DICOM: {dicom['files']} files, window {decoding.window}, {dicom['photometric']}")
     for name, s in splits.items():
         if len(s) == 0:
             raise DataError(f"{src}: the {name} split is empty")
@@ -442,4 +407,5 @@ def load_data(cfg: DataConfig) -> DataBundle:
         source=src,
         notes=notes,
         unlabelled=unlabelled,
+        dicom=dicom,
     )

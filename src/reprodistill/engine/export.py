@@ -19,7 +19,8 @@ import torch
 import yaml
 
 from reprodistill.config import RunConfig, StudentConfig, from_dict
-from reprodistill.data.sources import IMAGE_SUFFIXES, load_image_file
+from reprodistill.data.dicom import DicomDecoding, MissingCodecError, is_dicom, read_header
+from reprodistill.data.image_files import IMAGE_SUFFIXES, list_image_files, load_image_file
 from reprodistill.data.transforms import InputSpec, preprocess
 from reprodistill.engine.metrics import ranking_metric, selection_score
 from reprodistill.engine.run_dir import RunDir
@@ -116,6 +117,9 @@ def export_run(run_dir: str | Path, method: Optional[str] = None, onnx: bool = T
         # probabilities = softmax(logits / temperature): fitted on validation (runs from older versions: 1); the
         # ONNX model returns the raw logits
         "temperature": test.get("calibration", {}).get("temperature", 1.0),
+        # how training decoded DICOM files (window, frames) and what they were; predict decodes the same way and
+        # warns about files of another modality or photometric interpretation
+        "dicom": data.get("dicom") or {},
     }
     write_json(out / "config.json", config)
     diff = _export_onnx(student, out / "model.onnx") if onnx else None
@@ -184,13 +188,27 @@ def load_exported(directory: str | Path) -> tuple[Student, dict]:
     return student.eval(), config
 
 
+def dicom_mismatch(path: Path, trained: dict) -> list[str]:
+    """Warnings for a DICOM file unlike the training data (another modality or photometric interpretation)."""
+    if not trained:
+        return [f"{path.name}: a DICOM file, but the model was trained on no DICOM files; check the prediction"]
+    header, out = read_header(path), []
+    for key, what in (("modality", "modality"), ("photometric", "photometric interpretation")):
+        if header[key] not in trained.get(key, {}):
+            out.append(
+                f"{path.name}: {what} {header[key] or '(none)'} is not among the training data's "
+                f"{sorted(trained.get(key, {}))}; the prediction may not mean what it did in training"
+            )
+    return out
+
+
 def image_files(inputs: list[str]) -> list[Path]:
     """Expand files and folders (recursively) into image files; a missing path is an error."""
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            files += list_image_files(p)
         elif p.is_file():
             files.append(p)
         else:
@@ -202,27 +220,40 @@ def image_files(inputs: list[str]) -> list[Path]:
 
 @torch.inference_mode()
 def predict_files(
-    directory: str | Path, inputs: list[str], batch_size: int = 64, skipped: Optional[list[str]] = None
+    directory: str | Path,
+    inputs: list[str],
+    batch_size: int = 64,
+    skipped: Optional[list[str]] = None,
+    warnings: Optional[list[str]] = None,
 ) -> list[dict]:
     """[{'path', 'label', 'probabilities': {class: p}}] for every readable image in ``inputs``.
 
     A file that cannot be decoded does not abort the batch: it is left out and its path (with the reason) appended
-    to ``skipped``; when no file at all could be read, a ReprodistillError says so.
+    to ``skipped``; when no file at all could be read, a ReprodistillError says so. DICOM files are decoded as the
+    training data were; one whose modality or photometric interpretation the training data did not have gets a
+    line in ``warnings``.
     """
     student, config = load_exported(directory)
     load = config["load"]
     names = config["class_names"]
     files = image_files(inputs)
     skipped = [] if skipped is None else skipped
+    trained_dicom = config.get("dicom") or {}
+    decoding = DicomDecoding(**trained_dicom.get("decoding", {}))
     rows = []
     for i in range(0, len(files), batch_size):
         chunk, arrays = [], []
         for f in files[i : i + batch_size]:
             try:
-                arrays.append(load_image_file(str(f), load["channels"], tuple(load["size"])))
+                arrays.append(load_image_file(str(f), load["channels"], tuple(load["size"]), decoding))
                 chunk.append(f)
+            except MissingCodecError:
+                raise  # every file of that kind would fail: stop with the package to install
             except DataError as e:
                 skipped.append(str(e).split("; remove")[0])  # "<path>: cannot decode image (<reason>)"
+                continue
+            if warnings is not None and is_dicom(f):
+                warnings += dicom_mismatch(f, trained_dicom)
         if not chunk:
             continue
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)

@@ -145,7 +145,7 @@ class RunDir:
         write_json(self.path / "retest.json", {**environment, "retested_at": time.strftime("%Y-%m-%d %H:%M:%S")})
 
     def write_data(self, data: DataBundle) -> None:
-        """data.json: what the run trained and tested on (sizes and class counts per split)."""
+        """data.json: what the run trained and tested on (sizes and class counts per split, DICOM decoding)."""
         splits = ("train", "val", "test")
         write_json(
             self.data_json,
@@ -159,6 +159,9 @@ class RunDir:
                 "class_counts": {
                     s: np.bincount(getattr(data, s).labels, minlength=data.num_classes).tolist() for s in splits
                 },
+                # DICOM decoding (window, frames) and what the files were (modality / photometric counts); export
+                # copies it so predict decodes the same way
+                "dicom": data.dicom,
             },
         )
 

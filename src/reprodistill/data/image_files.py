@@ -1,0 +1,121 @@
+"""Image files on disk, one decoder per format behind one call: :func:`load_image_file` decodes a file to uint8
+[H,W,C] at the load size, :func:`list_image_files` finds them under a folder. PIL decodes PNG / JPEG / TIFF / BMP
+/ WebP / GIF (8/16-bit and float with their real range); :mod:`reprodistill.data.dicom` decodes DICOM (``.dcm``,
+``.dicom`` or extension-less files with the DICM preamble). A new format is a new module and a branch in
+:func:`decode_file`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from reprodistill.data.dicom import DICOM_SUFFIXES, DicomDecoding, DicomInfo, is_dicom, read_dicom, read_header
+from reprodistill.errors import DataError
+
+PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+IMAGE_SUFFIXES = PIL_SUFFIXES | DICOM_SUFFIXES
+
+
+def is_image_file(path: Path) -> bool:
+    """A file this package decodes: a known suffix, or no suffix and the DICOM preamble."""
+    suffix = path.suffix.lower()
+    return suffix in IMAGE_SUFFIXES or (suffix == "" and is_dicom(path))
+
+
+def list_image_files(folder: Path) -> list[Path]:
+    """Every decodable image file under ``folder`` (any depth), sorted."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+
+
+def _to_uint8(im: Image.Image) -> np.ndarray:
+    """Pixels of any PIL mode as uint8 [H,W] or [H,W,3]: 16-bit and float images scaled by their real range.
+
+    PIL's ``convert('L')`` clips 16-bit ('I;16', 'I') and float ('F') pixels at 255, so a 12/16-bit X-ray came out
+    all white. Integer images are scaled by the full range of their bit depth when they use more than 8 bits of it
+    (a 12-bit scan stored in 16 bits is scaled by its own maximum instead, so it is not left dark); float images by
+    their own min/max. Palette, RGBA, LA and CMYK images are converted to RGB (alpha dropped).
+    """
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        else:
+            lo, hi = 0.0, float(arr.max())
+            hi = 65535.0 if hi > 4095 else (4095.0 if hi > 255 else 255.0)
+        scaled = (arr - lo) / max(hi - lo, 1e-12)
+        return np.clip(np.nan_to_num(scaled) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if im.mode not in ("L", "RGB"):
+        im = im.convert("RGB")
+    return np.asarray(im, dtype=np.uint8)
+
+
+def decode_file(path: str | Path, dicom: DicomDecoding = DicomDecoding()) -> tuple[np.ndarray, DicomInfo | None]:
+    """(uint8 [H,W] / [H,W,1|3] pixels at the file's own size, the DICOM decoding record or None) of one file; a
+    broken file raises a DataError naming it."""
+    p = Path(path)
+    if is_dicom(p):
+        return read_dicom(p, dicom)
+    try:
+        with Image.open(p) as im:
+            return _to_uint8(im), None
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise DataError(
+            f"{p}: cannot decode image ({e}); remove or replace the file, or set data.skip_bad_images=true"
+        ) from None
+
+
+def load_image_file(
+    path: str, channels: int, size: tuple[int, int], dicom: DicomDecoding = DicomDecoding()
+) -> np.ndarray:
+    """Decode one image file to uint8 [H,W,C] at ``size`` (8/16-bit, float, palette, RGBA, DICOM...); a broken file
+    raises a DataError naming it."""
+    arr, _ = decode_file(path, dicom)
+    img = Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr)
+    img = img.convert("L" if channels == 1 else "RGB")
+    if img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.BILINEAR)
+    out = np.asarray(img, dtype=np.uint8)
+    return out[..., None] if out.ndim == 2 else out
+
+
+def unreadable(paths: list[str], dicom: DicomDecoding = DicomDecoding()) -> list[int]:
+    """Indices of the files that do not decode."""
+    bad = []
+    for i, p in enumerate(paths):
+        try:
+            if is_dicom(Path(p)):
+                read_dicom(p, dicom)
+            else:
+                with Image.open(p) as im:
+                    im.load()
+        except (OSError, UnidentifiedImageError, ValueError, DataError):
+            bad.append(i)
+    return bad
+
+
+def dicom_summary(paths: list[str], dicom: DicomDecoding) -> dict[str, object]:
+    """How the DICOM files among ``paths`` are decoded, for data.json and export: counts per modality, photometric
+    interpretation and transfer syntax (technical tags only). Every header is read, and one file of each (transfer
+    syntax, photometric interpretation, bit depth) is decoded in full, so a codec that is missing or fails on that
+    kind of file stops here, before any training, with what to install or change."""
+    files = [p for p in paths if is_dicom(Path(p))]
+    if not files:
+        return {}
+    seen: dict[str, Counter] = {k: Counter() for k in ("modality", "photometric", "transfer_syntax")}
+    probes: dict[tuple[str, str, str], str] = {}
+    for p in files:
+        h = read_header(p)
+        for k in seen:
+            seen[k][h[k]] += 1
+        probes.setdefault((h["transfer_syntax"], h["photometric"], h["bits_stored"]), p)
+    windows = Counter(read_dicom(p, dicom)[1].window.split(" ", 1)[-1] for p in probes.values())
+    return {
+        "files": len(files),
+        "decoding": {"window": dicom.window, "frames": dicom.frames},
+        **{k: dict(v) for k, v in seen.items()},
+        "windows_of_probed_files": dict(windows),
+    }

@@ -1,0 +1,168 @@
+"""DICOM decoding on the files that ship inside the pydicom wheel (no download): the modality LUT, windows against
+hand computations, MONOCHROME1 inversion, colour, multi-frame policies, missing codecs, and DICOM files as data."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pydicom = pytest.importorskip("pydicom")
+from pydicom.data import get_testdata_file  # noqa: E402
+
+from reprodistill.data.dicom import DicomDecoding, MissingCodecError, is_dicom, read_dicom  # noqa: E402
+from reprodistill.errors import DataError  # noqa: E402
+
+
+def bundled(name: str) -> Path:
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"{name} is not in this pydicom wheel")
+    return Path(path)
+
+
+def _raw(path: Path) -> np.ndarray:
+    return pydicom.dcmread(path).pixel_array.astype(np.float64)
+
+
+def test_ct_modality_lut_gives_hounsfield_units():
+    """CT_small: signed 16-bit, slope 1, intercept -1024: stored 128..2191 are -896..1167 HU."""
+    path = bundled("CT_small.dcm")
+    px, info = read_dicom(path, DicomDecoding(window="minmax"))
+    assert info.stored_dtype == "int16" and info.modality == "CT" and info.photometric == "MONOCHROME2"
+    assert info.modality_range == [-896.0, 1167.0] and info.window == "minmax"
+    hu = _raw(path) - 1024.0
+    expected = np.rint((hu - hu.min()) / (hu.max() - hu.min()) * 255)
+    assert px.shape == (128, 128, 1) and np.abs(px[..., 0].astype(int) - expected).max() <= 1
+    # a lung window in HU: LINEAR, (x - (c - 0.5)) / (w - 1) + 0.5 clipped, by hand
+    lung, info = read_dicom(path, DicomDecoding(window="lung"))
+    y = np.clip((hu - (-600 - 0.5)) / (1500 - 1) + 0.5, 0, 1)
+    assert info.window == "-600,1500 (fixed)" and np.abs(lung[..., 0].astype(int) - np.rint(y * 255)).max() <= 1
+    same, _ = read_dicom(path, DicomDecoding(window="-600,1500"))
+    assert np.array_equal(same, lung)
+
+
+def test_the_files_own_window_against_a_hand_computation():
+    """MR_small: no rescale, window centre 600 / width 1600 in the file."""
+    path = bundled("MR_small.dcm")
+    px, info = read_dicom(path)  # auto: the file's window
+    assert info.window == "600,1600 (file)"
+    y = np.clip((_raw(path) - 599.5) / 1599 + 0.5, 0, 1)
+    assert np.abs(px[..., 0].astype(int) - np.rint(y * 255)).max() <= 1
+    with pytest.raises(DataError, match="no VOI LUT and no window"):
+        read_dicom(bundled("CT_small.dcm"), DicomDecoding(window="file"))
+
+
+def test_monochrome1_comes_out_inverted_after_windowing(tmp_path):
+    """The CR file (MONOCHROME1, slope 0.684, intercept 200, window 1600/2800): bright bone must stay bright, so
+    the decoded image is the inverse of the same file read as MONOCHROME2."""
+    path = bundled(str(Path("dicomdirtests") / "77654033" / "CR1" / "6154"))
+    assert is_dicom(path) and path.suffix == ""  # extension-less, found by its DICM preamble
+    px, info = read_dicom(path)
+    assert info.photometric == "MONOCHROME1" and info.inverted and info.window == "1600,2800 (file)"
+    ds = pydicom.dcmread(path)
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.save_as(tmp_path / "as_mono2.dcm")
+    plain, info2 = read_dicom(tmp_path / "as_mono2.dcm")
+    assert not info2.inverted
+    assert np.abs(px.astype(int) + plain.astype(int) - 255).max() <= 1
+    hu = _raw(path) * 0.684 + 200
+    y = 1 - np.clip((hu - 1599.5) / 2799 + 0.5, 0, 1)
+    assert np.abs(px[..., 0].astype(int) - np.rint(y * 255)).max() <= 1
+
+
+def test_ybr_ultrasound_and_palette_files_give_rgb():
+    from pydicom.pixels import apply_color_lut, pixel_array
+
+    ybr = bundled("examples_ybr_color.dcm")
+    px, info = read_dicom(ybr, DicomDecoding(frames="first"))
+    assert info.photometric == "YBR_FULL_422" and info.channels == 3 and px.shape == (240, 320, 3)
+    assert info.frame == 0 and np.array_equal(px, pixel_array(ybr, index=0))  # pydicom 3 converts YBR to RGB
+    pal = bundled("examples_palette.dcm")
+    px, info = read_dicom(pal)
+    assert info.photometric == "PALETTE COLOR" and px.shape == (350, 800, 3)
+    ds = pydicom.dcmread(pal)
+    expected = np.rint(apply_color_lut(ds.pixel_array, ds) / 65535.0 * 255)
+    assert np.abs(px.astype(int) - expected).max() <= 1
+
+
+def test_multi_frame_files_follow_the_declared_policy():
+    from pydicom.pixels import pixel_array
+
+    path = bundled("examples_ybr_color.dcm")  # 30 frames
+    middle, info = read_dicom(path)  # the default: the middle frame
+    assert info.frame == 15 and np.array_equal(middle, pixel_array(path, index=15))
+    with pytest.raises(DataError, match="multi-frame DICOM \\(30 frames\\); set data.dicom_frames"):
+        read_dicom(path, DicomDecoding(frames="refuse"))
+    with pytest.raises(DataError, match="dicom_frames"):
+        DicomDecoding(frames="all")
+    with pytest.raises(DataError, match="centre,width"):
+        DicomDecoding(window="wide")
+
+
+def test_a_codec_that_is_not_installed_is_named():
+    path = bundled("MR_small_jpeg_ls_lossless.dcm")
+    pytest.importorskip("pydicom")
+    from pydicom.pixels import get_decoder
+
+    if get_decoder(pydicom.dcmread(path).file_meta.TransferSyntaxUID).is_available:
+        pytest.skip("a JPEG-LS decoder is installed here")
+    with pytest.raises(MissingCodecError, match="JPEG-LS.*pip install pyjpegls"):
+        read_dicom(path)
+    with pytest.raises(MissingCodecError, match="pylibjpeg-libjpeg \\(GPLv3\\)"):
+        read_dicom(bundled("JPGExtended.dcm"))  # 12-bit JPEG: "available" through Pillow, which cannot decode it
+
+
+def _dicom_folder(root: Path, per_class: int = 12) -> Path:
+    """A two-class ImageFolder of DICOM files made from the bundled CT: class 'dense' adds 300 HU to the
+    stored values; half the files have no suffix (found by their preamble)."""
+    src = pydicom.dcmread(bundled("CT_small.dcm"))
+    rng = np.random.default_rng(0)
+    for c, (name, offset) in enumerate((("plain", 0), ("dense", 300))):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            ds = src.copy()
+            arr = src.pixel_array.astype(np.int32) + offset + rng.integers(-40, 40, src.pixel_array.shape)
+            ds.PixelData = np.clip(arr, -32768, 32767).astype(np.int16).tobytes()
+            ds.SOPInstanceUID = pydicom.uid.generate_uid()
+            ds.save_as(root / name / (f"img{i}.dcm" if i % 2 else f"img{i}"))
+    return root
+
+
+def test_a_folder_of_dicom_files_is_a_data_source(tmp_path):
+    from reprodistill.config import DataConfig
+    from reprodistill.data import load_data
+    from reprodistill.data.dataset import ImageDataset
+
+    folder = _dicom_folder(tmp_path / "scans")
+    (tmp_path / "scans" / "plain" / "notes.txt").write_text("not an image")
+    data = load_data(DataConfig(source=str(folder), load_size=64, dicom_window="soft_tissue"))
+    assert data.class_names == ["dense", "plain"] and sum(map(len, (data.train, data.val, data.test))) == 24
+    assert data.dicom["files"] == 24 and data.dicom["modality"] == {"CT": 24}
+    assert data.dicom["decoding"] == {"window": "soft_tissue", "frames": "middle"}
+    item = ImageDataset(data.train, 1, (64, 64))[0]
+    assert item["image"].shape == (1, 64, 64) and item["image"].dtype.is_floating_point is False
+
+
+def test_a_missing_codec_stops_before_training_with_exit_2(tmp_path):
+    """A class folder holding a JPEG-LS file: `distill` stops while reading the data, naming the package, with no
+    traceback."""
+    from pydicom.pixels import get_decoder
+
+    jls = bundled("MR_small_jpeg_ls_lossless.dcm")
+    if get_decoder(pydicom.dcmread(jls).file_meta.TransferSyntaxUID).is_available:
+        pytest.skip("a JPEG-LS decoder is installed here")
+    folder = _dicom_folder(tmp_path / "scans", per_class=4)
+    shutil.copy(jls, folder / "plain" / "compressed.dcm")
+    proc = subprocess.run(
+        [sys.executable, "-m", "reprodistill", "distill", f"data.source={folder}", "methods=[student]",
+         "student.name=resnet10t", "train.epochs=1", "train.steps=1", f"out_dir={tmp_path / 'runs'}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "pip install pyjpegls" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list((tmp_path / "runs").glob("*/student"))  # nothing trained
