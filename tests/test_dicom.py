@@ -167,3 +167,42 @@ def test_a_missing_codec_stops_before_training_with_exit_2(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "pip install pyjpegls" in proc.stderr and "Traceback" not in proc.stderr
     assert not list((tmp_path / "runs").glob("*/student"))  # nothing trained
+
+
+@pytest.mark.slow
+def test_dicom_folder_distill_export_predict_as_a_user_would(tmp_path):
+    """From a scratch folder: a two-class folder of DICOM files -> distill -> export -> predict on the .dcm (and
+    suffix-less) test files; predict's probabilities equal the run's own per-image test outputs."""
+    import csv
+    import json
+
+    folder = _dicom_folder(tmp_path / "scans")
+    cli = [sys.executable, "-m", "reprodistill"]
+    env_run = dict(cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([*cli, "distill", f"data.source={folder}", "methods=[student]", "student.name=resnet10t",
+                           "data.load_size=32", "data.dicom_window=soft_tissue", "train.epochs=1", "train.steps=3",
+                           "train.batch_size=8", "--run-dir", "run"], **env_run)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "run" / "data.json").read_text())
+    assert data["dicom"]["decoding"]["window"] == "soft_tissue" and data["dicom"]["photometric"] == {"MONOCHROME2": 24}
+    assert subprocess.run([*cli, "export", "run"], **env_run).returncode == 0
+    config = json.loads((tmp_path / "run" / "export" / "config.json").read_text())
+    assert config["dicom"]["decoding"] == {"window": "soft_tissue", "frames": "middle"}
+    rows = list(csv.DictReader(open(tmp_path / "run" / "student" / "test_predictions.csv")))
+    files = [r["path"] for r in rows]
+    assert rows and all(Path(f).parent.parent == folder for f in files)
+    proc = subprocess.run([*cli, "predict", "run", *files, "--out", "pred.csv"], **env_run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "warning" not in proc.stderr  # the same modality and photometric interpretation as in training
+    predicted = {r["path"]: r for r in csv.DictReader(open(tmp_path / "pred.csv"))}
+    names = config["class_names"]
+    for r in rows:
+        got = predicted[r["path"]]
+        assert got["label"] == names[int(r["predicted"])]
+        for k, name in enumerate(names):
+            assert float(got[f"p_{name}"]) == pytest.approx(float(r[f"p{k}"]), abs=2e-5)
+    # another modality than training: predicted, with a warning
+    mr = tmp_path / "mr.dcm"
+    shutil.copy(bundled("MR_small.dcm"), mr)
+    proc = subprocess.run([*cli, "predict", "run", str(mr)], **env_run)
+    assert proc.returncode == 0 and "modality MR is not among the training data's ['CT']" in proc.stderr

@@ -7,12 +7,13 @@ import dataclasses
 import logging
 import math
 import time
+from typing import Any
 
 import torch
 
 from reprodistill.config import RunConfig
 from reprodistill.engine import distributed
-from reprodistill.engine.loop import FitResult, calibration, fit, metrics_of, predict
+from reprodistill.engine.loop import FitResult, Predictions, calibration, fit, metrics_of, predict
 from reprodistill.engine.metrics import SCALAR_METRICS
 from reprodistill.engine.profile import count_params, flops, latency_ms, peak_rss_mb
 from reprodistill.engine.results import MethodResult
@@ -21,7 +22,7 @@ from reprodistill.engine.sanity import prediction_flags
 from reprodistill.errors import ReprodistillError
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods import Method
-from reprodistill.util.checkpoint import load_checkpoint, save_checkpoint
+from reprodistill.util.checkpoint import load_checkpoint, save_checkpoint, write_csv
 
 log = logging.getLogger("reprodistill")
 
@@ -121,8 +122,24 @@ def _test_best(
     test_metrics = metrics_of(test)
     test_metrics["calibration"] = calibration(val, test, method.class_weights)
     test_metrics["best_epoch"] = best_epoch
+    if distributed.is_main():
+        rows = test_prediction_rows(test, splits["test"], test_metrics["calibration"]["temperature"])
+        write_csv(folder.method(method.name).test_predictions, rows)
     val_metrics = metrics_of(val)
     return {k: val_metrics[k] for k in ("loss", *SCALAR_METRICS)}, test_metrics
+
+
+def test_prediction_rows(test: Predictions, split: FeatureSplit, temperature: float) -> list[dict[str, Any]]:
+    """One row per test image: its index, file (when the split has files), true and predicted class index and the
+    probabilities ``predict`` would print (softmax of the logits over the validation-fitted temperature)."""
+    log_probs, labels = test[0]["model"], test[1]
+    probs = torch.from_numpy(log_probs / temperature).softmax(-1).numpy()
+    paths = split.dataset.split.paths
+    return [
+        {"index": i, "path": paths[i] if paths else "", "label": int(y), "predicted": int(p.argmax()),
+         **{f"p{k}": f"{v:.6f}" for k, v in enumerate(p)}}
+        for i, (y, p) in enumerate(zip(labels, probs))
+    ]  # fmt: skip
 
 
 def _store(result: MethodResult, folder: RunDir, keep_last: bool) -> MethodResult:

@@ -4,7 +4,7 @@ Layout::
 
     runs/<time>-<name>/
       config.yaml  env.json  data.json  teacher.json  log.txt  results.csv  results.md  [retest.json]
-      <method>/metrics.csv  best.pt  last.pt  test_metrics.json  result.json
+      <method>/metrics.csv  best.pt  last.pt  test_metrics.json  test_predictions.csv  result.json
 """
 
 from __future__ import annotations
@@ -55,6 +55,11 @@ class MethodDir:
     @property
     def test_metrics(self) -> Path:
         return self.path / "test_metrics.json"
+
+    @property
+    def test_predictions(self) -> Path:
+        """Per-image test outputs of the reported checkpoint (calibrated probabilities, as ``predict`` prints)."""
+        return self.path / "test_predictions.csv"
 
     @property
     def result(self) -> Path:
