@@ -57,3 +57,30 @@ def test_equal_steps_at_every_fraction(small_npz, tmp_path):
         _, sampler = train_loader(FeatureSplit(ImageDataset(data.train, 3, (28, 28))), cfg, torch.device("cpu"))
         steps.append(len(sampler) * cfg.epochs)
     assert steps == [40, 40]
+
+
+def test_budget_is_logged_in_words_with_a_warning_when_out_of_proportion(caplog, monkeypatch):
+    """The 24-image folder with the preset's 300 steps of batch 128: the budget line, the passes warning, then the
+    estimate after the first steps and a warning when it runs past an hour."""
+    import logging
+
+    from reprodistill.config import TrainConfig
+    from reprodistill.engine import budget as budget_mod
+    from reprodistill.engine.budget import BudgetLog
+
+    clock = iter([0.0, 100.0])  # read after the first step and at the estimate, 5 steps later: 20 s a step
+    monkeypatch.setattr(budget_mod.time, "perf_counter", lambda: next(clock))
+    caplog.set_level(logging.INFO, logger="reprodistill")
+    b = BudgetLog("student", TrainConfig(epochs=1, steps=300, batch_size=128), 300, 18, 0, 0.5, (224, 224))
+    text = caplog.text
+    assert "budget 300 optimiser steps in 1 evaluation round(s), 128 images per step: 2133 passes over the 18" in text
+    assert "input 224x224 px" in text and "train.steps=7 gives ~50 passes" in text
+    for left in range(299, 293, -1):
+        b.step(left)
+    assert "20.00 s per step here: ~1.6 h for the remaining 294 steps" in caplog.text
+    assert "lower train.steps, data.load_size or student.image_size, or train on a GPU" in caplog.text
+    caplog.clear()
+    b.step(293)
+    assert caplog.text == ""  # the estimate is given once
+    mixed = BudgetLog("kd", TrainConfig(epochs=15, steps=300, batch_size=128), 20, 55, 491, 0.5, (28, 28))
+    assert mixed.total == 300 and "(64 labelled + 64 unlabelled): 349 passes over the 55 labelled" in caplog.text

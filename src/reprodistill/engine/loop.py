@@ -14,12 +14,12 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 
 from reprodistill.config import TrainConfig
 from reprodistill.data.transforms import augment
 from reprodistill.distill import fit_logit_scale, scaled_nll
 from reprodistill.engine import distributed
+from reprodistill.engine.budget import BudgetLog
 from reprodistill.engine.distributed import GlobalBatchSampler, MixedBatchSampler, shard_indices
 from reprodistill.engine.metrics import SCALAR_METRICS, classification_metrics, round_score
 from reprodistill.engine.run_dir import MethodDir
@@ -27,6 +27,7 @@ from reprodistill.errors import ReprodistillError
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Method, StepOutput
 from reprodistill.util.checkpoint import load_checkpoint, save_checkpoint, write_csv
+from reprodistill.util.progress import progress
 
 log = logging.getLogger("reprodistill")
 
@@ -242,6 +243,11 @@ def fit(
         log.info("%s: resumed from %s, continuing with epoch %d", method.name, last, start_epoch + 1)
 
     world = distributed.world_size()
+    n_lab = train.n_labelled if train.n_labelled is not None else len(train.dataset)
+    budget = BudgetLog(
+        method.name, cfg, len(sampler), n_lab, len(train.dataset) - n_lab, train.unlabelled_share,
+        method.student.spec.size if method.uses_student else None,
+    ) if main and start_epoch < cfg.epochs else None  # fmt: skip
     for epoch in range(start_epoch, cfg.epochs):
         method.train()
         method.on_epoch_start(epoch)
@@ -250,14 +256,9 @@ def fit(
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
         n_seen = 0
-        bar = tqdm(
-            loader,
-            desc=f"{method.name} epoch {epoch + 1}/{cfg.epochs}",
-            unit="batch",
-            leave=False,
-            disable=None if main else True,
-        )
-        for step, batch in enumerate(bar):
+        # a bar on a terminal, log lines with rate and time left otherwise (rank 0 only)
+        steps = progress(loader, f"{method.name} round {epoch + 1}/{cfg.epochs}", len(plan), "step") if main else loader
+        for step, batch in enumerate(steps):
             _, offset, total = plan[step]
             raw = batch["image"]
             for name, view in method.input_views.items():  # e.g. FixMatch's strong view, from the raw images
@@ -295,7 +296,8 @@ def fit(
             sums["loss"] = sums.get("loss", 0.0) + loss.item() * b
             for k, v in out.log_values().items():  # unweighted parts, their weights (w_<part>), other values
                 sums[k] = sums.get(k, 0.0) + v * b
-            bar.set_postfix(loss=f"{sums['loss'] / n_seen:.4f}")
+            if budget is not None:
+                budget.step((cfg.epochs - epoch) * len(plan) - step - 1)
         if world > 1:
             keys = sorted(sums)
             *values, n_seen = distributed.all_reduce_sum([sums[k] for k in keys] + [float(n_seen)])

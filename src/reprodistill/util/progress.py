@@ -30,7 +30,9 @@ def progress(
         pct = 100 * i // total if total else 0
         if (total and pct >= next_pct and i < total) or now - last >= every_s:
             eta = f", ~{(now - t0) / i * (total - i):.0f} s left" if total else ""
-            log.info("%s: %d/%s %s (%d%%, %.0f s%s)", desc, i, total or "?", unit, pct, now - t0, eta)
+            rate = i / max(now - t0, 1e-9)
+            log.info("%s: %d/%s %s (%d%%, %.2f %s/s, %.0f s%s)", desc, i, total or "?", unit, pct, rate, unit,
+                     now - t0, eta)  # fmt: skip
             last = now
             while total and next_pct <= pct:
                 next_pct += 10
