@@ -130,8 +130,15 @@ def _dicom_folder(root: Path, per_class: int = 12) -> Path:
             arr = src.pixel_array.astype(np.int32) + offset + rng.integers(-40, 40, src.pixel_array.shape)
             ds.PixelData = np.clip(arr, -32768, 32767).astype(np.int16).tobytes()
             ds.SOPInstanceUID = pydicom.uid.generate_uid()
+            for tag, value in FAKE_PHI.items():  # on top of the bundled file's own fake patient
+                setattr(ds, tag, value)
             ds.save_as(root / name / (f"img{i}.dcm" if i % 2 else f"img{i}"))
     return root
+
+
+# patient data that must never leave the input files (distinctive, so a byte search cannot match by chance)
+FAKE_PHI = {"PatientName": "Doe^Archibald", "PatientID": "PHI-7731-XZ", "PatientBirthDate": "19230415",
+            "InstitutionName": "Saint Nowhere Clinic", "ReferringPhysicianName": "Quackenbush^Hieronymus"}  # fmt: skip
 
 
 def test_a_folder_of_dicom_files_is_a_data_source(tmp_path):
@@ -206,3 +213,47 @@ def test_dicom_folder_distill_export_predict_as_a_user_would(tmp_path):
     shutil.copy(bundled("MR_small.dcm"), mr)
     proc = subprocess.run([*cli, "predict", "run", str(mr)], **env_run)
     assert proc.returncode == 0 and "modality MR is not among the training data's ['CT']" in proc.stderr
+
+
+@pytest.mark.slow
+def test_no_patient_data_reaches_any_file_the_run_writes_or_anything_printed(tmp_path):
+    """The bundled CT's fake patient (CompressedSamples^CT1, its study UID, institution and date) and the fake PHI
+    set on every file go through distill, export and predict (a mismatching modality included, so warnings print);
+    none of it may appear in a file under the run folder or on stdout / stderr."""
+    folder = _dicom_folder(tmp_path / "scans", per_class=6)
+    src = pydicom.dcmread(bundled("CT_small.dcm"))
+    mr = pydicom.dcmread(bundled("MR_small.dcm"))
+    secrets = [*FAKE_PHI.values(), str(src.PatientName), str(src.StudyInstanceUID), str(src.InstitutionName),
+               str(mr.PatientName), str(mr.StudyInstanceUID), "Doe", "Archibald", "1923-04-15"]  # fmt: skip
+    shutil.copy(bundled("MR_small.dcm"), tmp_path / "other.dcm")
+    cli = [sys.executable, "-m", "reprodistill"]
+    kw = dict(cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    printed = []
+    for args in (
+        [
+            "distill",
+            f"data.source={folder}",
+            "methods=[student]",
+            "student.name=resnet10t",
+            "data.load_size=32",
+            "train.epochs=1",
+            "train.steps=2",
+            "train.batch_size=8",
+            "--run-dir",
+            "run",
+        ],
+        ["export", "run"],
+        ["predict", "run", str(folder), str(tmp_path / "other.dcm"), "--out", "p.csv"],
+    ):
+        proc = subprocess.run([*cli, *args], **kw)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        printed += [proc.stdout, proc.stderr]
+    assert "modality MR is not among" in printed[-1]  # the warning path ran
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and folder not in p.parents and p.suffix != ".dcm"]
+    assert any(p.name == "log.txt" for p in written) and any(p.name == "data.json" for p in written)
+    text_files = {".txt", ".json", ".csv", ".md", ".yaml", ".log"}
+    for secret in secrets:
+        assert all(secret not in text for text in printed), secret
+        for p in written:  # weights are random bytes: only secrets too long to match by chance are sought there
+            if p.suffix in text_files or len(secret) >= 8:
+                assert secret.encode() not in p.read_bytes(), (secret, p)
