@@ -132,7 +132,7 @@ def _dicom_folder(root: Path, per_class: int = 12) -> Path:
             ds.SOPInstanceUID = pydicom.uid.generate_uid()
             for tag, value in FAKE_PHI.items():  # on top of the bundled file's own fake patient
                 setattr(ds, tag, value)
-            ds.save_as(root / name / (f"img{i}.dcm" if i % 2 else f"img{i}"))
+            ds.save_as(root / name / (f"{name}{i}.dcm" if i % 2 else f"{name}{i}"))
     return root
 
 
@@ -257,3 +257,90 @@ def test_no_patient_data_reaches_any_file_the_run_writes_or_anything_printed(tmp
         for p in written:  # weights are random bytes: only secrets too long to match by chance are sought there
             if p.suffix in text_files or len(secret) >= 8:
                 assert secret.encode() not in p.read_bytes(), (secret, p)
+
+
+def _uids(folder: Path) -> dict[str, tuple[str, str]]:
+    """SOPInstanceUID -> (class folder, file) of the generated DICOM folder."""
+    return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): (p.parent.name, str(p))
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def test_label_tables_keyed_by_uid_or_stem_with_several_rows_per_image(tmp_path):
+    """SIIM style (ImageId = SOPInstanceUID, " EncodedPixels", one row per mask) and RSNA style (patientId = file
+    stem, one row per box): rows per image merged by the declared rule, conflicts stop with the rule to choose."""
+    from reprodistill.config import DataConfig
+    from reprodistill.data import load_data
+
+    folder = _dicom_folder(tmp_path / "scans", per_class=6)
+    uids = _uids(folder)
+    lines = ["ImageId, EncodedPixels,finding"]
+    for uid, (cls, _) in uids.items():
+        for box in range(2 if cls == "dense" else 1):  # two masks on the dense images
+            lines.append(f"{uid},{box} 5,{int(cls == 'dense')}")
+    (tmp_path / "siim.csv").write_text("\n".join(lines) + "\n")
+    cfg = DataConfig(source=str(tmp_path / "siim.csv"), csv_label_column="finding", csv_image_root=str(folder),
+                     load_size=32)  # fmt: skip
+    data = load_data(cfg)
+    every = [*data.train.paths, *data.val.paths, *data.test.paths]
+    assert sorted(every) == sorted(f for _, f in uids.values())  # every UID found its file, once
+    labels = dict(zip(every, np.concatenate([data.train.labels, data.val.labels, data.test.labels])))
+    assert all(labels[f] == int(cls == "dense") for cls, f in uids.values())
+    assert any("keyed by uid (ImageId) -> 12 images (6 extra rows merged" in n for n in data.notes)
+    # RSNA style: the stem, one row per box, and a reader who disagrees on one image
+    rows = ["patientId,Target"] + [f"{Path(f).stem},{int(c == 'dense')}" for c, f in uids.values()]
+    first = Path(next(f for c, f in uids.values() if c == "dense")).stem
+    (tmp_path / "rsna.csv").write_text("\n".join([*rows, f"{first},0"]) + "\n")
+    stem = DataConfig(source=str(tmp_path / "rsna.csv"), csv_label_column="Target", csv_image_root=str(folder))
+    (folder / "plain" / "copy").mkdir()
+    shutil.copy(folder / "plain" / "plain1.dcm", folder / "plain" / "copy" / "plain1.dcm")
+    with pytest.raises(DataError, match="'plain1' \\(column patientId\\) names several files"):
+        load_data(stem)
+    shutil.rmtree(folder / "plain" / "copy")
+    with pytest.raises(DataError, match="disagree on the label.*data.csv_rows=first, majority or max"):
+        load_data(stem)
+    data = load_data(DataConfig(**{**stem.__dict__, "csv_rows": "max"}))  # any positive reading counts
+    assert sum(map(len, (data.train, data.val, data.test))) == 12
+    (tmp_path / "bad.csv").write_text("ImageId,finding\n1.2.3.4.5.6,1\n")
+    with pytest.raises(DataError, match="no DICOM file with the SOPInstanceUID '1.2.3.4.5.6'"):
+        load_data(DataConfig(source=str(tmp_path / "bad.csv"), csv_label_column="finding",
+                             csv_image_root=str(folder)))  # fmt: skip
+
+
+def test_patient_grouped_splits_never_split_a_patient(tmp_path):
+    from reprodistill.config import DataConfig
+    from reprodistill.data import load_data
+
+    folder = _dicom_folder(tmp_path / "scans", per_class=12)
+    rows = ["path,label,patient"]
+    for i, p in enumerate(sorted(q for q in folder.rglob("*") if q.is_file())):
+        rows.append(f"{p},{p.parent.name},P{i // 3}")  # three images per patient
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    data = load_data(DataConfig(source=str(tmp_path / "t.csv"), csv_patient_column="patient", val_fraction=0.2))
+    patient = {r.split(",")[0]: r.split(",")[2] for r in rows[1:]}
+    sides = [{patient[p] for p in s.paths} for s in (data.train, data.val, data.test)]
+    assert all(len(s) for s in sides) and not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+    assert any("by patient" in n for n in data.notes)
+
+
+@pytest.mark.slow
+def test_a_run_from_a_label_table_keyed_by_sop_instance_uid(tmp_path):
+    """distill -> export -> predict from a CSV keyed by SOPInstanceUID: predictions equal the per-image test
+    outputs."""
+    import csv
+
+    from reprodistill.config import load_config
+    from reprodistill.engine.export import export_run, predict_files
+    from reprodistill.engine.run import run
+
+    folder = _dicom_folder(tmp_path / "scans")
+    lines = ["ImageId,label"] + [f"{uid},{cls}" for uid, (cls, _) in _uids(folder).items()]
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    cfg = load_config("default", [f"data.source={tmp_path / 'labels.csv'}", f"data.csv_image_root={folder}",
+                                  "methods=[student]", "student.name=resnet10t", "data.load_size=32",
+                                  "train.epochs=1", "train.steps=2", "train.batch_size=8"])  # fmt: skip
+    run(cfg, run_dir=tmp_path / "run")
+    export_run(tmp_path / "run", onnx=False)
+    tests = list(csv.DictReader(open(tmp_path / "run" / "student" / "test_predictions.csv")))
+    got = {r["path"]: r for r in predict_files(tmp_path / "run", [t["path"] for t in tests])}
+    for t in tests:
+        assert got[t["path"]]["probabilities"]["dense"] == pytest.approx(float(t["p0"]), abs=2e-5)

@@ -62,6 +62,19 @@ class DataConfig:
     dicom_window: str = "auto"
     # Multi-frame DICOM files: use the 'first' or 'middle' frame, or 'refuse' them.
     dicom_frames: Literal["first", "middle", "refuse"] = "middle"
+    # Label tables (data.source=<file>.csv). The column naming each image (null: the first of path, Path, image,
+    # image_id, ImageId, patientId, dicom_id, file, filename) and what it holds: a 'path' (relative to the CSV or
+    # csv_image_root), a file 'stem', a DICOM SOPInstanceUID ('uid'), or 'auto'.
+    csv_key_column: Optional[str] = None
+    csv_key: Literal["auto", "path", "stem", "uid"] = "auto"
+    csv_label_column: str = "label"
+    # Folder searched for stems / UIDs and base of relative paths (null: the CSV's folder).
+    csv_image_root: Optional[str] = None
+    # Several rows for one image (one per box or reader): 'agree' (an error if their labels differ), 'first',
+    # 'majority', or 'max' (any positive reading of a 0/1 finding counts).
+    csv_rows: Literal["agree", "first", "majority", "max"] = "agree"
+    # A patient column: the val / test hold-outs made from the training split then never split a patient.
+    csv_patient_column: Optional[str] = None
 
 
 @dataclass

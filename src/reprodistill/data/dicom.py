@@ -211,7 +211,8 @@ def _frame_index(ds: Any, policy: str, where: str) -> Optional[int]:
 
 
 def read_header(path: str | Path) -> dict[str, str]:
-    """The technical tags that decide decoding (no pixels read; no patient tag)."""
+    """The technical tags that decide decoding (no pixels read; no patient tag), and the SOPInstanceUID that a label
+    table may key images by."""
     import pydicom
 
     with _quiet_reading():
@@ -226,6 +227,8 @@ def read_header(path: str | Path) -> dict[str, str]:
             "photometric": str(ds.get("PhotometricInterpretation", "")).upper(),
             "transfer_syntax": pydicom.uid.UID(ts).name if ts else "Implicit VR Little Endian",
             "bits_stored": str(ds.get("BitsStored", "")),
+            # to match a label table keyed by it (SIIM style); never written or logged
+            "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
         }
 
 

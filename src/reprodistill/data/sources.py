@@ -7,7 +7,6 @@ arrays (npz) or file paths that are decoded lazily (folders, CSV: any format of
 
 from __future__ import annotations
 
-import csv
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from reprodistill.config import DataConfig
+from reprodistill.data.csv_table import TableSpec, grouped_split, read_table
 from reprodistill.data.dicom import DicomDecoding
 from reprodistill.data.image_files import IMAGE_SUFFIXES, dicom_summary, list_image_files, load_image_file, unreadable
 from reprodistill.data.splits import stratified_split, subsample
@@ -38,6 +38,8 @@ class Split:
     images: Optional[np.ndarray] = None
     paths: Optional[list[str]] = None
     dicom: DicomDecoding = field(default_factory=DicomDecoding)
+    # patient of each item (a label table's data.csv_patient_column): hold-outs never split one; kept in memory only
+    groups: Optional[list[str]] = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -49,6 +51,7 @@ class Split:
             images=None if self.images is None else self.images[indices],
             paths=None if self.paths is None else [self.paths[i] for i in indices],
             dicom=self.dicom,
+            groups=None if self.groups is None else [self.groups[i] for i in indices],
         )
 
     def concat(self, other: "Split") -> "Split":
@@ -60,6 +63,7 @@ class Split:
             images=None if self.images is None else np.concatenate([self.images, other.images]),
             paths=None if self.paths is None else [*self.paths, *other.paths],
             dicom=self.dicom,
+            groups=None if self.groups is None or other.groups is None else [*self.groups, *other.groups],
         )
 
     def unlabelled(self) -> "Split":
@@ -219,36 +223,22 @@ def read_image_folder(root: Path) -> tuple[dict[str, Split], list[str]]:
     return splits, class_names
 
 
-def read_csv(path: Path) -> tuple[dict[str, Split], list[str]]:
-    """CSV with a header ``path,label`` (+ optional ``split`` in train/val/test); paths are relative to the CSV."""
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: cannot read CSV ({e})") from None
-    if not rows or not {"path", "label"} <= set(rows[0]):
-        raise DataError(
-            f"{path}: needs a header with columns path,label (optional: split); "
-            f"got {list(rows[0]) if rows else 'no rows'}"
-        )
-    class_names = sorted({r["label"] for r in rows}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
+def read_csv(path: Path, spec: TableSpec = TableSpec()) -> tuple[dict[str, Split], list[str], list[str]]:
+    """(splits, class names, notes) of a label table (:mod:`reprodistill.data.csv_table`); label strings are sorted
+    numerically when they are numbers."""
+    table = read_table(path, spec)
+    every = {lab for labels in table.labels.values() for lab in labels}
+    class_names = sorted(every, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
     index = {c: i for i, c in enumerate(class_names)}
-    grouped: dict[str, tuple[list[str], list[int]]] = {}
-    for line, r in enumerate(rows, start=2):
-        split = (r.get("split") or "train").strip()
-        if split not in ("train", "val", "test"):
-            raise DataError(f"{path}:{line}: split {split!r} must be train, val or test")
-        p = Path(r["path"])
-        p = p if p.is_absolute() else path.parent / p
-        if not p.is_file():
-            raise DataError(f"{path}:{line}: image file {p} does not exist")
-        grouped.setdefault(split, ([], []))
-        grouped[split][0].append(str(p))
-        grouped[split][1].append(index[r["label"]])
-    if "train" not in grouped:
-        raise DataError(f"{path}: no rows in the train split")
-    splits = {s: Split(labels=np.asarray(lab, dtype=np.int64), paths=ps) for s, (ps, lab) in grouped.items()}
-    return splits, class_names
+    splits = {
+        s: Split(
+            np.asarray([index[lab] for lab in table.labels[s]], dtype=np.int64),
+            paths=table.paths[s],
+            groups=table.groups[s],
+        )  # fmt: skip
+        for s in table.paths
+    }
+    return splits, class_names, table.notes
 
 
 def read_unlabelled_folder(
@@ -289,14 +279,19 @@ def drop_unreadable(split: Split, where: str, notes: list[str]) -> Split:
 
 def _fill_missing_splits(splits: dict[str, Split], cfg: DataConfig, notes: list[str]) -> dict[str, Split]:
     """Create stratified val/test hold-outs from train when the source has no official ones."""
-    if "test" not in splits:
-        keep, hold = stratified_split(splits["train"].labels, cfg.test_fraction, cfg.split_seed)
-        splits["test"], splits["train"] = splits["train"].take(hold), splits["train"].take(keep)
-        notes.append(f"no official test split: held out {cfg.test_fraction:.0%} of train, stratified")
-    if "val" not in splits:
-        keep, hold = stratified_split(splits["train"].labels, cfg.val_fraction, cfg.split_seed + 1)
-        splits["val"], splits["train"] = splits["train"].take(hold), splits["train"].take(keep)
-        notes.append(f"no official val split: held out {cfg.val_fraction:.0%} of train, stratified")
+    for name, fraction, seed in (("test", cfg.test_fraction, cfg.split_seed), ("val", cfg.val_fraction,
+                                                                                cfg.split_seed + 1)):  # fmt: skip
+        if name in splits:
+            continue
+        train = splits["train"]
+        if train.groups is not None:  # whole patients on one side
+            keep, hold = grouped_split(train.labels, train.groups, fraction, seed)
+            how = f"by patient ({len(set(train.groups))} patients)"
+        else:
+            keep, hold = stratified_split(train.labels, fraction, seed)
+            how = "stratified"
+        splits[name], splits["train"] = train.take(hold), train.take(keep)
+        notes.append(f"no official {name} split: held out {fraction:.0%} of train, {how}")
     return splits
 
 
@@ -330,7 +325,10 @@ def load_data(cfg: DataConfig) -> DataBundle:
         elif path.suffix.lower() == ".npz":
             splits, class_names = read_npz(path), None
         elif path.suffix.lower() == ".csv":
-            splits, class_names = read_csv(path)
+            spec = TableSpec(cfg.csv_key_column, cfg.csv_key, cfg.csv_label_column, cfg.csv_image_root, cfg.csv_rows,
+                             cfg.csv_patient_column)  # fmt: skip
+            splits, class_names, table_notes = read_csv(path, spec)
+            notes += table_notes
         else:
             raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npz, .csv or an image folder")
     decoding = DicomDecoding(cfg.dicom_window, cfg.dicom_frames)

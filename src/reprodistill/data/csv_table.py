@@ -1,0 +1,212 @@
+"""Label tables as hospitals and challenges publish them: a CSV whose key column names each image by its file
+path, its file stem (RSNA's ``patientId``, VinDr's ``image_id``) or its DICOM SOPInstanceUID (SIIM's ``ImageId``),
+possibly several rows per image (one per box or per reader), optionally a split column and a patient column.
+
+Settings (``data.csv_*``): the key column and what it holds, the label column, where the images are, the rule for
+several rows per image and the patient column that groups the hold-out splits. Defaults read the simple table
+``path,label[,split]`` as before. Patient identifiers and UIDs from the user's own table are used to match and group
+images and never written anywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from reprodistill.data.dicom import is_dicom, read_header
+from reprodistill.data.image_files import IMAGE_SUFFIXES, list_image_files
+from reprodistill.errors import DataError
+
+KEY_KINDS = ("auto", "path", "stem", "uid")
+ROW_RULES = ("agree", "first", "majority", "max")
+# key columns of well-known tables, tried in order when data.csv_key_column is not set
+KNOWN_KEY_COLUMNS = ("path", "Path", "image", "image_id", "ImageId", "patientId", "dicom_id", "file", "filename")
+PATH_COLUMNS = ("path", "Path", "file", "filename")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How to read a label table (the ``data.csv_*`` settings).
+
+    Attributes:
+        key_column: The column naming each image; None: the first of :data:`KNOWN_KEY_COLUMNS` present.
+        key: What it holds: 'path' (relative to the CSV or ``image_root``), 'stem' (file name without suffix),
+            'uid' (SOPInstanceUID of a DICOM file), or 'auto' ('uid' when every value looks like a UID, 'path'
+            for a path-like column name or values with a folder or an image suffix, else 'stem').
+        label_column: The label column.
+        image_root: The folder searched for stems and UIDs (and base of relative paths); None: the CSV's folder.
+        rows: Several rows for one image: 'agree' (they must give the same label, else an error), 'first',
+            'majority' (most frequent label; ties to the first), 'max' (the largest label: any positive reading of a
+            0/1 finding counts).
+        patient_column: Rows with the same value are one patient: the val / test hold-outs made from the training
+            split never split a patient (an official split column is used as given).
+    """
+
+    key_column: Optional[str] = None
+    key: str = "auto"
+    label_column: str = "label"
+    image_root: Optional[str] = None
+    rows: str = "agree"
+    patient_column: Optional[str] = None
+
+
+@dataclass
+class Table:
+    """What a table resolved to: per split, file paths, label strings and patient groups (or None)."""
+
+    paths: dict[str, list[str]]
+    labels: dict[str, list[str]]
+    groups: dict[str, Optional[list[str]]]
+    notes: list[str]
+
+
+def _looks_like_uid(value: str) -> bool:
+    parts = value.split(".")
+    return len(parts) >= 4 and all(p.isdigit() for p in parts) and len(value) <= 64
+
+
+AMBIGUOUS = ""  # index value of a key that names several files
+
+
+def _index_by(root: Path, key: str) -> dict[str, str]:
+    """stem -> path or SOPInstanceUID -> path of every image file under ``root``; a key that several files share
+    maps to :data:`AMBIGUOUS`."""
+    index: dict[str, str] = {}
+    for p in list_image_files(root):
+        k = (p.stem if p.suffix else p.name) if key == "stem" else read_header(p)["sop_instance_uid"] if is_dicom(p) \
+            else ""  # fmt: skip
+        if k:
+            index[k] = AMBIGUOUS if k in index else str(p)
+    return index
+
+
+def _resolve_rows(label_rows: list[str], rule: str, where: str, key_column: str) -> str:
+    """The label of one image from its rows under ``rule``."""
+    if rule == "first" or len(set(label_rows)) == 1:
+        return label_rows[0]
+    if rule == "agree":
+        raise DataError(
+            f"{where}: {len(label_rows)} rows for one {key_column} disagree on the label ({sorted(set(label_rows))});"
+            " choose a rule: data.csv_rows=first, majority or max"
+        )
+    if rule == "majority":
+        counts = Counter(label_rows)
+        best = max(counts.values())
+        return next(lab for lab in label_rows if counts[lab] == best)
+    try:  # max
+        return max(label_rows, key=float)
+    except ValueError:
+        raise DataError(f"{where}: data.csv_rows=max needs numeric labels, got {sorted(set(label_rows))}") from None
+
+
+def read_table(path: Path, spec: TableSpec) -> Table:
+    """Resolve every row of the CSV ``path`` to an image file, group rows per image and split (see TableSpec)."""
+    if spec.key not in KEY_KINDS:
+        raise DataError(f"data.csv_key={spec.key!r}: choose one of {list(KEY_KINDS)}")
+    if spec.rows not in ROW_RULES:
+        raise DataError(f"data.csv_rows={spec.rows!r}: choose one of {list(ROW_RULES)}")
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: cannot read CSV ({e})") from None
+    # stripped names and values (SIIM's column is " EncodedPixels"); surplus values (key None) are dropped
+    columns = [c.strip() for c in (rows[0].keys() if rows else []) if c is not None]
+    rows = [{k.strip(): v.strip() if isinstance(v, str) else "" for k, v in r.items() if k is not None} for r in rows]
+    key_col = spec.key_column or next((c for c in KNOWN_KEY_COLUMNS if c in columns), None)
+    if not rows or key_col is None or key_col not in columns or spec.label_column not in columns:
+        raise DataError(
+            f"{path}: needs a key column ({spec.key_column or ' / '.join(KNOWN_KEY_COLUMNS)}) and the label column "
+            f"{spec.label_column!r} (optional: split{', ' + spec.patient_column if spec.patient_column else ''}); "
+            f"got {columns or 'no rows'}. Name them with data.csv_key_column / data.csv_label_column"
+        )
+    if spec.patient_column and spec.patient_column not in columns:
+        raise DataError(f"{path}: data.csv_patient_column={spec.patient_column!r} is not a column; got {columns}")
+    root = Path(spec.image_root).expanduser() if spec.image_root else path.parent
+    values = [r[key_col] for r in rows]
+    kind = spec.key
+    if kind == "auto":
+        if all(_looks_like_uid(v) for v in values):
+            kind = "uid"
+        elif key_col in PATH_COLUMNS or any("/" in v or "\\" in v or Path(v).suffix.lower() in IMAGE_SUFFIXES
+                                             for v in values):  # fmt: skip
+            kind = "path"
+        else:
+            kind = "stem"
+    index = _index_by(root, kind) if kind in ("stem", "uid") else {}
+    per_image: dict[tuple[str, str], list[int]] = defaultdict(list)  # (split, file) -> row numbers
+    for line, (r, v) in enumerate(zip(rows, values), start=2):
+        split = r.get("split") or "train"
+        if split not in ("train", "val", "test"):
+            raise DataError(f"{path}:{line}: split {split!r} must be train, val or test")
+        if kind == "path":
+            p = Path(v) if Path(v).is_absolute() else root / v
+            if not p.is_file():
+                raise DataError(f"{path}:{line}: image file {p} does not exist")
+            file = str(p)
+        else:
+            found = index.get(v)
+            if found == AMBIGUOUS:
+                raise DataError(f"{path}:{line}: {v!r} (column {key_col}) names several files under {root}; key "
+                                "the table by path (data.csv_key=path) or give each file its own name")  # fmt: skip
+            if found is None:
+                what = "file named" if kind == "stem" else "DICOM file with the SOPInstanceUID"
+                raise DataError(f"{path}:{line}: no {what} {v!r} (column {key_col}) under {root}; set data.csv_image_"
+                                "root to the image folder, or data.csv_key to what the column holds")  # fmt: skip
+            file = found
+        per_image[(split, file)].append(line - 2)
+    out = Table({}, {}, {}, [])
+    for (split, file), lines in per_image.items():
+        labels = [rows[i][spec.label_column] for i in lines]
+        where = f"{path}:{lines[0] + 2}"
+        out.paths.setdefault(split, []).append(file)
+        out.labels.setdefault(split, []).append(_resolve_rows(labels, spec.rows, where, key_col))
+        if spec.patient_column:
+            patients = {rows[i][spec.patient_column] for i in lines}
+            if len(patients) > 1:
+                raise DataError(f"{where}: the rows of one image name {len(patients)} patients")
+            out.groups.setdefault(split, []).append(patients.pop())
+    for split in out.paths:
+        out.groups.setdefault(split, None)
+    if "train" not in out.paths:
+        raise DataError(f"{path}: no rows in the train split")
+    merged = len(rows) - len(per_image)
+    out.notes.append(
+        f"{path.name}: {len(rows)} rows keyed by {kind} ({key_col}) -> {len(per_image)} images"
+        + (f" ({merged} extra rows merged by data.csv_rows={spec.rows})" if merged else "")
+    )
+    return out
+
+
+def grouped_split(
+    labels: np.ndarray, groups: list[str], holdout_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, holdout) indices with whole groups (patients) on one side: groups are shuffled with ``seed`` and
+    moved to the hold-out, class by class of their first image, until each class's share is reached."""
+    rng = np.random.default_rng(seed)
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    names = list(members)
+    order = [names[i] for i in rng.permutation(len(names))]
+    total = {int(c): int((labels == c).sum()) for c in np.unique(labels)}
+    held: dict[int, int] = defaultdict(int)
+    hold: list[int] = []
+    for g in order:
+        c = int(labels[members[g][0]])
+        # take whole patients until the class's share is reached, keeping at least one image of it
+        if held[c] < holdout_fraction * total[c] and held[c] + len(members[g]) < total[c]:
+            hold += members[g]
+            held[c] += len(members[g])
+    keep = sorted(set(range(len(labels))) - set(hold))
+    if not hold or not keep:
+        raise DataError(
+            f"cannot hold out {holdout_fraction:.0%} by patient from {len(names)} patients; add patients, give an "
+            "official split column, or leave data.csv_patient_column unset"
+        )
+    return np.asarray(keep, dtype=np.int64), np.asarray(sorted(hold), dtype=np.int64)
