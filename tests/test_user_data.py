@@ -9,7 +9,7 @@ from PIL import Image
 
 from reprodistill.config import DataConfig, load_config
 from reprodistill.data import load_data
-from reprodistill.data.sources import load_image_file
+from reprodistill.data.image_files import load_image_file
 from reprodistill.errors import DataError
 from reprodistill.util.checkpoint import write_text
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from reprodistill.data.dicom import is_dicom, read_header
 from reprodistill.data.image_files import IMAGE_SUFFIXES, list_image_files
+from reprodistill.data.types import Split
 from reprodistill.errors import DataError
 
 KEY_KINDS = ("auto", "path", "stem", "uid")
@@ -210,3 +211,21 @@ def grouped_split(
             "official split column, or leave data.csv_patient_column unset"
         )
     return np.asarray(keep, dtype=np.int64), np.asarray(sorted(hold), dtype=np.int64)
+
+
+def read_csv(path: Path, spec: TableSpec = TableSpec()) -> tuple[dict[str, Split], list[str], list[str]]:
+    """(splits, class names, notes) of a label table (:mod:`reprodistill.data.csv_table`); label strings are sorted
+    numerically when they are numbers."""
+    table = read_table(path, spec)
+    every = {lab for labels in table.labels.values() for lab in labels}
+    class_names = sorted(every, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
+    index = {c: i for i, c in enumerate(class_names)}
+    splits = {
+        s: Split(
+            np.asarray([index[lab] for lab in table.labels[s]], dtype=np.int64),
+            paths=table.paths[s],
+            groups=table.groups[s],
+        )  # fmt: skip
+        for s in table.paths
+    }
+    return splits, class_names, table.notes

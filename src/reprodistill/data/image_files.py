@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from reprodistill.data.dicom import DICOM_SUFFIXES, DicomDecoding, DicomInfo, is_dicom, read_dicom, read_header
+from reprodistill.data.types import Split
 from reprodistill.errors import DataError
 
 PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -95,6 +96,18 @@ def unreadable(paths: list[str], dicom: DicomDecoding = DicomDecoding()) -> list
         except (OSError, UnidentifiedImageError, ValueError, DataError):
             bad.append(i)
     return bad
+
+
+def drop_unreadable(split: Split, where: str, notes: list[str]) -> Split:
+    """Leave out image files that do not decode, noting how many and which."""
+    if split.paths is None:
+        return split
+    bad = unreadable(split.paths, split.dicom)
+    if bad:
+        names = [Path(split.paths[i]).name for i in bad[:5]]
+        notes.append(f"{where}: skipped {len(bad)} unreadable image file(s), e.g. {names}")
+        split = split.take(np.setdiff1d(np.arange(len(split)), bad))
+    return split
 
 
 def dicom_summary(paths: list[str], dicom: DicomDecoding) -> dict[str, object]:
