@@ -126,3 +126,20 @@ def test_cache_follows_xdg_and_lists_and_clears(tmp_path, monkeypatch):
     assert out.returncode == 0 and "abc.npy  pooled train [4, 8]" in out.stdout
     subprocess.run([sys.executable, "-m", "reprodistill", "cache", "clear"], env=env, check=True, capture_output=True)
     assert not any(root.iterdir())
+
+
+def test_a_huge_image_gives_one_log_line_not_a_bare_warning(tmp_path, caplog, recwarn):
+    """Pillow's decompression-bomb warning (a 12000x12000 PNG) printed a bare `warnings.warn(str(msg))` line."""
+    import logging
+
+    from PIL import Image
+
+    Image.fromarray(np.zeros((9000, 9000), np.uint8)).save(tmp_path / "big.png")  # 81 MP, over the limit set below
+    Image.MAX_IMAGE_PIXELS, old = 50_000_000, Image.MAX_IMAGE_PIXELS
+    try:
+        caplog.set_level(logging.WARNING, logger="reprodistill")
+        assert load_image_file(str(tmp_path / "big.png"), 1, (28, 28)).shape == (28, 28, 1)
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+    assert "big.png: 9000x9000 pixels, very large" in caplog.text
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]

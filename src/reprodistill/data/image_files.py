@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from reprodistill.data.dicom import DICOM_SUFFIXES, DicomDecoding, DicomInfo, is
 from reprodistill.data.types import Split
 from reprodistill.errors import DataError
 
+log = logging.getLogger("reprodistill")
 PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 IMAGE_SUFFIXES = PIL_SUFFIXES | DICOM_SUFFIXES
 
@@ -61,9 +64,15 @@ def decode_file(path: str | Path, dicom: DicomDecoding = DicomDecoding()) -> tup
     if is_dicom(p):
         return read_dicom(p, dicom)
     try:
-        with Image.open(p) as im:
-            return _to_uint8(im), None
-    except (OSError, UnidentifiedImageError, ValueError) as e:
+        with warnings.catch_warnings(record=True) as caught:  # Pillow's decompression-bomb warning: one log line
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                arr = _to_uint8(im)
+        if any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught):
+            log.warning("%s: %dx%d pixels, very large for an image; decoding it is slow and it is resized to the "
+                        "load size anyway", p.name, arr.shape[1], arr.shape[0])  # fmt: skip
+        return arr, None
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(
             f"{p}: cannot decode image ({e}); remove or replace the file, or set data.skip_bad_images=true"
         ) from None
