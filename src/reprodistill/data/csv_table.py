@@ -162,6 +162,7 @@ def read_table(path: Path, spec: TableSpec) -> Table:
             file = found
         per_image[(split, file)].append(line - 2)
     out = Table({}, {}, {}, [])
+    groups: dict[str, list[str]] = {}
     for (split, file), lines in per_image.items():
         labels = [rows[i][spec.label_column] for i in lines]
         where = f"{path}:{lines[0] + 2}"
@@ -171,9 +172,8 @@ def read_table(path: Path, spec: TableSpec) -> Table:
             patients = {rows[i][spec.patient_column] for i in lines}
             if len(patients) > 1:
                 raise DataError(f"{where}: the rows of one image name {len(patients)} patients")
-            out.groups.setdefault(split, []).append(patients.pop())
-    for split in out.paths:
-        out.groups.setdefault(split, None)
+            groups.setdefault(split, []).append(patients.pop())
+    out.groups = {split: groups.get(split) for split in out.paths}
     if "train" not in out.paths:
         raise DataError(f"{path}: no rows in the train split")
     merged = len(rows) - len(per_image)

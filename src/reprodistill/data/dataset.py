@@ -47,7 +47,7 @@ class ImageDataset(Dataset):
         if arr.shape[:2] != self.size:
             mode = "L" if arr.shape[-1] == 1 else "RGB"
             im = Image.fromarray(arr[..., 0] if mode == "L" else arr, mode)
-            arr = np.asarray(im.resize((self.size[1], self.size[0]), Image.BILINEAR))
+            arr = np.asarray(im.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR))
             arr = arr[..., None] if arr.ndim == 2 else arr
         return _convert_channels(arr, self.channels)
 

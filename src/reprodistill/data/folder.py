@@ -50,7 +50,7 @@ def read_unlabelled_folder(
     if cfg.skip_bad_images:
         extra = drop_unreadable(extra, "unlabelled", notes)
     if train.images is not None:
-        images = np.stack([load_image_file(f, channels, load_size, extra.dicom) for f in extra.paths])
+        images = np.stack([load_image_file(f, channels, load_size, extra.dicom) for f in extra.paths or []])
         extra = Split(extra.labels, images=images)
     n_l, n_u = len(train), len(extra)
     notes.append(f"unlabelled: {n_u} images from {folder}")

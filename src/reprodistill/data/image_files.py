@@ -87,7 +87,7 @@ def load_image_file(
     img = Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr)
     img = img.convert("L" if channels == 1 else "RGB")
     if img.size != (size[1], size[0]):
-        img = img.resize((size[1], size[0]), Image.BILINEAR)
+        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     out = np.asarray(img, dtype=np.uint8)
     return out[..., None] if out.ndim == 2 else out
 

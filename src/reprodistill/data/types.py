@@ -47,7 +47,7 @@ class Split:
         return Split(
             labels=np.concatenate([self.labels, other.labels]),
             images=None if self.images is None else np.concatenate([self.images, other.images]),
-            paths=None if self.paths is None else [*self.paths, *other.paths],
+            paths=None if self.paths is None else [*self.paths, *(other.paths or [])],
             dicom=self.dicom,
             groups=None if self.groups is None or other.groups is None else [*self.groups, *other.groups],
         )

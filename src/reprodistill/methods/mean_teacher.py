@@ -35,13 +35,13 @@ def ema_update(ema: torch.nn.Module, online: torch.nn.Module, decay: float | tor
     """``ema <- decay * ema + (1 - decay) * online`` for parameters and float buffers (BatchNorm statistics);
     integer buffers (batch counters) are copied. ``decay`` may be a 0-d tensor (no host sync)."""
     w = 1.0 - decay
-    for e, o in zip(ema.parameters(), online.parameters(), strict=True):
-        e.lerp_(o.detach(), w)
-    for e, o in zip(ema.buffers(), online.buffers(), strict=True):
-        if e.dtype.is_floating_point:
-            e.lerp_(o, w)
+    for p_ema, p in zip(ema.parameters(), online.parameters(), strict=True):
+        p_ema.lerp_(p.detach(), w)
+    for b_ema, b in zip(ema.buffers(), online.buffers(), strict=True):
+        if b_ema.dtype.is_floating_point:
+            b_ema.lerp_(b, w)
         else:
-            e.copy_(o)
+            b_ema.copy_(b)
 
 
 @register_method("mean_teacher")
