@@ -344,3 +344,23 @@ def test_a_run_from_a_label_table_keyed_by_sop_instance_uid(tmp_path):
     got = {r["path"]: r for r in predict_files(tmp_path / "run", [t["path"] for t in tests])}
     for t in tests:
         assert got[t["path"]]["probabilities"]["dense"] == pytest.approx(float(t["p0"]), abs=2e-5)
+
+
+def test_enhanced_files_take_the_rescale_from_their_functional_groups(tmp_path):
+    """An enhanced multi-frame CT keeps slope / intercept in the functional groups, where pydicom's modality LUT does
+    not look: the HU must be the same as with a top-level rescale."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    src = bundled("CT_small.dcm")
+    ds = pydicom.dcmread(src)
+    del ds.RescaleSlope, ds.RescaleIntercept
+    transform = Dataset()
+    transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = "1", "-1024", "HU"
+    group = Dataset()
+    group.PixelValueTransformationSequence = Sequence([transform])
+    ds.SharedFunctionalGroupsSequence = Sequence([group])
+    ds.save_as(tmp_path / "enhanced.dcm")
+    _, plain = read_dicom(src, DicomDecoding(window="minmax"))
+    _, enhanced = read_dicom(tmp_path / "enhanced.dcm", DicomDecoding(window="minmax"))
+    assert enhanced.modality_range == plain.modality_range == [-896.0, 1167.0]

@@ -159,11 +159,31 @@ def _minmax(x: np.ndarray) -> np.ndarray:
     return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
 
 
-def _grey(ds: Any, arr: np.ndarray, decoding: DicomDecoding) -> tuple[np.ndarray, str, list[float]]:
+def _functional_group_rescale(ds: Any, frame: Optional[int]) -> Optional[tuple[float, float]]:
+    """(slope, intercept) of an enhanced multi-frame file, which keeps its rescale in the shared or per-frame
+    functional groups instead of the top level (where pydicom's modality LUT looks)."""
+    for name in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        groups = ds.get(name)
+        if not groups:
+            continue
+        item = groups[min(frame or 0, len(groups) - 1)] if name.startswith("PerFrame") else groups[0]
+        if "PixelValueTransformationSequence" in item:
+            t = item.PixelValueTransformationSequence[0]
+            return float(t.get("RescaleSlope", 1.0)), float(t.get("RescaleIntercept", 0.0))
+    return None
+
+
+def _grey(
+    ds: Any, arr: np.ndarray, decoding: DicomDecoding, frame: Optional[int] = None
+) -> tuple[np.ndarray, str, list[float]]:
     """Modality LUT, then the window: (float [H,W] in [0,1], the window applied, the modality range)."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    x = apply_modality_lut(arr, ds).astype(np.float64)
+    grouped = None if "RescaleSlope" in ds or "ModalityLUTSequence" in ds else _functional_group_rescale(ds, frame)
+    if grouped is not None:
+        x = arr.astype(np.float64) * grouped[0] + grouped[1]
+    else:
+        x = apply_modality_lut(arr, ds).astype(np.float64)
     rng = [float(x.min()), float(x.max())]
     fixed = parse_window(decoding.window)
     has_voi_lut = "VOILUTSequence" in ds
@@ -265,7 +285,7 @@ def read_dicom(path: str | Path, decoding: DicomDecoding = DicomDecoding()) -> t
         if arr.ndim == 3 and photometric.startswith(("MONOCHROME", "PALETTE")):
             raise DataError(f"{where}: decoded to shape {arr.shape}, not one frame; set data.dicom_frames")
         if photometric.startswith("MONOCHROME"):
-            grey, window, rng = _grey(ds, arr, decoding)
+            grey, window, rng = _grey(ds, arr, decoding, frame)
             inverted = photometric == "MONOCHROME1" or str(ds.get("PresentationLUTShape", "")).upper() == "INVERSE"
             if inverted:  # after windowing, in float: no unsigned wrap-around, no inverted window
                 grey = 1.0 - grey
