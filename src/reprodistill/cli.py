@@ -90,6 +90,17 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument(
                 "--dir", type=Path, help="bench folder (default: <out_dir>/bench-<name>; rerunning resumes it)"
             )
+            s.add_argument(
+                "--launcher",
+                choices=["local", "processes"],
+                default="local",
+                help="local: cells one after another in this process (default); processes: a pool of --workers "
+                "subprocesses (`reprodistill cell <folder>` each), every running cell with its own GPU ids",
+            )
+            s.add_argument("--workers", type=int, default=1, help="cells at once with --launcher processes")
+            s.add_argument(
+                "--gpus-per-cell", type=int, default=1, help="GPUs per cell (>1: the cell runs under torchrun)"
+            )
         if name == "config":
             continue
         s.add_argument(
@@ -126,6 +137,13 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", help="image files or folders")
     pr.add_argument("--out", type=Path, help="also write the predictions to this .csv or .json file")
     sub.add_parser("list", help="list methods, teachers and presets")
+    cell = sub.add_parser(
+        "cell",
+        help="train one bench cell from its folder (what bench launchers run)",
+        description="Trains (or resumes, or keeps) the cell whose cell.yaml its bench wrote into the folder, holding "
+        "the cell's heartbeat lock; a cell another live process holds is left to it.",
+    )
+    cell.add_argument("folder", type=Path, help="<bench>/cells/<method>/frac<f>-seed<s>")
     c = sub.add_parser(
         "cache",
         help="list or clear the FM feature cache",
@@ -198,16 +216,23 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(cfg, bench_dir: Path | None, retest: bool) -> int:
+def _bench(cfg, args: argparse.Namespace) -> int:
     from reprodistill.bench import run_bench
-    from reprodistill.bench.report import results_markdown
+    from reprodistill.bench.grid import LaunchOptions
+    from reprodistill.bench.report import results_markdown, verdict_markdown
+    from reprodistill.config import method_variant
     from reprodistill.engine import distributed
 
-    res = run_bench(cfg, bench_dir, retest=retest)
+    retest = args.retest
+    launch = LaunchOptions(args.launcher, args.workers, args.gpus_per_cell)
+    res = run_bench(cfg, args.dir, retest=retest, launch=launch)
     if not distributed.is_main():
         return 0
     print()
     print(results_markdown(res.rows, cfg.methods))
+    verdict = verdict_markdown(res.rows, cfg.methods, {m: method_variant(cfg, m)[0] for m in cfg.methods})
+    if verdict:
+        print("\nVerdict (chosen on validation, measured on test):\n" + verdict + "\n")
     print(
         f"{res.cells_run} cells trained, {res.cells_kept} {'re-tested' if retest else 'kept'} from an earlier run; "
         f"wall time {res.wall_time_s:.0f} s"
@@ -242,6 +267,13 @@ def main(argv: list[str] | None = None) -> int:
             return _predict(args)
         if args.command == "cache":
             return _cache(args)
+        if args.command == "cell":
+            from reprodistill.bench.cell import run_cell
+            from reprodistill.engine.environment import setup_logging
+
+            setup_logging(args.folder)
+            run_cell(args.folder)
+            return 0
         from reprodistill.methods import check_config
 
         cfg = check_config(load_config(args.config, args.overrides))
@@ -251,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         from reprodistill.engine import distributed
 
         if args.command == "bench":
-            return _bench(cfg, args.dir, args.retest)
+            return _bench(cfg, args)
         if (args.resume or args.retest) and not args.run_dir:
             flag = "--resume" if args.resume else "--retest"
             raise ReprodistillError(f"{flag} needs --run-dir <existing run folder>")

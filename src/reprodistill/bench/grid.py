@@ -17,18 +17,20 @@ from typing import Any, Optional
 
 import yaml
 
+from reprodistill.bench.cell import run_cell, write_cell_config
+from reprodistill.bench.launchers import CellJob, ProcessLauncher, cell_command, run_cells
 from reprodistill.config import BenchConfig, RunConfig, apply_variant_sections, method_variant, to_dict
 from reprodistill.engine import distributed
 from reprodistill.engine.environment import setup_logging
 from reprodistill.engine.results import RESULT_COLUMNS as RUN_COLUMNS
 from reprodistill.engine.results import MethodResult
-from reprodistill.engine.run import retest_run, run
+from reprodistill.engine.run import retest_run
 from reprodistill.engine.run_dir import RunDir
+from reprodistill.errors import ReprodistillError
 from reprodistill.features.run_features import build_teacher
 from reprodistill.methods import METHODS, check_config
 from reprodistill.models.teacher import Teacher
 from reprodistill.util.checkpoint import read_json, write_csv, write_text
-from reprodistill.util.lock import FolderLock
 
 log = logging.getLogger("reprodistill")
 
@@ -111,23 +113,52 @@ def write_results_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     write_csv(path, rows, RESULT_COLUMNS)
 
 
+@dataclass
+class LaunchOptions:
+    """How the cells run: ``local`` (one after another in this process, sharing one loaded FM) or ``processes``
+    (a pool of ``workers`` subprocesses, ``gpus_per_cell`` GPU ids each; see :mod:`reprodistill.bench.launchers`)."""
+
+    launcher: str = "local"
+    workers: int = 1
+    gpus_per_cell: int = 1
+
+
 def run_bench(
-    cfg: RunConfig, bench_dir: Optional[Path] = None, plots: bool = True, retest: bool = False
+    cfg: RunConfig,
+    bench_dir: Optional[Path] = None,
+    plots: bool = True,
+    retest: bool = False,
+    launch: LaunchOptions = LaunchOptions(),
 ) -> BenchResult:
     """Run (or finish) the grid of ``cfg`` and write ``results.csv``, ``report.md`` and ``plots/`` in ``bench_dir``.
 
     With ``retest`` a finished cell's stored checkpoints are tested again with the current evaluation code
-    (:func:`reprodistill.engine.run.retest_run`) instead of keeping its stored result. The bench folder is locked
-    while this runs (a second bench on it stops with a clear message)."""
+    (:func:`reprodistill.engine.run.retest_run`) instead of keeping its stored result. Each cell is locked while it
+    trains (a heartbeat lock in its folder), not the bench: two benches on one folder, or on several machines, share
+    the cells, each trained once, and the report is assembled from the cell folders."""
     check_config(cfg)
     bench_dir = Path(bench_dir) if bench_dir else default_bench_dir(cfg)
-    if not distributed.is_main():
-        return _run_bench(cfg, bench_dir, plots, retest)
-    with FolderLock(bench_dir):
-        return _run_bench(cfg, bench_dir, plots, retest)
+    if launch.launcher not in ("local", "processes"):
+        raise ReprodistillError(f"--launcher {launch.launcher!r}: choose local or processes")
+    return _run_bench(cfg, bench_dir, plots, retest, launch)
 
 
-def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool) -> BenchResult:
+def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: LaunchOptions) -> int:
+    """Every unfinished cell as ``reprodistill cell <folder>`` in a process pool; returns how many were launched."""
+    jobs = []
+    for cell in cells:
+        folder, done = bench_dir / "cells" / cell.folder, cell.result_path(bench_dir)
+        if done.is_file():
+            continue
+        write_cell_config(folder, cell_config(cfg, cell))
+        jobs.append(CellJob(folder, cell_command(folder, launch.gpus_per_cell), done.is_file))
+    failed = run_cells(jobs, ProcessLauncher(launch.workers, launch.gpus_per_cell))
+    if failed:
+        raise ReprodistillError(f"{len(failed)} cells did not finish, e.g. {failed[0]} (its log: cell.out, log.txt)")
+    return len(jobs)
+
+
+def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool, launch: LaunchOptions) -> BenchResult:
     from reprodistill.bench.report import write_report  # matplotlib is imported only when a report is written
 
     t0 = time.perf_counter()
@@ -148,9 +179,15 @@ def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool) -> Be
         len(cfg.bench.fractions),
         len(cfg.bench.seeds),
     )
+    if launch.launcher == "processes" and not retest:
+        res.cells_run = _run_processes(cfg, cells, bench_dir, launch)
+        res.cells_kept = len(cells) - res.cells_run
+    held: list[Cell] = []
     for i, cell in enumerate(cells, 1):
         cell_dir = bench_dir / "cells" / cell.folder
         done = cell.result_path(bench_dir)
+        if launch.launcher == "processes" and not retest:
+            continue  # trained above
         if done.is_file() and not retest:
             res.cells_kept += 1
         else:
@@ -165,10 +202,22 @@ def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool) -> Be
                 retest_run(cell_dir, teacher=teacher)
                 res.cells_kept += 1
             else:
-                run(cell_config(cfg, cell), run_dir=cell_dir, teacher=teacher)
-                res.cells_run += 1
+                c = cell_config(cfg, cell)
+                if main:
+                    write_cell_config(cell_dir, c)
+                if run_cell(cell_dir, teacher=teacher, cfg=c):
+                    res.cells_run += 1
+                else:  # another bench (process or machine) holds it: collected below
+                    held.append(cell)
             setup_logging(bench_dir)  # the cell's run pointed the log at its own folder
-        res.rows.append(_row(cell, read_json(done), done.parent))
+    if held:  # wait for the cells other benches train (a dead holder's cell is trained here after all)
+        folders = [bench_dir / "cells" / c.folder for c in held]
+        jobs = [CellJob(f, cell_command(f), c.result_path(bench_dir).is_file) for f, c in zip(folders, held)]
+        failed = run_cells(jobs, ProcessLauncher(1))
+        if failed:
+            raise ReprodistillError(f"{len(failed)} cells did not finish, e.g. {failed[0]}")
+    # the report is assembled from the cell folders, whichever process trained them
+    res.rows = [_row(c, read_json(c.result_path(bench_dir)), c.result_path(bench_dir).parent) for c in cells]
     res.wall_time_s = time.perf_counter() - t0
     if not main:
         return res

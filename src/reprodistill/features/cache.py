@@ -182,6 +182,7 @@ def _compute_entry(
     t0 = time.perf_counter()
     half = compute().numpy().astype(np.float16)
     timings[name] = time.perf_counter() - t0
+    log.info("teacher features %s/%s: computed in %.1f s, stored in %s", kind, name, timings[name], npy)
 
     def save(path: str) -> None:
         with open(path, "wb") as f:

@@ -1,0 +1,116 @@
+"""Bench launchers: the contract every launcher that runs here keeps (fake cells recording their GPU ids and times),
+heartbeat locks, and two real benches on one folder sharing its cells."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from reprodistill.bench.launchers import CellJob, ProcessLauncher, run_cells
+from reprodistill.util.heartbeat_lock import HeartbeatLock, stale_reason
+
+FAKE_CELL = """
+import json, os, sys, time
+from pathlib import Path
+from reprodistill.util.heartbeat_lock import HeartbeatLock
+folder = Path(sys.argv[1])
+lock = HeartbeatLock(folder)
+if not lock.acquire():
+    sys.exit(0)
+start = time.time()
+time.sleep(0.8)
+record = {"gpus": os.environ["CUDA_VISIBLE_DEVICES"], "threads": os.environ["OMP_NUM_THREADS"], "start": start,
+          "end": time.time()}
+(folder / "record.json").write_text(json.dumps(record))
+(folder / "result.json").write_text("{}")
+lock.release()
+"""
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_launcher_contract_with_fake_cells(tmp_path):
+    """6 cells, 2 workers, one already finished, one with a stale lock: 5 run, never more than 2 at once,
+    concurrent cells get different GPU ids, the stale lock is taken over, every cell ends finished."""
+    script = tmp_path / "fake_cell.py"
+    script.write_text(FAKE_CELL)
+    folders = [tmp_path / "cells" / f"c{i}" for i in range(6)]
+    for f in folders:
+        f.mkdir(parents=True)
+    (folders[0] / "result.json").write_text("{}")  # finished before
+    stale = {"host": __import__("socket").gethostname(), "pid": _dead_pid(), "heartbeat": time.time() - 10}
+    (folders[1] / ".cell-lock.json").write_text(json.dumps(stale))
+    assert stale_reason(stale, 300.0) is not None and HeartbeatLock(folders[1]).holder() is None
+    jobs = [CellJob(f, [sys.executable, str(script), str(f)], (f / "result.json").is_file) for f in folders]
+    launcher = ProcessLauncher(workers=2, gpus=["0", "1", "2"], threads=1)
+    assert run_cells(jobs, launcher) == []
+    records = {f.name: json.loads((f / "record.json").read_text()) for f in folders if (f / "record.json").is_file()}
+    assert sorted(records) == ["c1", "c2", "c3", "c4", "c5"]  # the finished cell did not run again
+    assert all((f / "result.json").is_file() for f in folders) and not (folders[1] / ".cell-lock.json").exists()
+    spans = sorted((r["start"], r["end"], r["gpus"]) for r in records.values())
+    for t in [s for s, _, _ in spans]:
+        live = [g for s, e, g in spans if s <= t < e]
+        assert len(live) <= 2 and len(set(live)) == len(live), (t, live)  # at most 2, never sharing a GPU
+    assert max(len([1 for s, e, _ in spans if s <= t < e]) for t, _, _ in spans) == 2  # and the pool was used
+    assert {r["threads"] for r in records.values()} == {"1"}
+
+
+def test_a_live_lock_is_respected_and_a_stale_one_taken_over(tmp_path):
+    lock = HeartbeatLock(tmp_path, beat_s=0.1)
+    assert lock.acquire()
+    other = HeartbeatLock(tmp_path)
+    assert not other.acquire() and "pid" in (other.holder() or "")
+    time.sleep(0.3)  # the heartbeat is refreshed
+    assert json.loads(lock.path.read_text())["heartbeat"] > time.time() - 0.3
+    lock._stop.set()  # the holder hangs: its heartbeat stops
+    time.sleep(0.2)
+    impatient = HeartbeatLock(tmp_path, stale_after_s=0.1)
+    assert impatient.acquire()  # stale by heartbeat age: taken over
+    lock.release()  # the old holder's release must not remove the new holder's lock
+    assert impatient.path.exists()
+    impatient.release()
+    assert not impatient.path.exists()
+
+
+@pytest.mark.slow
+def test_two_benches_on_one_folder_share_the_cells_and_the_fm_pass(tmp_path):
+    """Two `reprodistill bench --launcher processes` started at once on the same folder: every cell trains exactly
+    once, both reports are complete, and each FM feature entry was computed once."""
+    import timm
+    import torch
+    from conftest import BREAST, balanced_subset_npz
+
+    if not BREAST.is_file():
+        pytest.skip(f"needs the shared data file {BREAST}")
+    with np.load(BREAST) as z:
+        data = {k: z[k] for k in z.files}
+    npz = balanced_subset_npz(tmp_path / "small.npz", data, {"train": 24, "val": 12, "test": 12}, seed=0)
+    torch.manual_seed(0)
+    torch.save(timm.create_model("resnet10t", num_classes=0).state_dict(), tmp_path / "fm.pt")
+    args = [sys.executable, "-m", "reprodistill", "bench", f"data.source={npz}", "methods=[student,kd]",
+            "bench.seeds=[0,1]", "student.name=resnet10t", f"teacher.name={tmp_path / 'fm.pt'}",
+            "teacher.arch=resnet10t", "teacher.image_size=32", "train.epochs=1", "train.steps=2",
+            "train.batch_size=8", f"teacher.cache_dir={tmp_path / 'cache'}", "--dir", str(tmp_path / "bench"),
+            "--launcher", "processes", "--workers", "1"]  # fmt: skip
+    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    cells = sorted((tmp_path / "bench" / "cells").glob("*/*"))
+    assert len(cells) == 4
+    for cell in cells:  # trained once: one training start in its log, whichever bench launched it
+        log = (cell / "log.txt").read_text()
+        assert log.count(": training (") == 1, cell
+    rows = (tmp_path / "bench" / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 5  # header + every cell
+    computed = [line for c in cells for line in (c / "log.txt").read_text().splitlines() if "computed in" in line]
+    assert len(computed) == 3, computed  # train, val and test features once across both benches
