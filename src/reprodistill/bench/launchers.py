@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import IO, Callable, Optional, Protocol
 
 from reprodistill.errors import ReprodistillError
 from reprodistill.util.heartbeat_lock import HeartbeatLock
@@ -90,7 +90,7 @@ class ProcessLauncher:
                      self.gpus_per_cell)  # fmt: skip
         threads = self.threads or max(1, (os.cpu_count() or 1) // slots)
         free, queue = list(gpus), list(jobs)
-        running: dict[Path, tuple[subprocess.Popen, list[str], object]] = {}
+        running: dict[Path, tuple[subprocess.Popen, list[str], IO[bytes]]] = {}
         status: dict[Path, int] = {}
         while queue or running:
             while queue and len(running) < slots:
@@ -104,11 +104,11 @@ class ProcessLauncher:
                 proc = subprocess.Popen(job.argv, env=env, stdout=out, stderr=subprocess.STDOUT)
                 running[job.folder] = (proc, ids, out)
             time.sleep(self.poll_s)
-            for folder, (proc, ids, out) in list(running.items()):
+            for folder, (proc, ids, log_file) in list(running.items()):
                 code = proc.poll()
                 if code is None:
                     continue
-                out.close()  # type: ignore[attr-defined]
+                log_file.close()
                 free += ids
                 status[folder] = code
                 del running[folder]
