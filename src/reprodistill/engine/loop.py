@@ -256,8 +256,9 @@ def fit(
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
         n_seen = 0
-        # a bar on a terminal, log lines with rate and time left otherwise (rank 0 only)
-        steps = progress(loader, f"{method.name} round {epoch + 1}/{cfg.epochs}", len(plan), "step") if main else loader
+        # a bar on a terminal, else a log line with rate and time left every 30 s of a long round (rank 0 only)
+        desc = f"{method.name} round {epoch + 1}/{cfg.epochs}"
+        steps = progress(loader, desc, len(plan), "step", every_tenth=False) if main else loader
         for step, batch in enumerate(steps):
             _, offset, total = plan[step]
             raw = batch["image"]

@@ -15,9 +15,16 @@ T = TypeVar("T")
 
 
 def progress(
-    items: Iterable[T], desc: str, total: Optional[int] = None, unit: str = "batch", every_s: float = 30.0
+    items: Iterable[T],
+    desc: str,
+    total: Optional[int] = None,
+    unit: str = "batch",
+    every_s: float = 30.0,
+    every_tenth: bool = True,
 ) -> Iterator[T]:
-    """Iterate ``items`` with a progress bar (terminal) or periodic ``log.info`` lines (anything else)."""
+    """Iterate ``items`` with a progress bar (terminal) or ``log.info`` lines (anything else) every ``every_s`` and,
+    with ``every_tenth``, at every 10% (a short loop repeated many times, such as a training round, wants the time
+    rule only)."""
     total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)  # type: ignore[arg-type]
     if sys.stderr.isatty():
         yield from tqdm(items, desc=desc, total=total, unit=unit, leave=False)
@@ -28,7 +35,7 @@ def progress(
         yield item
         now = time.perf_counter()
         pct = 100 * i // total if total else 0
-        if (total and pct >= next_pct and i < total) or now - last >= every_s:
+        if (every_tenth and total and pct >= next_pct and i < total) or now - last >= every_s:
             eta = f", ~{(now - t0) / i * (total - i):.0f} s left" if total else ""
             rate = i / max(now - t0, 1e-9)
             log.info("%s: %d/%s %s (%d%%, %.2f %s/s, %.0f s%s)", desc, i, total or "?", unit, pct, rate, unit,
