@@ -23,10 +23,16 @@ from typing import Any, Literal, Optional
 
 import torch
 
+from reprodistill.data.sources import UNLABELLED
 from reprodistill.distill import cka_loss, fit_logit_scale, kd_loss
 from reprodistill.features.split import FeatureSplit, split_teacher_features
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
-from reprodistill.methods.consistency import ConsistencyOptions, optional_consistency, student_features
+from reprodistill.methods.consistency import (
+    ConsistencyOptions,
+    StrongViewConsistency,
+    optional_consistency,
+    student_features,
+)
 from reprodistill.methods.probe_fit import fit_probe
 from reprodistill.reprogram import FeatureReprogrammer
 from reprodistill.reprogram.probe import StandardisedLinear
@@ -62,6 +68,10 @@ class RDOptions(ConsistencyOptions):
     # 0.764 vs 0.828 over 5 seeds; its validation CE fell from ~3 to 0.6). Untested guess at why: the near-hard
     # targets act as pseudo-labels on the unlabelled images.
     teacher_calibration: Literal["none", "val"] = "none"
+    # The student's view of an unlabelled image in the KD term: 'weak' (the paper: the view every term sees) or
+    # 'strong' (its RandAugment + Cutout view, as FixMatch / Noisy Student: the reprogrammed FM's prediction on the
+    # fixed view teaches the student's prediction on a heavily augmented one). Labelled images keep the weak view.
+    kd_student_view: Literal["weak", "strong"] = "weak"
 
 
 @register_method("rd")
@@ -88,9 +98,13 @@ class ReprogrammingDistillation(Method):
         # host float, not a buffer: forward multiplies and logs it without a device sync.
         self.kd_target_scale = 1.0
         self._calibration: Optional[tuple[torch.Tensor, torch.Tensor]] = None
-        self.consistency = optional_consistency(options, ctx.cfg.train)  # FixMatch's term on the unlabelled images
-        if self.consistency is not None:
-            self.input_views = {"strong": self.consistency.view}
+        # FixMatch's term on the unlabelled images, and/or their strong views in the KD term
+        self.consistency = optional_consistency(options, ctx.cfg.train)
+        self.strong = self.consistency
+        if self.strong is None and options.kd_student_view == "strong":
+            self.strong = StrongViewConsistency(options.consistency_threshold, ctx.cfg.train)
+        if self.strong is not None:
+            self.input_views = {"strong": self.strong.view}
 
     def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
         if self.options.kd_target == "probe":
@@ -123,22 +137,27 @@ class ReprogrammingDistillation(Method):
     def forward(self, batch: Batch) -> StepOutput:
         o = self.options
         g = self.student.head
-        f_s, f_strong = student_features(self.consistency, self.student, self.student_input(batch), batch)
+        f_s, f_strong = student_features(self.strong, self.student, self.student_input(batch), batch)
         z_s = g(f_s)
         r_t = self.phi(batch["teacher_features"])
         z_t = g(r_t)
         y = batch["label"]
+        strong = None if f_strong is None else g(f_strong)
+        target = self._kd_target(batch["teacher_features"], z_t)
+        kd_student = z_s
+        if o.kd_student_view == "strong" and strong is not None:  # unlabelled rows: their strong views' logits
+            unl = y == UNLABELLED
+            kd_student, target = torch.cat([z_s[~unl], strong]), torch.cat([target[~unl], target[unl]])
         parts = {
             "ce_teacher": self.task_loss(z_t, y),
             "ce_student": self.task_loss(z_s, y),
-            "kd": kd_loss(z_s, self._kd_target(batch["teacher_features"], z_t), o.temperature),
+            "kd": kd_loss(kd_student, target, o.temperature),
             "cka": cka_loss(r_t, f_s, o.cka_kernel, o.rbf_sigma, o.cka_unbiased),
         }
         weights = {"ce_teacher": o.teacher_ce_weight, "ce_student": o.student_ce_weight, "kd": o.kd_weight,
                    "cka": o.cka_weight}  # fmt: skip
         logged = {"teacher_T": 1.0 / self.kd_target_scale} if self._calibration is not None else {}
         if self.consistency is not None:
-            strong = None if f_strong is None else g(f_strong)
             parts["consistency"], logged["mask_rate"] = self.consistency.loss(z_s, strong, y)
             weights["consistency"] = o.consistency_weight
         return StepOutput.weighted(z_s, parts, weights, logged=logged, aux={"teacher_logits": z_t})
