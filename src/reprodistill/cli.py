@@ -101,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument(
                 "--gpus-per-cell", type=int, default=1, help="GPUs per cell (>1: the cell runs under torchrun)"
             )
+            s.add_argument(
+                "--gpus",
+                help="GPU ids of the pool, e.g. 0,1,2,3 (default: $CUDA_VISIBLE_DEVICES or every GPU); repeat an id "
+                "to let two cells share that GPU (0,0)",
+            )
         if name == "config":
             continue
         s.add_argument(
@@ -224,7 +229,8 @@ def _bench(cfg, args: argparse.Namespace) -> int:
     from reprodistill.engine import distributed
 
     retest = args.retest
-    launch = LaunchOptions(args.launcher, args.workers, args.gpus_per_cell)
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    launch = LaunchOptions(args.launcher, args.workers, args.gpus_per_cell, gpus)
     res = run_bench(cfg, args.dir, retest=retest, launch=launch)
     if not distributed.is_main():
         return 0

@@ -121,6 +121,7 @@ class LaunchOptions:
     launcher: str = "local"
     workers: int = 1
     gpus_per_cell: int = 1
+    gpus: Optional[list[str]] = None  # the pool's GPU ids (None: the visible ones); a repeated id is shared
 
 
 def run_bench(
@@ -152,7 +153,7 @@ def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: L
             continue
         write_cell_config(folder, cell_config(cfg, cell))
         jobs.append(CellJob(folder, cell_command(folder, launch.gpus_per_cell), done.is_file))
-    failed = run_cells(jobs, ProcessLauncher(launch.workers, launch.gpus_per_cell))
+    failed = run_cells(jobs, ProcessLauncher(launch.workers, launch.gpus_per_cell, launch.gpus))
     if failed:
         raise ReprodistillError(f"{len(failed)} cells did not finish, e.g. {failed[0]} (its log: cell.out, log.txt)")
     return len(jobs)
