@@ -92,11 +92,18 @@ def _parser() -> argparse.ArgumentParser:
             )
             s.add_argument(
                 "--launcher",
-                choices=["local", "processes"],
+                choices=["local", "processes", "submitit"],
                 default="local",
                 help="local: cells one after another in this process (default); processes: a pool of --workers "
-                "subprocesses (`reprodistill cell <folder>` each), every running cell with its own GPU ids",
+                "subprocesses (`reprodistill cell <folder>` each), every running cell with its own GPU ids; "
+                'submitit: one SLURM job array (pip install -e ".[slurm]"), preempted cells requeued and resumed',
             )
+            s.add_argument("--slurm-time", type=int, default=120, help="submitit: time limit per cell, minutes")
+            s.add_argument("--slurm-partition", help="submitit: the SLURM partition")
+            s.add_argument("--slurm-setup", action="append", default=[], help="submitit: a shell line run before "
+                           "each cell (repeatable), e.g. 'source .venv/bin/activate'")  # fmt: skip
+            s.add_argument("--submitit-cluster", default="auto", choices=["auto", "slurm", "local", "debug"],
+                           help="submitit: auto = SLURM when present; local / debug run without SLURM")  # fmt: skip
             s.add_argument("--workers", type=int, default=1, help="cells at once with --launcher processes")
             s.add_argument(
                 "--gpus-per-cell", type=int, default=1, help="GPUs per cell (>1: the cell runs under torchrun)"
@@ -230,7 +237,8 @@ def _bench(cfg, args: argparse.Namespace) -> int:
 
     retest = args.retest
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
-    launch = LaunchOptions(args.launcher, args.workers, args.gpus_per_cell, gpus)
+    launch = LaunchOptions(args.launcher, args.workers, args.gpus_per_cell, gpus, args.submitit_cluster,
+                           args.slurm_time, args.slurm_partition, args.slurm_setup)  # fmt: skip
     res = run_bench(cfg, args.dir, retest=retest, launch=launch)
     if not distributed.is_main():
         return 0

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import yaml
 
 from reprodistill.bench.cell import run_cell, write_cell_config
-from reprodistill.bench.launchers import CellJob, ProcessLauncher, cell_command, run_cells
+from reprodistill.bench.launchers import CellJob, Launcher, ProcessLauncher, cell_command, run_cells
 from reprodistill.config import BenchConfig, RunConfig, apply_variant_sections, method_variant, to_dict
 from reprodistill.engine import distributed
 from reprodistill.engine.environment import setup_logging
@@ -122,6 +122,11 @@ class LaunchOptions:
     workers: int = 1
     gpus_per_cell: int = 1
     gpus: Optional[list[str]] = None  # the pool's GPU ids (None: the visible ones); a repeated id is shared
+    # submitit: the cluster ('auto': SLURM when present), time limit per cell, partition, setup lines
+    cluster: str = "auto"
+    timeout_min: int = 120
+    partition: Optional[str] = None
+    setup: list[str] = field(default_factory=list)
 
 
 def run_bench(
@@ -139,13 +144,16 @@ def run_bench(
     the cells, each trained once, and the report is assembled from the cell folders."""
     check_config(cfg)
     bench_dir = Path(bench_dir) if bench_dir else default_bench_dir(cfg)
-    if launch.launcher not in ("local", "processes"):
-        raise ReprodistillError(f"--launcher {launch.launcher!r}: choose local or processes")
+    if launch.launcher not in LAUNCHERS:
+        raise ReprodistillError(f"--launcher {launch.launcher!r}: choose one of {list(LAUNCHERS)}")
     return _run_bench(cfg, bench_dir, plots, retest, launch)
 
 
+LAUNCHERS = ("local", "processes", "submitit")
+
+
 def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: LaunchOptions) -> int:
-    """Every unfinished cell as ``reprodistill cell <folder>`` in a process pool; returns how many were launched."""
+    """Every unfinished cell as its own process (a pool, or SLURM tasks), from its folder; returns how many."""
     jobs = []
     for cell in cells:
         folder, done = bench_dir / "cells" / cell.folder, cell.result_path(bench_dir)
@@ -153,7 +161,15 @@ def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: L
             continue
         write_cell_config(folder, cell_config(cfg, cell))
         jobs.append(CellJob(folder, cell_command(folder, launch.gpus_per_cell), done.is_file))
-    failed = run_cells(jobs, ProcessLauncher(launch.workers, launch.gpus_per_cell, launch.gpus))
+    if launch.launcher == "submitit":
+        from reprodistill.bench.submitit_launcher import SubmititLauncher
+
+        cluster = None if launch.cluster == "auto" else launch.cluster
+        launcher: Launcher = SubmititLauncher(bench_dir / "submitit", cluster, launch.timeout_min, launch.partition,
+                                              launch.gpus_per_cell, setup=launch.setup)  # fmt: skip
+    else:
+        launcher = ProcessLauncher(launch.workers, launch.gpus_per_cell, launch.gpus)
+    failed = run_cells(jobs, launcher)
     if failed:
         raise ReprodistillError(f"{len(failed)} cells did not finish, e.g. {failed[0]} (its log: cell.out, log.txt)")
     return len(jobs)
@@ -180,14 +196,14 @@ def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool, launc
         len(cfg.bench.fractions),
         len(cfg.bench.seeds),
     )
-    if launch.launcher == "processes" and not retest:
+    if launch.launcher != "local" and not retest:
         res.cells_run = _run_processes(cfg, cells, bench_dir, launch)
         res.cells_kept = len(cells) - res.cells_run
     held: list[Cell] = []
     for i, cell in enumerate(cells, 1):
         cell_dir = bench_dir / "cells" / cell.folder
         done = cell.result_path(bench_dir)
-        if launch.launcher == "processes" and not retest:
+        if launch.launcher != "local" and not retest:
             continue  # trained above
         if done.is_file() and not retest:
             res.cells_kept += 1
