@@ -114,3 +114,28 @@ def test_two_benches_on_one_folder_share_the_cells_and_the_fm_pass(tmp_path):
     assert len(rows) == 5  # header + every cell
     computed = [line for c in cells for line in (c / "log.txt").read_text().splitlines() if "computed in" in line]
     assert len(computed) == 3, computed  # train, val and test features once across both benches
+
+
+@pytest.mark.ray
+def test_ray_launcher_contract_with_fake_gpus(tmp_path):
+    """The same contract under Ray core with 2 fake GPUs: 4 cells of 1 GPU each, never more than 2 at once, never
+    two on one GPU id."""
+    ray = pytest.importorskip("ray", reason='the ray extra: pip install -e ".[ray]"')
+    from reprodistill.bench.ray_launcher import RayLauncher
+
+    script = tmp_path / "fake_cell.py"
+    script.write_text(FAKE_CELL)
+    folders = [tmp_path / "cells" / f"c{i}" for i in range(4)]
+    for f in folders:
+        f.mkdir(parents=True)
+    jobs = [CellJob(f, [sys.executable, str(script), str(f)], (f / "result.json").is_file) for f in folders]
+    try:
+        assert run_cells(jobs, RayLauncher(num_gpus=1, init={"num_cpus": 2, "num_gpus": 2})) == []
+    finally:
+        ray.shutdown()
+    spans = sorted((r["start"], r["end"], r["gpus"]) for r in
+                   (json.loads((f / "record.json").read_text()) for f in folders))  # fmt: skip
+    assert {g for _, _, g in spans} <= {"0", "1"}
+    for t in [s for s, _, _ in spans]:
+        live = [g for s, e, g in spans if s <= t < e]
+        assert len(live) <= 2 and len(set(live)) == len(live), (t, live)

@@ -92,12 +92,14 @@ def _parser() -> argparse.ArgumentParser:
             )
             s.add_argument(
                 "--launcher",
-                choices=["local", "processes", "submitit"],
+                choices=["local", "processes", "submitit", "ray"],
                 default="local",
                 help="local: cells one after another in this process (default); processes: a pool of --workers "
                 "subprocesses (`reprodistill cell <folder>` each), every running cell with its own GPU ids; "
-                'submitit: one SLURM job array (pip install -e ".[slurm]"), preempted cells requeued and resumed',
+                'submitit: one SLURM job array (pip install -e ".[slurm]"), preempted cells requeued and resumed; '
+                'ray: Ray tasks (pip install -e ".[ray]"), --gpus-per-cell may be a fraction',
             )
+            s.add_argument("--ray-address", help="ray: the Ray cluster to join (default: a local Ray)")
             s.add_argument("--slurm-time", type=int, default=120, help="submitit: time limit per cell, minutes")
             s.add_argument("--slurm-partition", help="submitit: the SLURM partition")
             s.add_argument("--slurm-setup", action="append", default=[], help="submitit: a shell line run before "
@@ -106,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
                            help="submitit: auto = SLURM when present; local / debug run without SLURM")  # fmt: skip
             s.add_argument("--workers", type=int, default=1, help="cells at once with --launcher processes")
             s.add_argument(
-                "--gpus-per-cell", type=int, default=1, help="GPUs per cell (>1: the cell runs under torchrun)"
+                "--gpus-per-cell", type=float, default=1, help="GPUs per cell (>1: the cell runs under torchrun)"
             )
             s.add_argument(
                 "--gpus",
@@ -238,7 +240,7 @@ def _bench(cfg, args: argparse.Namespace) -> int:
     retest = args.retest
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     launch = LaunchOptions(args.launcher, args.workers, args.gpus_per_cell, gpus, args.submitit_cluster,
-                           args.slurm_time, args.slurm_partition, args.slurm_setup)  # fmt: skip
+                           args.slurm_time, args.slurm_partition, args.slurm_setup, args.ray_address)  # fmt: skip
     res = run_bench(cfg, args.dir, retest=retest, launch=launch)
     if not distributed.is_main():
         return 0

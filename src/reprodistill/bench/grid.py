@@ -120,13 +120,14 @@ class LaunchOptions:
 
     launcher: str = "local"
     workers: int = 1
-    gpus_per_cell: int = 1
+    gpus_per_cell: float = 1  # ray: fractions allowed (0.5: two cells per GPU); the others: a whole number
     gpus: Optional[list[str]] = None  # the pool's GPU ids (None: the visible ones); a repeated id is shared
     # submitit: the cluster ('auto': SLURM when present), time limit per cell, partition, setup lines
     cluster: str = "auto"
     timeout_min: int = 120
     partition: Optional[str] = None
     setup: list[str] = field(default_factory=list)
+    ray_address: Optional[str] = None  # ray: the cluster to join (None: a local Ray)
 
 
 def run_bench(
@@ -149,7 +150,7 @@ def run_bench(
     return _run_bench(cfg, bench_dir, plots, retest, launch)
 
 
-LAUNCHERS = ("local", "processes", "submitit")
+LAUNCHERS = ("local", "processes", "submitit", "ray")
 
 
 def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: LaunchOptions) -> int:
@@ -160,15 +161,23 @@ def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: L
         if done.is_file():
             continue
         write_cell_config(folder, cell_config(cfg, cell))
-        jobs.append(CellJob(folder, cell_command(folder, launch.gpus_per_cell), done.is_file))
+        gpus = int(launch.gpus_per_cell) if launch.launcher in ("processes", "ray") else 1  # submitit: one task a GPU
+        jobs.append(CellJob(folder, cell_command(folder, gpus), done.is_file))
+    g = launch.gpus_per_cell
+    if launch.launcher != "ray" and g != int(g):
+        raise ReprodistillError(f"--gpus-per-cell {g}: a fraction of a GPU needs --launcher ray")
     if launch.launcher == "submitit":
         from reprodistill.bench.submitit_launcher import SubmititLauncher
 
         cluster = None if launch.cluster == "auto" else launch.cluster
         launcher: Launcher = SubmititLauncher(bench_dir / "submitit", cluster, launch.timeout_min, launch.partition,
-                                              launch.gpus_per_cell, setup=launch.setup)  # fmt: skip
+                                              int(g), setup=launch.setup)  # fmt: skip
+    elif launch.launcher == "ray":
+        from reprodistill.bench.ray_launcher import RayLauncher
+
+        launcher = RayLauncher(g, address=launch.ray_address)
     else:
-        launcher = ProcessLauncher(launch.workers, launch.gpus_per_cell, launch.gpus)
+        launcher = ProcessLauncher(launch.workers, int(g), launch.gpus)
     failed = run_cells(jobs, launcher)
     if failed:
         raise ReprodistillError(f"{len(failed)} cells did not finish, e.g. {failed[0]} (its log: cell.out, log.txt)")
