@@ -129,3 +129,15 @@ def test_list_names_every_method_and_the_caveats_of_the_unproven_ones(capsys):
     assert "drd" in caveats and "rd" not in caveats
     for name in caveats:  # each with its measured reason on its own line
         assert f"  {name}: {METHODS.get(name).caveat}" in out
+
+
+def test_list_into_a_closed_pipe_is_not_an_error():
+    """`reprodistill list | head -1` printed a BrokenPipeError traceback (the reader gone before the last line)."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before the first line
+    proc = subprocess.run([sys.executable, "-m", "reprodistill", "list"], stdout=write, stderr=subprocess.PIPE,
+                          text=True)  # fmt: skip
+    os.close(write)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr

@@ -323,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("reprodistill: interrupted; rerun with --resume --run-dir <folder> to continue", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `reprodistill list | head`: the reader has gone, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         from reprodistill.engine import distributed
 
