@@ -35,9 +35,10 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "The semi-supervised baselines on the same 55 labelled + 491 unlabelled images, no FM: `fixmatch-unl` "
         "(FixMatch defaults: threshold 0.95, RandAugment 2 ops + Cutout) and `mean_teacher-unl` (EMA 0.99, "
         "consistency weight 50, ramp-up 40%, the EMA copy deployed); beside them the student alone, the probe, "
-        "kd-unl and rd-unl, and the compositions `rd-unl-fm` / `kd-unl-fm` (FixMatch's term added with weight 1, "
-        "`consistency_weight=1`). Trained fresh at one commit (the cells of earlier benches were not in this "
-        "checkout), so the rows of earlier sections are re-measurements, not reused cells.",
+        "kd-unl and rd-unl, the compositions `rd-unl-fm` / `kd-unl-fm` (FixMatch's term added with weight 1, "
+        "`consistency_weight=1`) and `rd-unl-sv` (RD's KD term onto the unlabelled images' strong views, "
+        "`kd_student_view=strong`, added after the first 40 cells). Trained fresh (the cells of earlier benches were "
+        "not in this checkout), so the student / kd-unl / rd-unl rows re-measure earlier sections' rows.",
     ),
     (
         "runs/p10-5s",
