@@ -99,6 +99,9 @@ def test_bench_end_to_end_then_kill_and_rerun_only_missing_cells(tmp_path, small
     assert all((float(r["fm_feature_s"]) > 0) == (r["method"] != "student") for r in rows)
     report = (bench_dir / "report.md").read_text()
     assert "### Training fraction 0.5" in report and "| fitnet | 2 |" in report and "probed_fm" in report
+    # the verdict: one line per fraction, in the report and printed (no RD-family row here: no difference to show)
+    assert report.count("- **Fraction ") == 2 and "Verdict (chosen on validation" in rerun.stdout
+    assert "2 seeds: too few for an interval" in report  # 2 seeds claim nothing
     for png in ("accuracy_vs_cost", "accuracy_vs_fraction", "student_vs_fm_size_latency", "training_curves",
                 "confusion_best_student"):  # fmt: skip
         data = (bench_dir / "plots" / f"{png}.png").read_bytes()
