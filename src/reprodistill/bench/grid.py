@@ -153,16 +153,15 @@ def run_bench(
 LAUNCHERS = ("local", "processes", "submitit", "ray")
 
 
+def _run_jobs(jobs: list[CellJob], launcher: Launcher) -> None:
+    """Run the cells' commands until every one finished (:func:`run_cells`); stop naming one that did not."""
+    failed = run_cells(jobs, launcher)
+    if failed:
+        raise ReprodistillError(f"{len(failed)} cells did not finish, e.g. {failed[0]} (its log: cell.out, log.txt)")
+
+
 def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: LaunchOptions) -> int:
     """Every unfinished cell as its own process (a pool, or SLURM tasks), from its folder; returns how many."""
-    jobs = []
-    for cell in cells:
-        folder, done = bench_dir / "cells" / cell.folder, cell.result_path(bench_dir)
-        if done.is_file():
-            continue
-        write_cell_config(folder, cell_config(cfg, cell))
-        gpus = int(launch.gpus_per_cell) if launch.launcher in ("processes", "ray") else 1  # submitit: one task a GPU
-        jobs.append(CellJob(folder, cell_command(folder, gpus), done.is_file))
     g = launch.gpus_per_cell
     if launch.launcher != "ray" and g != int(g):
         raise ReprodistillError(f"--gpus-per-cell {g}: a fraction of a GPU needs --launcher ray")
@@ -178,10 +177,53 @@ def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: L
         launcher = RayLauncher(g, address=launch.ray_address)
     else:
         launcher = ProcessLauncher(launch.workers, int(g), launch.gpus)
-    failed = run_cells(jobs, launcher)
-    if failed:
-        raise ReprodistillError(f"{len(failed)} cells did not finish, e.g. {failed[0]} (its log: cell.out, log.txt)")
+    # GPUs one cell's command spreads over with torchrun; submitit gives each GPU its own task instead
+    command_gpus = 1 if launch.launcher == "submitit" else int(g)
+    jobs = []
+    for cell in cells:
+        folder, done = bench_dir / "cells" / cell.folder, cell.result_path(bench_dir)
+        if done.is_file():
+            continue
+        write_cell_config(folder, cell_config(cfg, cell))
+        jobs.append(CellJob(folder, cell_command(folder, command_gpus), done.is_file))
+    _run_jobs(jobs, launcher)
     return len(jobs)
+
+
+def _run_here(cfg: RunConfig, cells: list[Cell], bench_dir: Path, retest: bool, res: BenchResult) -> None:
+    """The local launcher: every cell in this process, one after another, sharing one loaded FM; cells another
+    bench holds are waited for (and trained here if their holder dies)."""
+    main = distributed.is_main()
+    teacher: Optional[Teacher] = None
+    held: list[Cell] = []
+    for i, cell in enumerate(cells, 1):
+        cell_dir = bench_dir / "cells" / cell.folder
+        done = cell.result_path(bench_dir)
+        if done.is_file() and not retest:
+            res.cells_kept += 1
+            continue
+        what = "re-testing" if done.is_file() else "training"
+        log.info("bench cell %d/%d (%s): %s, fraction %g, seed %d", i, len(cells), what, cell.method, cell.fraction,
+                 cell.seed)  # fmt: skip
+        if teacher is None and METHODS.get(cell.base).uses_teacher:
+            from reprodistill.engine.loop import resolve_device
+
+            teacher = build_teacher(cfg, resolve_device(cfg.train.device))
+        if done.is_file():
+            retest_run(cell_dir, teacher=teacher)
+            res.cells_kept += 1
+        else:
+            c = cell_config(cfg, cell)
+            if main:
+                write_cell_config(cell_dir, c)
+            if run_cell(cell_dir, teacher=teacher, cfg=c):
+                res.cells_run += 1
+            else:  # another bench (process or machine) holds it: collected below
+                held.append(cell)
+        setup_logging(bench_dir)  # the cell's run pointed the log at its own folder
+    folders = [bench_dir / "cells" / c.folder for c in held]
+    _run_jobs([CellJob(f, cell_command(f), c.result_path(bench_dir).is_file) for f, c in zip(folders, held)],
+              ProcessLauncher(1))  # fmt: skip
 
 
 def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool, launch: LaunchOptions) -> BenchResult:
@@ -196,7 +238,6 @@ def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool, launc
     setup_logging(bench_dir)
     cells = bench_cells(cfg)
     res = BenchResult(bench_dir)
-    teacher: Optional[Teacher] = None
     log.info(
         "bench %s: %d cells (%d methods x %d fractions x %d seeds)",
         bench_dir,
@@ -208,40 +249,8 @@ def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool, launc
     if launch.launcher != "local" and not retest:
         res.cells_run = _run_processes(cfg, cells, bench_dir, launch)
         res.cells_kept = len(cells) - res.cells_run
-    held: list[Cell] = []
-    for i, cell in enumerate(cells, 1):
-        cell_dir = bench_dir / "cells" / cell.folder
-        done = cell.result_path(bench_dir)
-        if launch.launcher != "local" and not retest:
-            continue  # trained above
-        if done.is_file() and not retest:
-            res.cells_kept += 1
-        else:
-            what = "re-testing" if done.is_file() else "training"
-            log.info("bench cell %d/%d (%s): %s, fraction %g, seed %d", i, len(cells), what, cell.method, cell.fraction,
-                     cell.seed)  # fmt: skip
-            if teacher is None and METHODS.get(cell.base).uses_teacher:
-                from reprodistill.engine.loop import resolve_device
-
-                teacher = build_teacher(cfg, resolve_device(cfg.train.device))
-            if done.is_file():
-                retest_run(cell_dir, teacher=teacher)
-                res.cells_kept += 1
-            else:
-                c = cell_config(cfg, cell)
-                if main:
-                    write_cell_config(cell_dir, c)
-                if run_cell(cell_dir, teacher=teacher, cfg=c):
-                    res.cells_run += 1
-                else:  # another bench (process or machine) holds it: collected below
-                    held.append(cell)
-            setup_logging(bench_dir)  # the cell's run pointed the log at its own folder
-    if held:  # wait for the cells other benches train (a dead holder's cell is trained here after all)
-        folders = [bench_dir / "cells" / c.folder for c in held]
-        jobs = [CellJob(f, cell_command(f), c.result_path(bench_dir).is_file) for f, c in zip(folders, held)]
-        failed = run_cells(jobs, ProcessLauncher(1))
-        if failed:
-            raise ReprodistillError(f"{len(failed)} cells did not finish, e.g. {failed[0]}")
+    else:
+        _run_here(cfg, cells, bench_dir, retest, res)
     # the report is assembled from the cell folders, whichever process trained them
     res.rows = [_row(c, read_json(c.result_path(bench_dir)), c.result_path(bench_dir).parent) for c in cells]
     res.wall_time_s = time.perf_counter() - t0
