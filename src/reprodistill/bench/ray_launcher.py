@@ -14,17 +14,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from reprodistill.bench.launchers import CellJob
-from reprodistill.errors import ReprodistillError
+from reprodistill.util.optional import require
 
 log = logging.getLogger("reprodistill")
 
 
 def _ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise ReprodistillError('--launcher ray needs Ray core: pip install -e ".[ray]"') from None
-    return ray
+    return require("ray", "--launcher ray", "ray")
 
 
 def run_cell_command(argv: list[str], folder: str, threads: int) -> int:

@@ -17,17 +17,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from reprodistill.bench.launchers import CellJob
-from reprodistill.errors import ReprodistillError
+from reprodistill.util.optional import require
 
 log = logging.getLogger("reprodistill")
 
 
 def _submitit() -> Any:
-    try:
-        import submitit
-    except ImportError:
-        raise ReprodistillError('--launcher submitit needs submitit: pip install -e ".[slurm]"') from None
-    return submitit
+    return require("submitit", "--launcher submitit", "slurm")
 
 
 try:  # the optional extra: without it the class is plain and the launcher says what to install

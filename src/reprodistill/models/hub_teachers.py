@@ -23,18 +23,10 @@ from reprodistill.config import TeacherConfig
 from reprodistill.data.transforms import InputSpec
 from reprodistill.errors import ConfigError, WeightsError
 from reprodistill.models.teacher import Teacher, file_identity
+from reprodistill.util.optional import require
 
 # PIL resampling codes in image-processor configs -> the interpolations our preprocessing offers
 _PIL_RESAMPLE = {2: "bilinear", 3: "bicubic"}
-
-
-def _import(module: str, extra: str):
-    try:
-        return __import__(module)
-    except ImportError:
-        raise ConfigError(
-            f"this teacher needs the {module!r} package: pip install 'reprodistill[{extra}]' (or pip install {module})"
-        ) from None
 
 
 def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -49,7 +41,7 @@ class OpenClipTeacher(Teacher):
     """The image tower of an open_clip model; ``embedding='pre'`` is the pooled token before CLIP's projection."""
 
     def __init__(self, cfg: TeacherConfig) -> None:
-        open_clip = _import("open_clip", "open_clip")
+        open_clip = require("open_clip", "this teacher", "open_clip", ConfigError)
         ref = cfg.name.split(":", 1)[1]
         if not ref:
             raise ConfigError("teacher.name=open_clip:<model>: name a model, e.g. open_clip:ViT-B-16")
@@ -118,7 +110,7 @@ class HFTeacher(Teacher):
     """A ``transformers`` image encoder (``AutoModel``) with its image processor's preprocessing."""
 
     def __init__(self, cfg: TeacherConfig) -> None:
-        transformers = _import("transformers", "hf")
+        transformers = require("transformers", "this teacher", "hf", ConfigError)
         ref = cfg.name.split(":", 1)[1]
         local = Path(ref).expanduser()
         offline = local.is_dir()
