@@ -217,12 +217,11 @@ def test_mean_teacher_trains_the_online_copy_and_deploys_its_ema(tmp_path):
 @pytest.mark.parametrize("method", ["mean_teacher", "fixmatch"])
 def test_resumed_semi_supervised_run_equals_uninterrupted_run(tmp_path, method):
     """The EMA copy, its step counter and the generator of the extra views are restored from last.pt."""
-    m, train, val, _, tc = _toy(method, 0, tmp_path, steps=9, threshold=0.5) if method == "fixmatch" else \
-        _toy(method, 0, tmp_path, steps=9)  # fmt: skip
+    options = {"threshold": 0.5} if method == "fixmatch" else {}  # fixmatch: pseudo-labels within 9 steps
+    m, train, val, _, tc = _toy(method, 0, tmp_path, steps=9, **options)
     full = fit(m, train, val, tc, tmp_path / "full", torch.device("cpu"))
     full_state = m.state_dict()
-    m, train, val, _, tc = _toy(method, 0, tmp_path, steps=9, threshold=0.5) if method == "fixmatch" else \
-        _toy(method, 0, tmp_path, steps=9)  # fmt: skip
+    m, train, val, _, tc = _toy(method, 0, tmp_path, steps=9, **options)
     calls, original = {"n": 0}, m.forward
 
     def crash_in_third_round(batch):
@@ -235,8 +234,7 @@ def test_resumed_semi_supervised_run_equals_uninterrupted_run(tmp_path, method):
     with pytest.raises(KeyboardInterrupt):
         fit(m, train, val, tc, tmp_path / "resumed", torch.device("cpu"))
     torch.manual_seed(12345)
-    m, train, val, _, tc = _toy(method, 0, tmp_path, steps=9, threshold=0.5) if method == "fixmatch" else \
-        _toy(method, 0, tmp_path, steps=9)  # fmt: skip
+    m, train, val, _, tc = _toy(method, 0, tmp_path, steps=9, **options)
     resumed = fit(m, train, val, tc, tmp_path / "resumed", torch.device("cpu"))
     assert [r["val_auc"] for r in resumed.history] == [r["val_auc"] for r in full.history]
     for k, v in m.state_dict().items():
