@@ -97,3 +97,59 @@ def test_debug_executor_runs_real_cells_and_a_preempted_cell_resumes(tmp_path, b
     assert "resumed from" in log
     resumed = json.loads((folder / "kd" / "test_metrics.json").read_text())
     assert resumed["auc"] == reference["auc"] and resumed["confusion_matrix"] == reference["confusion_matrix"]
+
+
+def test_a_submitted_record_holds_its_cell_while_the_job_is_queued(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from reprodistill.bench import submitted
+    from reprodistill.bench.launchers import cell_holder
+
+    cell = tmp_path / "cell"
+    assert cell_holder(cell) is None  # no record, no lock
+    submitted.write_record(cell, "slurm", "123_4", tmp_path / "logs")
+    states = {"s": "PENDING"}
+    monkeypatch.setattr(submitted, "slurm_state", lambda job, logs: states["s"])
+    assert cell_holder(cell) == "SLURM job 123_4 (PENDING)"
+    for state, held in [("RUNNING", True), ("REQUEUED", True), ("COMPLETED", False), ("FAILED", False),
+                        ("CANCELLED by 1000", False), ("TIMEOUT", False), ("UNKNOWN", True)]:  # fmt: skip
+        states["s"] = state
+        assert (submitted.queued_holder(cell) is not None) is held, state
+    record = json.loads((cell / submitted.RECORD).read_text())
+    record["time"] = time.time() - submitted.UNKNOWN_GRACE_S - 1  # sacct still does not know it: given up
+    (cell / submitted.RECORD).write_text(json.dumps(record))
+    assert submitted.queued_holder(cell) is None
+
+    submitted.write_record(cell, "local", str(os.getpid()), tmp_path / "logs")  # a live process
+    assert submitted.queued_holder(cell) == f"local job {os.getpid()}"
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    submitted.write_record(cell, "local", dead.stdout.strip(), tmp_path / "logs")
+    assert submitted.queued_holder(cell) is None
+
+
+@pytest.mark.slow
+def test_no_wait_submits_and_a_later_bench_collects_without_submitting_again(tmp_path, breast_path):
+    from reprodistill.bench import run_bench
+    from reprodistill.bench.grid import LaunchOptions
+    from reprodistill.errors import ReprodistillError
+
+    cfg = _tiny_cells(tmp_path, breast_path, [0])
+    bench = tmp_path / "bench"
+    with pytest.raises(ReprodistillError, match="--no-wait needs --launcher submitit"):
+        run_bench(cfg, bench, plots=False, launch=LaunchOptions("processes", no_wait=True))
+    launch = LaunchOptions("submitit", cluster="local", gpus_per_cell=0, no_wait=True)
+    first = run_bench(cfg, bench, plots=False, launch=launch)
+    assert first.cells_pending == 2 and first.rows == [] and not (bench / "results.csv").exists()
+    jobs = {json.loads(p.read_text())["job_id"] for p in bench.glob("cells/*/*/submitted.json")}
+    assert len(jobs) == 2
+    again = run_bench(cfg, bench, plots=False, launch=launch)  # while they run: nothing is submitted twice
+    assert again.cells_pending + again.cells_kept == 2
+    collect = run_bench(cfg, bench, plots=False, launch=LaunchOptions("submitit", cluster="local", gpus_per_cell=0))
+    assert len(collect.rows) == 2 and (bench / "results.csv").is_file()
+    assert {p.name for p in (bench / "submitit").glob("[0-9]*")} == jobs  # the two first jobs only
+    for cell in bench.glob("cells/*/*"):
+        assert (cell / "log.txt").read_text().count("resumed from") == 0

@@ -104,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--slurm-partition", help="submitit: the SLURM partition")
             s.add_argument("--slurm-setup", action="append", default=[], help="submitit: a shell line run before "
                            "each cell (repeatable), e.g. 'source .venv/bin/activate'")  # fmt: skip
+            s.add_argument("--no-wait", action="store_true", help="submitit: submit the unfinished cells and return; "
+                           "the same command later waits for the queued ones and writes the report")  # fmt: skip
             s.add_argument("--submitit-cluster", default="auto", choices=["auto", "slurm", "local", "debug"],
                            help="submitit: auto = SLURM when present; local / debug run without SLURM")  # fmt: skip
             s.add_argument("--workers", type=int, default=1, help="cells at once with --launcher processes")
@@ -240,9 +242,13 @@ def _bench(cfg, args: argparse.Namespace) -> int:
     retest = args.retest
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     launch = LaunchOptions(args.launcher, args.workers, args.gpus_per_cell, gpus, args.submitit_cluster,
-                           args.slurm_time, args.slurm_partition, args.slurm_setup, args.ray_address)  # fmt: skip
+                           args.slurm_time, args.slurm_partition, args.slurm_setup, args.ray_address, args.no_wait)  # fmt: skip
     res = run_bench(cfg, args.dir, retest=retest, launch=launch)
     if not distributed.is_main():
+        return 0
+    if res.cells_pending:
+        print(f"{res.cells_pending} cells submitted or still queued, {res.cells_kept} finished; run the same "
+              f"command again to collect the report in {res.bench_dir}")  # fmt: skip
         return 0
     print()
     print(results_markdown(res.rows, cfg.methods))

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import yaml
 
 from reprodistill.bench.cell import run_cell, write_cell_config
-from reprodistill.bench.launchers import CellJob, Launcher, ProcessLauncher, cell_command, run_cells
+from reprodistill.bench.launchers import CellJob, Launcher, ProcessLauncher, cell_command, cell_holder, run_cells
 from reprodistill.config import BenchConfig, RunConfig, apply_variant_sections, method_variant, to_dict
 from reprodistill.engine import distributed
 from reprodistill.engine.environment import setup_logging
@@ -67,6 +67,7 @@ class BenchResult:
     wall_time_s: float = 0.0
     cells_run: int = 0
     cells_kept: int = 0
+    cells_pending: int = 0  # --no-wait: cells submitted or still queued / running; no report until they finish
 
 
 def bench_cells(cfg: RunConfig) -> list[Cell]:
@@ -128,6 +129,7 @@ class LaunchOptions:
     partition: Optional[str] = None
     setup: list[str] = field(default_factory=list)
     ray_address: Optional[str] = None  # ray: the cluster to join (None: a local Ray)
+    no_wait: bool = False  # submitit: submit the unfinished cells and return; the same bench later collects
 
 
 def run_bench(
@@ -161,8 +163,14 @@ def _run_jobs(jobs: list[CellJob], launcher: Launcher) -> None:
 
 
 def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: LaunchOptions) -> int:
-    """Every unfinished cell as its own process (a pool, or SLURM tasks), from its folder; returns how many."""
+    """Every unfinished cell as its own process (a pool, or SLURM tasks), from its folder; returns how many.
+    With ``no_wait`` the cells nobody runs yet are submitted and the count of unfinished cells returned at once."""
     g = launch.gpus_per_cell
+    if launch.no_wait and (launch.launcher != "submitit" or launch.cluster == "debug"):
+        raise ReprodistillError(
+            "--no-wait needs --launcher submitit on SLURM (or --submitit-cluster local): the other launchers' cells "
+            "stop with the bench process; run without --no-wait"
+        )
     if launch.launcher != "ray" and g != int(g):
         raise ReprodistillError(f"--gpus-per-cell {g}: a fraction of a GPU needs --launcher ray")
     if launch.launcher == "submitit":
@@ -186,6 +194,11 @@ def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: L
             continue
         write_cell_config(folder, cell_config(cfg, cell))
         jobs.append(CellJob(folder, cell_command(folder, command_gpus), done.is_file))
+    if launch.no_wait:
+        free = [j for j in jobs if cell_holder(j.folder) is None]  # not running and not queued from before
+        if free:
+            launcher.submit(free)  # type: ignore[attr-defined]
+        return len(jobs)
     _run_jobs(jobs, launcher)
     return len(jobs)
 
@@ -249,6 +262,11 @@ def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool, launc
     if launch.launcher != "local" and not retest:
         res.cells_run = _run_processes(cfg, cells, bench_dir, launch)
         res.cells_kept = len(cells) - res.cells_run
+        if launch.no_wait and res.cells_run:
+            res.cells_pending, res.cells_run = res.cells_run, 0
+            log.info("bench: %d cells submitted or still queued; %d finished. Run the same command again to "
+                     "collect the report (it waits for the queued cells)", res.cells_pending, res.cells_kept)  # fmt: skip
+            return res
     else:
         _run_here(cfg, cells, bench_dir, retest, res)
     # the report is assembled from the cell folders, whichever process trained them

@@ -8,7 +8,8 @@
   rendezvous port.
 
 :func:`run_cells` is the part every launcher shares: cells already finished are skipped, cells a live process holds
-(another bench on the same folder, another machine) are waited for, and a cell whose holder died is launched again.
+(another bench on the same folder, another machine) or queued in a scheduler by an earlier ``--no-wait`` bench are
+waited for, and a cell whose holder died is launched again.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Optional, Protocol
 
+from reprodistill.bench.submitted import queued_holder
 from reprodistill.errors import ReprodistillError
 from reprodistill.util.heartbeat_lock import HeartbeatLock
 
@@ -117,6 +119,12 @@ class ProcessLauncher:
         return status
 
 
+def cell_holder(folder: Path) -> Optional[str]:
+    """Who runs or will run the cell: a live process holding its heartbeat lock, or a scheduler job it was
+    submitted as and that is still queued (:mod:`reprodistill.bench.submitted`); None when nobody."""
+    return HeartbeatLock(folder).holder() or queued_holder(folder)
+
+
 def run_cells(jobs: list[CellJob], launcher: Launcher, wait_s: float = 5.0, max_rounds: int = 3) -> list[Path]:
     """Run every job that is not finished and not held by a live process, then wait for the held ones; a cell whose
     holder died without finishing is launched again (up to ``max_rounds`` launches). Returns the folders that never
@@ -126,7 +134,7 @@ def run_cells(jobs: list[CellJob], launcher: Launcher, wait_s: float = 5.0, max_
         pending = [j for j in jobs if not j.done()]
         if not pending:
             return []
-        held = {j.folder: HeartbeatLock(j.folder).holder() for j in pending}
+        held = {j.folder: cell_holder(j.folder) for j in pending}
         free = [j for j in pending if held[j.folder] is None and launches.get(j.folder, 0) < max_rounds]
         if free:
             for j in free:

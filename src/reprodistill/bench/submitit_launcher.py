@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from reprodistill.bench.launchers import CellJob
+from reprodistill.bench.submitted import write_record
 from reprodistill.util.optional import require
 
 log = logging.getLogger("reprodistill")
@@ -86,13 +87,21 @@ class SubmititLauncher:
         ex.update_parameters(**params)
         return ex
 
-    def launch(self, jobs: list[CellJob]) -> dict[Path, int]:
+    def submit(self, jobs: list[CellJob]) -> list[Any]:
+        """Submit the cells (one job array) without waiting; each cell's folder gets its submitted record, so a
+        later bench waits for a queued cell instead of submitting it again. Returns submitit's jobs."""
         ex = self.executor()
         with ex.batch():
             submitted = [ex.submit(CellTask(j.folder)) for j in jobs]
+        for job, sub in zip(jobs, submitted):
+            write_record(job.folder, ex.cluster, str(sub.job_id), Path(sub.paths.folder))
         log.info(
             "submitit: %d cells submitted as %s", len(jobs), submitted[0].job_id.split("_")[0] if submitted else "-"
         )
+        return submitted
+
+    def launch(self, jobs: list[CellJob]) -> dict[Path, int]:
+        submitted = self.submit(jobs)
         status: dict[Path, int] = {}
         for job, sub in zip(jobs, submitted):
             try:
