@@ -242,7 +242,8 @@ def _bench(cfg, args: argparse.Namespace) -> int:
     retest = args.retest
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     launch = LaunchOptions(args.launcher, args.workers, args.gpus_per_cell, gpus, args.submitit_cluster,
-                           args.slurm_time, args.slurm_partition, args.slurm_setup, args.ray_address, args.no_wait)  # fmt: skip
+                           args.slurm_time, args.slurm_partition, args.slurm_setup, args.ray_address,
+                           args.no_wait)  # fmt: skip
     res = run_bench(cfg, args.dir, retest=retest, launch=launch)
     if not distributed.is_main():
         return 0
@@ -256,7 +257,9 @@ def _bench(cfg, args: argparse.Namespace) -> int:
     if verdict:
         print("\nVerdict (chosen on validation, measured on test):\n" + verdict + "\n")
     print(
-        f"{res.cells_run} cells trained, {res.cells_kept} {'re-tested' if retest else 'kept'} from an earlier run; "
+        f"{res.cells_run} cells trained, {res.cells_kept} {'re-tested' if retest else 'kept'} from an earlier run"
+        + (f", {res.cells_collected} trained by other processes while this one waited" if res.cells_collected else "")
+        + "; "
         f"wall time {res.wall_time_s:.0f} s"
     )
     print(f"report: {res.bench_dir / 'report.md'}  plots: {res.bench_dir / 'plots'}")

@@ -67,6 +67,7 @@ class BenchResult:
     wall_time_s: float = 0.0
     cells_run: int = 0
     cells_kept: int = 0
+    cells_collected: int = 0  # finished while this bench waited, by the other process or job that held them
     cells_pending: int = 0  # --no-wait: cells submitted or still queued / running; no report until they finish
 
 
@@ -155,16 +156,19 @@ def run_bench(
 LAUNCHERS = ("local", "processes", "submitit", "ray")
 
 
-def _run_jobs(jobs: list[CellJob], launcher: Launcher) -> None:
-    """Run the cells' commands until every one finished (:func:`run_cells`); stop naming one that did not."""
-    failed = run_cells(jobs, launcher)
+def _run_jobs(jobs: list[CellJob], launcher: Launcher) -> int:
+    """Run the cells' commands until every one finished (:func:`run_cells`); stop naming one that did not. Returns
+    how many this bench launched (the others were finished by whoever held them)."""
+    launches: dict[Path, int] = {}
+    failed = run_cells(jobs, launcher, launches=launches)
     if failed:
         raise ReprodistillError(f"{len(failed)} cells did not finish, e.g. {failed[0]} (its log: cell.out, log.txt)")
+    return len(launches)
 
 
-def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: LaunchOptions) -> int:
-    """Every unfinished cell as its own process (a pool, or SLURM tasks), from its folder; returns how many.
-    With ``no_wait`` the cells nobody runs yet are submitted and the count of unfinished cells returned at once."""
+def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: LaunchOptions, res: BenchResult) -> None:
+    """Every unfinished cell as its own process (a pool, or SLURM tasks), from its folder, counted in ``res``. With
+    ``no_wait`` the cells nobody runs yet are submitted and the unfinished ones counted as pending at once."""
     g = launch.gpus_per_cell
     if launch.no_wait and (launch.launcher != "submitit" or launch.cluster == "debug"):
         raise ReprodistillError(
@@ -194,13 +198,15 @@ def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: L
             continue
         write_cell_config(folder, cell_config(cfg, cell))
         jobs.append(CellJob(folder, cell_command(folder, command_gpus), done.is_file))
+    res.cells_kept = len(cells) - len(jobs)
     if launch.no_wait:
         free = [j for j in jobs if cell_holder(j.folder) is None]  # not running and not queued from before
         if free:
             launcher.submit(free)  # type: ignore[attr-defined]
-        return len(jobs)
-    _run_jobs(jobs, launcher)
-    return len(jobs)
+        res.cells_pending = len(jobs)
+        return
+    res.cells_run = _run_jobs(jobs, launcher)
+    res.cells_collected = len(jobs) - res.cells_run
 
 
 def _run_here(cfg: RunConfig, cells: list[Cell], bench_dir: Path, retest: bool, res: BenchResult) -> None:
@@ -235,8 +241,9 @@ def _run_here(cfg: RunConfig, cells: list[Cell], bench_dir: Path, retest: bool, 
                 held.append(cell)
         setup_logging(bench_dir)  # the cell's run pointed the log at its own folder
     folders = [bench_dir / "cells" / c.folder for c in held]
-    _run_jobs([CellJob(f, cell_command(f), c.result_path(bench_dir).is_file) for f, c in zip(folders, held)],
-              ProcessLauncher(1))  # fmt: skip
+    trained = _run_jobs([CellJob(f, cell_command(f), c.result_path(bench_dir).is_file) for f, c in zip(folders, held)],
+                        ProcessLauncher(1))  # fmt: skip
+    res.cells_run, res.cells_collected = res.cells_run + trained, len(held) - trained
 
 
 def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool, launch: LaunchOptions) -> BenchResult:
@@ -260,12 +267,10 @@ def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool, launc
         len(cfg.bench.seeds),
     )
     if launch.launcher != "local" and not retest:
-        res.cells_run = _run_processes(cfg, cells, bench_dir, launch)
-        res.cells_kept = len(cells) - res.cells_run
-        if launch.no_wait and res.cells_run:
-            res.cells_pending, res.cells_run = res.cells_run, 0
-            log.info("bench: %d cells submitted or still queued; %d finished. Run the same command again to "
-                     "collect the report (it waits for the queued cells)", res.cells_pending, res.cells_kept)  # fmt: skip
+        _run_processes(cfg, cells, bench_dir, launch, res)
+        if res.cells_pending:
+            log.info("bench: %d cells submitted or still queued; %d finished. Run the same command again to collect "
+                     "the report (it waits for the queued cells)", res.cells_pending, res.cells_kept)  # fmt: skip
             return res
     else:
         _run_here(cfg, cells, bench_dir, retest, res)
@@ -278,6 +283,6 @@ def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool, launc
     if plots:
         command = " ".join(["reprodistill", *sys.argv[1:]]) if Path(sys.argv[0]).name == "reprodistill" else None
         write_report(bench_dir, cfg, res.rows, res.wall_time_s, res.cells_run, command)
-    log.info("bench: %d cells trained, %d %s from before; %.0f s", res.cells_run, res.cells_kept,
-             "re-tested" if retest else "kept", res.wall_time_s)  # fmt: skip
+    log.info("bench: %d cells trained, %d %s from before, %d collected from other processes; %.0f s", res.cells_run,
+             res.cells_kept, "re-tested" if retest else "kept", res.cells_collected, res.wall_time_s)  # fmt: skip
     return res

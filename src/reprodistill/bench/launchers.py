@@ -125,11 +125,17 @@ def cell_holder(folder: Path) -> Optional[str]:
     return HeartbeatLock(folder).holder() or queued_holder(folder)
 
 
-def run_cells(jobs: list[CellJob], launcher: Launcher, wait_s: float = 5.0, max_rounds: int = 3) -> list[Path]:
+def run_cells(
+    jobs: list[CellJob],
+    launcher: Launcher,
+    wait_s: float = 5.0,
+    max_rounds: int = 3,
+    launches: Optional[dict[Path, int]] = None,
+) -> list[Path]:
     """Run every job that is not finished and not held by a live process, then wait for the held ones; a cell whose
     holder died without finishing is launched again (up to ``max_rounds`` launches). Returns the folders that never
-    finished."""
-    launches: dict[Path, int] = {}
+    finished; ``launches`` (if given) receives how often each folder was launched here."""
+    launches = {} if launches is None else launches
     while True:
         pending = [j for j in jobs if not j.done()]
         if not pending:

@@ -520,7 +520,11 @@ def write_report(
         lines += ["## Paired comparisons", "", paired]
     if fm_rows:
         lines += ["### Non-deployed FM branches (reported by their methods)", "", fm_rows, ""]
-    kept = "" if cells_run is None else f", {cells_run} of {len(rows)} cells trained now, the rest kept from before"
+    kept = (
+        ""
+        if cells_run is None
+        else f", {cells_run} of {len(rows)} cells trained by this command, the rest earlier or by other processes"
+    )
     lines += [
         "## How this was made",
         "",
