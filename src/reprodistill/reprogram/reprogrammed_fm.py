@@ -13,7 +13,7 @@ from typing import Any, Callable, Literal, Optional, Protocol
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm.autonotebook import tqdm
 
 from reprodistill.errors import ConfigError
 from reprodistill.models.teacher import Teacher

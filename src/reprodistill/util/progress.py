@@ -8,7 +8,10 @@ import sys
 import time
 from typing import Iterable, Iterator, Optional, TypeVar
 
-from tqdm.auto import tqdm
+# not tqdm.auto: its asyncio class calls iter() on the iterable when the bar is made and again when it is iterated,
+# so a DataLoader started twice per round drew one more global-RNG number on a terminal (its base seed) and a run's
+# dropout masks, hence its numbers, depended on whether stderr was a terminal
+from tqdm.autonotebook import tqdm
 
 log = logging.getLogger("reprodistill")
 T = TypeVar("T")
@@ -27,7 +30,7 @@ def progress(
     rule only)."""
     total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)  # type: ignore[arg-type]
     if sys.stderr.isatty():
-        yield from tqdm(items, desc=desc, total=total, unit=unit, leave=False)
+        yield from tqdm(iter(items), desc=desc, total=total, unit=unit, leave=False)  # one iter(), as below
         return
     t0 = last = time.perf_counter()
     next_pct = 10
