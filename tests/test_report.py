@@ -165,3 +165,12 @@ def test_latency_is_one_figure_per_deployed_architecture():
     assert sorted(lat.values()) == [5.6, 900.0]  # the three resnet18 rows: one figure, the fastest
     table = results_markdown(rows, ["student", "rd", "kd", "lora"])
     assert table.count("| 5.6 |") == 3 and "| 900.0 |" in table and "fastest" in table
+
+
+def test_report_says_how_many_cells_this_command_trained():
+    from reprodistill.bench.report import cells_trained_here
+
+    assert cells_trained_here(None, 4) == ""
+    assert cells_trained_here(4, 4) == ", all 4 cells trained by this command"
+    assert cells_trained_here(1, 4) == ", 1 of 4 cells trained by this command, the rest earlier or by other processes"
+    assert "0 of 4" in cells_trained_here(0, 4)  # a rerun that only collected: none trained here

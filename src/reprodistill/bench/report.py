@@ -520,11 +520,7 @@ def write_report(
         lines += ["## Paired comparisons", "", paired]
     if fm_rows:
         lines += ["### Non-deployed FM branches (reported by their methods)", "", fm_rows, ""]
-    kept = (
-        ""
-        if cells_run is None
-        else f", {cells_run} of {len(rows)} cells trained by this command, the rest earlier or by other processes"
-    )
+    kept = cells_trained_here(cells_run, len(rows))
     lines += [
         "## How this was made",
         "",
@@ -545,6 +541,15 @@ def write_report(
     path = bench_dir / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def cells_trained_here(cells_run: Optional[int], cells: int) -> str:
+    """The report's clause on how many of the cells this invocation trained ('' when not known)."""
+    if cells_run is None:
+        return ""
+    if cells_run >= cells:
+        return f", all {cells} cells trained by this command"
+    return f", {cells_run} of {cells} cells trained by this command, the rest earlier or by other processes"
 
 
 def _cell_commits(rows: list[dict[str, Any]]) -> list[str]:
