@@ -45,8 +45,8 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "breast-10-tdmr-unl",
         "BreastMNIST 10%, 5 seeds: TDMR distilling on the unlabelled images too",
         "TDMR's stage 2 now distils on the 491 unlabelled images as well (stage 1 trains on the 55 labelled ones at "
-        "the preset's 40-step budget and scores the rest once); `tdmr-unl` beside the student alone and `rd-unl`, "
-        "whose cells are those of the 10-seed section above (copied, seeds 0-4).",
+        "the preset's budget, 5 joint steps at 55 images, and scores the rest once); `tdmr-unl` beside the student "
+        "alone and `rd-unl`, whose cells are those of the 10-seed section above (copied, seeds 0-4).",
     ),
     (
         "runs/p10-ssl5",
