@@ -153,6 +153,13 @@ def test_verdict_picks_on_validation_and_compares_the_best_of_each_side():
         if r["method"] == "fixmatch-unl":
             r["val_auc"] = 0.9
     assert "deploy `fixmatch-unl`" in verdict_markdown(rows, methods, bases)
+    assert "only the small model" not in verdict_markdown(rows, methods, bases)
+    # a PEFT row ahead on validation deploys the FM: the line also names the best row that ships the small student
+    rows += [_row("lora", s, 0.88, deploys="FM", val_auc=0.95) for s in range(4)]
+    text = verdict_markdown(rows, methods + ["lora"], bases)
+    assert "deploy `lora`** (FM," in text and "best alternative `lora`" in text
+    assert "if only the small model can be deployed: `fixmatch-unl` (mean validation AUC 0.9000)" in text
+    assert f"minus the best small-model alternative `fixmatch-unl` (val 0.9000): AUC +{d.mean():.4f} [" in text
 
 
 def test_latency_is_one_figure_per_deployed_architecture():

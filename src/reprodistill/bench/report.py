@@ -174,33 +174,53 @@ def _best_on_validation(rows: list[dict[str, Any]], methods: list[str], fraction
     return max(scored, key=lambda mv: mv[1])[0] if scored else None
 
 
+def _deploys(rows: list[dict[str, Any]], method: str, fraction: float) -> str:
+    """What a method's cells at ``fraction`` deploy ("student" or "FM")."""
+    return str(next(r["deploys"] for r in rows if r["method"] == method and float(r["fraction"]) == fraction))
+
+
 def verdict_markdown(rows: list[dict[str, Any]], methods: list[str], bases: dict[str, str]) -> str:
-    """One line per fraction a user can act on: the method to deploy (the best mean validation AUC of every row)
-    and, on the test split, paired over seeds, reprodistill's best transfer method (RD / DRD / TDMR, any variant,
-    chosen on validation) minus the best alternative (everything else: the student alone or pretrained,
-    semi-supervised, KD and PEFT rows, chosen on validation the same way)."""
+    """One line per fraction a user can act on: the method to deploy (the best mean validation AUC of every row; where
+    that row deploys the FM, also the best row that ships the small student) and, on the test split, paired over
+    seeds, reprodistill's best transfer method (RD / DRD / TDMR, any variant, chosen on validation) minus the best
+    alternative (everything else: the student alone or pretrained, semi-supervised, KD and PEFT rows, chosen on
+    validation the same way; where that is a PEFT row, which ships the FM, also minus the best small-model one)."""
     out = []
     for frac in sorted({float(r["fraction"]) for r in rows}, reverse=True):
         present = [m for m in methods if any(r["method"] == m and float(r["fraction"]) == frac for r in rows)]
+        small = [m for m in present if _deploys(rows, m, frac) == "student"]
+        others = [m for m in present if bases.get(m, m) not in REPROGRAMMING]
         ours = _best_on_validation(rows, [m for m in present if bases.get(m, m) in REPROGRAMMING], frac)
-        alt = _best_on_validation(rows, [m for m in present if bases.get(m, m) not in REPROGRAMMING], frac)
+        alt = _best_on_validation(rows, others, frac)
         pick = _best_on_validation(rows, [m for m in (ours, alt) if m], frac)
         if pick is None:
             continue
         cell = next(r for r in rows if r["method"] == pick and float(r["fraction"]) == frac)
         what = f"{cell['deploys']}, {float(cell['params']) / 1e6:.2f}M params"
-        val = {m: f"{_mean_val_auc(rows, m, frac):.4f}" for m in (pick, ours, alt) if m}
+        val = {m: f"{_mean_val_auc(rows, m, frac):.4f}" for m in present}
         line = f"- **Fraction {frac:g}: deploy `{pick}`** ({what}; mean validation AUC {val[pick]})"
+        best_small = _best_on_validation(rows, small, frac)
+        if pick not in small and best_small:  # the FM itself (a PEFT row): name the best model that is small to ship
+            line += f"; if only the small model can be deployed: `{best_small}` (mean validation AUC {val[best_small]})"
         if ours and alt:
-            diffs = {k: paired_difference(rows, ours, alt, frac, k) for k in ("auc", "balanced_accuracy")}
-            n = max((d[3] for d in diffs.values() if d), default=0)
+            n, text = _verdict_difference(rows, ours, alt, frac)
             line += (
                 f". Test, paired over {n} seeds, reprodistill's best `{ours}` (val {val[ours]}) minus the best "
-                f"alternative `{alt}` (val {val[alt]}): AUC "
-                f"{_fmt_diff(diffs['auc'])}, bal. acc {_fmt_diff(diffs['balanced_accuracy'])}"
+                f"alternative `{alt}` (val {val[alt]}): {text}"
             )
+            small_alt = _best_on_validation(rows, [m for m in others if m in small], frac)
+            if alt not in small and small_alt:
+                line += f"; minus the best small-model alternative `{small_alt}` (val {val[small_alt]}): "
+                line += _verdict_difference(rows, ours, small_alt, frac)[1]
         out.append(line + ".")
     return "\n".join(out)
+
+
+def _verdict_difference(rows: list[dict[str, Any]], a: str, b: str, frac: float) -> tuple[int, str]:
+    """(seeds paired, "AUC ..., bal. acc ...") of ``a`` minus ``b`` on the test split."""
+    diffs = {k: paired_difference(rows, a, b, frac, k) for k in ("auc", "balanced_accuracy")}
+    n = max((d[3] for d in diffs.values() if d), default=0)
+    return n, f"AUC {_fmt_diff(diffs['auc'])}, bal. acc {_fmt_diff(diffs['balanced_accuracy'])}"
 
 
 def paired_markdown(rows: list[dict[str, Any]], methods: list[str], bases: dict[str, str]) -> str:
