@@ -102,3 +102,18 @@ def test_random_bytes_checkpoint_is_called_invalid_and_unsafe_loading_never_sugg
     with pytest.raises(WeightsError, match="refused for safety") as e:
         load_checkpoint(code)
     assert "weights_only" not in str(e.value)
+
+
+def test_a_damaged_or_missing_json_record_says_what_to_do(tmp_path):
+    """A damaged record is to be deleted; a missing one (a cell folder moved while a bench ran) is to be redone by
+    rerunning, not 'deleted'."""
+    from reprodistill.errors import ReprodistillError
+    from reprodistill.util.checkpoint import read_json
+
+    bad = tmp_path / "result.json"
+    bad.write_text('{"auc": 0.8')
+    with pytest.raises(ReprodistillError, match="unreadable .*delete it to redo that step"):
+        read_json(bad)
+    with pytest.raises(ReprodistillError, match="missing .*rerun the command") as e:
+        read_json(tmp_path / "gone.json")
+    assert "delete" not in str(e.value)

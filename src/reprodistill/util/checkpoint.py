@@ -71,6 +71,8 @@ def read_json(path: str | Path) -> Any:
     """Parse a JSON file written by :func:`write_json`; a damaged one is named with what to do."""
     try:
         return json.loads(Path(path).read_text())
+    except FileNotFoundError:  # e.g. a finished bench cell's folder moved away while the bench ran
+        raise ReprodistillError(f"{path} is missing (removed after it was written); rerun the command") from None
     except (OSError, ValueError) as e:
         raise ReprodistillError(f"{path} is unreadable ({e}); delete it to redo that step") from None
 
