@@ -174,29 +174,24 @@ def _best_on_validation(rows: list[dict[str, Any]], methods: list[str], fraction
     return max(scored, key=lambda mv: mv[1])[0] if scored else None
 
 
-def _deploys(rows: list[dict[str, Any]], method: str, fraction: float) -> str:
-    """What a method's cells at ``fraction`` deploy ("student" or "FM")."""
-    return str(next(r["deploys"] for r in rows if r["method"] == method and float(r["fraction"]) == fraction))
-
-
 def verdict_markdown(rows: list[dict[str, Any]], methods: list[str], bases: dict[str, str]) -> str:
     """One line per fraction a user can act on: the method to deploy (the best mean validation AUC of every row; where
     that row deploys the FM, also the best row that ships the small student) and, on the test split, paired over
     seeds, reprodistill's best transfer method (RD / DRD / TDMR, any variant, chosen on validation) minus the best
     alternative (everything else: the student alone or pretrained, semi-supervised, KD and PEFT rows, chosen on
     validation the same way; where that is a PEFT row, which ships the FM, also minus the best small-model one)."""
+    agg = aggregate(rows)
     out = []
-    for frac in sorted({float(r["fraction"]) for r in rows}, reverse=True):
-        present = [m for m in methods if any(r["method"] == m and float(r["fraction"]) == frac for r in rows)]
-        small = [m for m in present if _deploys(rows, m, frac) == "student"]
+    for frac in sorted({k[1] for k in agg}, reverse=True):
+        present = [m for m in methods if (m, frac) in agg]
+        small = [m for m in present if agg[(m, frac)]["deploys"] == "student"]
         others = [m for m in present if bases.get(m, m) not in REPROGRAMMING]
         ours = _best_on_validation(rows, [m for m in present if bases.get(m, m) in REPROGRAMMING], frac)
         alt = _best_on_validation(rows, others, frac)
         pick = _best_on_validation(rows, [m for m in (ours, alt) if m], frac)
         if pick is None:
             continue
-        cell = next(r for r in rows if r["method"] == pick and float(r["fraction"]) == frac)
-        what = f"{cell['deploys']}, {float(cell['params']) / 1e6:.2f}M params"
+        what = f"{agg[(pick, frac)]['deploys']}, {agg[(pick, frac)]['params'][0] / 1e6:.2f}M params"
         val = {m: f"{_mean_val_auc(rows, m, frac):.4f}" for m in present}
         line = f"- **Fraction {frac:g}: deploy `{pick}`** ({what}; mean validation AUC {val[pick]})"
         best_small = _best_on_validation(rows, small, frac)
