@@ -254,9 +254,53 @@ def test_stage2_distils_on_unlabelled_images_that_stage1_never_trained_on(tdmr_s
     assert method.reprogrammed.steps == 4
     curve = method.reprogrammed.curve
     assert [c["epoch"] for c in curve] == [0, 1, 2] and [c["steps"] for c in curve] == [0, 2, 4]
-    assert all(0 <= c["val_accuracy"] <= 1 and c["val_loss"] > 0 for c in curve)
+    assert all(0 <= c["val_accuracy"] <= 1 and 0 <= c["val_auc"] <= 1 and c["val_loss"] > 0 for c in curve)
     batch = {"image": ds.images[12:20], "label": torch.from_numpy(hidden[12:20]), "index": torch.arange(12, 20)}
     method.train()
     method.progress = 0.5
     out = method(batch)
     assert torch.isfinite(out.loss) and out.parts["kd"] > 0  # KD reads the unlabelled rows' targets too
+
+
+def test_a_tdmr_run_writes_stage1s_validation_curve_with_the_auc_the_bench_ranks_on(tiny_teacher, small_npz, tmp_path):
+    """Stage 1's curve reaches the method folder (``prepare_curve.csv``): one row after the head warm-up and each
+    joint epoch; its last row is the frozen reprogrammed FM's validation loss, accuracy and AUC, recomputed here."""
+    import csv
+
+    from reprodistill.config import load_config
+    from reprodistill.data.dataset import ImageDataset
+    from reprodistill.data.sources import load_data
+    from reprodistill.engine.metrics import classification_metrics
+    from reprodistill.engine.run import run
+    from reprodistill.methods import METHODS
+    from reprodistill.models import create_teacher
+
+    tiny_teacher(32)  # writes tmp_path/fm.pt
+    cfg = load_config("default", [
+        f"data.source={small_npz}", "methods=[tdmr]", f"teacher.name={tmp_path / 'fm.pt'}", "teacher.arch=resnet10t",
+        "teacher.image_size=32", "student.name=resnet10t", "train.epochs=1", "train.steps=null",
+        "train.batch_size=16", f"teacher.cache_dir={tmp_path / 'cache'}", "method_options.tdmr.stage1_epochs=2",
+        "method_options.tdmr.stage1_head_epochs=2", "method_options.tdmr.stage1_batch_size=32",
+    ])  # fmt: skip
+    run(cfg, run_dir=tmp_path / "run")
+    rows = list(csv.DictReader(open(tmp_path / "run" / "tdmr" / "prepare_curve.csv")))
+    # 60 labelled images in batches of 32: 2 joint steps per epoch
+    assert [(int(r["epoch"]), int(r["steps"])) for r in rows] == [(0, 0), (1, 2), (2, 4)]
+    assert all(0 <= float(r["val_auc"]) <= 1 and 0 <= float(r["val_accuracy"]) <= 1 for r in rows)
+    # the last row is the reprogrammed FM as stage 2 used it: rebuild it from the stored stage 1 and score val again
+    student = create_student(StudentConfig(name="resnet10t"), 2, (28, 28))
+    ctx = MethodContext(cfg=cfg, num_classes=2, student=student, teacher=create_teacher(cfg.teacher),
+                        class_weights=None)  # fmt: skip
+    method = METHODS.get("tdmr")(ctx, METHODS.get("tdmr").parse_options(cfg.method_options["tdmr"]))
+    state = torch.load(next((tmp_path / "cache").glob("tdmr-stage1-*.pt")), weights_only=True)
+    for m, sd in zip(method.reprogrammed.parts(), state["modules"]):
+        m.load_state_dict(sd)
+    method.reprogrammed.eval()
+    data = load_data(cfg.data)
+    val = ImageDataset(data.val, data.channels, data.load_size)
+    images = torch.stack([val[i]["image"] for i in range(len(val))])
+    with torch.no_grad():
+        logits = method.reprogrammed(method.reprogrammed.fm_features(images))[1]
+    expected = classification_metrics(logits.log_softmax(1).numpy(), data.val.labels)
+    assert float(rows[-1]["val_auc"]) == pytest.approx(expected["auc"], abs=1e-6)
+    assert float(rows[-1]["val_accuracy"]) == pytest.approx(expected["accuracy"], abs=1e-6)

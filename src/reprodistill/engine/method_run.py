@@ -61,6 +61,8 @@ def train_and_test(
     t_prep = time.perf_counter()
     method.prepare(splits["train"], device, val=splits["val"])
     prepare_s = method.prepare_s if method.prepare_s is not None else time.perf_counter() - t_prep
+    if main and (curve := method.prepare_curve()):
+        write_csv(out.prepare_curve, curve)
     if method.loop_training:
         fitted = fit(method, splits["train"], splits["val"], cfg.train, out.path, device, resume=resume)
     else:  # prepare() solved it (e.g. a converged probe): that state is the result

@@ -5,6 +5,7 @@ Layout::
     runs/<time>-<name>/
       config.yaml  env.json  data.json  teacher.json  log.txt  results.csv  results.md  [retest.json]
       <method>/metrics.csv  best.pt  last.pt  test_metrics.json  test_predictions.csv  result.json
+               [prepare_curve.csv]
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ class MethodDir:
     def test_predictions(self) -> Path:
         """Per-image test outputs of the reported checkpoint (calibrated probabilities, as ``predict`` prints)."""
         return self.path / "test_predictions.csv"
+
+    @property
+    def prepare_curve(self) -> Path:
+        """The validation curve of the method's preparation, where it trains something there (TDMR's stage 1)."""
+        return self.path / "prepare_curve.csv"
 
     @property
     def result(self) -> Path:

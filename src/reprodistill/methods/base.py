@@ -168,6 +168,13 @@ class Method(nn.Module):
         Must be deterministic: a resumed run calls it again before loading its checkpoint.
         """
 
+    def prepare_curve(self) -> list[dict[str, float]]:
+        """Validation rows that :meth:`prepare` recorded while it trained something (e.g. TDMR's stage 1: one row
+        after its head warm-up and each joint epoch), so a user can see whether its budget converged; the engine
+        writes them to the method folder's ``prepare_curve.csv``. Empty for a method whose preparation trains
+        nothing on the shared loop's behalf."""
+        return []
+
     def fm_pass(self, device: torch.device) -> FMPass:
         """Passes of this method's frozen FM over whole data sets, with the run's batch size, workers and cache."""
         return FMPass.from_config(self.teacher, self.ctx.cfg, device)

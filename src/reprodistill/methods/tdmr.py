@@ -175,6 +175,10 @@ class TaskDrivenModelReprogramming(Method):
             state["compute_seconds"] = self.prepare_s
             save_checkpoint(path, state)
 
+    def prepare_curve(self) -> list[dict[str, float]]:
+        """Stage 1's validation curve: after the head warm-up (epoch 0) and each joint epoch."""
+        return self.reprogrammed.curve
+
     def _fixed_features(self, train: Any, device: torch.device) -> torch.Tensor:
         """Fixed-view pooled FM features of the training split, from the feature cache when they are there."""
         timings: dict[str, float] = {}

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from tqdm.autonotebook import tqdm
 
+from reprodistill.engine.metrics import classification_metrics
 from reprodistill.errors import ConfigError
 from reprodistill.models.teacher import Teacher
 from reprodistill.reprogram.label_map import MappedHead
@@ -98,8 +99,8 @@ class ReprogrammedFM(nn.Module):
             else nn.Linear(self.proxy_dim, num_classes)
         )
         self.steps = 0  # joint (prompt) steps the last fit took
-        # the last fit's validation curve: {'epoch', 'steps', 'val_loss', 'val_accuracy'} after the head warm-up
-        # (epoch 0) and after every joint epoch
+        # the last fit's validation curve: {'epoch', 'steps', 'val_loss', 'val_accuracy', 'val_auc'} after the head
+        # warm-up (epoch 0) and after every joint epoch
         self.curve: list[dict[str, float]] = []
 
     def parts(self) -> list[nn.Module]:
@@ -198,7 +199,7 @@ class ReprogrammedFM(nn.Module):
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         epoch: int,
     ) -> None:
-        """Append the validation loss and accuracy of the reprogrammed FM as it is now to :attr:`curve`."""
+        """Append the validation loss, accuracy and AUC of the reprogrammed FM as it is now to :attr:`curve`."""
         if val is None:
             return
         was = [m.training for m in self.parts()]
@@ -208,11 +209,15 @@ class ReprogrammedFM(nn.Module):
         with torch.no_grad():
             logits = self(f_t.to(fm.device))[1]
             y = val.labels.to(fm.device)
-            loss, acc = float(loss_fn(logits, y)), float((logits.argmax(1) == y).float().mean())
+            loss = float(loss_fn(logits, y))
+            # the validation metrics the bench ranks on: a loss that rises while the ranking holds is overconfidence
+            scores = classification_metrics(logits.float().log_softmax(1).cpu().numpy(), y.cpu().numpy())
         for m, w in zip(self.parts(), was):
             m.train(w)
-        self.curve.append({"epoch": epoch, "steps": self.steps, "val_loss": loss, "val_accuracy": acc})
-        log.info("tdmr stage 1, epoch %d (%d joint steps): val loss %.4f, val acc %.4f", epoch, self.steps, loss, acc)
+        acc, auc = scores["accuracy"], scores["auc"]
+        self.curve.append({"epoch": epoch, "steps": self.steps, "val_loss": loss, "val_accuracy": acc, "val_auc": auc})
+        log.info("tdmr stage 1, epoch %d (%d joint steps): val loss %.4f, val acc %.4f, val AUC %.4f", epoch,
+                 self.steps, loss, acc, auc)  # fmt: skip
 
     def _step(
         self,
