@@ -69,6 +69,21 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "trained here.",
     ),
     (
+        "runs/b10-lite0-methods",
+        "breast-10-lite0-methods",
+        "BreastMNIST 10%, 3 seeds: the pretrained student under FixMatch, KD and RD",
+        "Item 2's other rows: the ImageNet EfficientNet-Lite0 student (offline weights, 64 px, the size chosen on "
+        "validation above) trained by `fixmatch`, `kd` and `rd` on the 491 unlabelled images too, beside it alone and "
+        "the resnet18 student from scratch. Seeds 0-2 only: a Lite0 FixMatch cell costs ~8 min here (weak and strong "
+        "views at 64 px), 20 min a seed for the five rows, so seeds 3-4 were left for a later session; the intervals "
+        "are wide. No Lite0 row beats the Lite0 alone on validation, on test they are within 0.013 AUC of it "
+        "(every interval spans 0), and none reaches the resnet18 rows of the 10-seed section (fixmatch-unl 0.765, "
+        "rd-unl 0.782 test AUC): the ImageNet student does not pay on these upsampled 28-px ultrasound images under "
+        "any method. RD's reprogrammed branch is weaker when co-trained "
+        "with the Lite0 student (0.733 test AUC here against 0.798 with resnet18): its shared head then lives in "
+        "Lite0's 1,280-d feature space.",
+    ),
+    (
         "runs/b10-tdmr-unl",
         "breast-10-tdmr-unl",
         "BreastMNIST 10%, 5 seeds: TDMR distilling on the unlabelled images too",
