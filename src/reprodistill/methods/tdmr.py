@@ -113,7 +113,7 @@ class TaskDrivenModelReprogramming(Method):
         "not recommended over rd: with data.unlabelled (10% labels, 5 seeds) it beats the student alone on "
         "BreastMNIST (+0.075 AUC [+0.032, +0.119]) but not on PneumoniaMNIST (+0.004 [-0.017, +0.024]), where its "
         "reprogrammed FM (test AUC 0.90) is below RD's branch on the same FM (0.95); rd-unl beats the student on "
-        "both (PneumoniaMNIST +0.019 [+0.008, +0.029]) at half its time; deploy rd"
+        "both (PneumoniaMNIST +0.019 [+0.008, +0.029]) in half to two thirds of its time; deploy rd"
     )
     loss_weights = ("feature_weight", "kd_weight", "ce_weight")
 
