@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from reprodistill.engine.metrics import binary_auc, classification_metrics
+from reprodistill.util.metrics import binary_auc, classification_metrics
 
 
 @pytest.mark.parametrize("k, n, seed", [(2, 200, 0), (2, 37, 1), (3, 150, 2), (5, 300, 3)])

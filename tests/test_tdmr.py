@@ -270,10 +270,10 @@ def test_a_tdmr_run_writes_stage1s_validation_curve_with_the_auc_the_bench_ranks
     from reprodistill.config import load_config
     from reprodistill.data.dataset import ImageDataset
     from reprodistill.data.sources import load_data
-    from reprodistill.engine.metrics import classification_metrics
     from reprodistill.engine.run import run
     from reprodistill.methods import METHODS
     from reprodistill.models import create_teacher
+    from reprodistill.util.metrics import classification_metrics
 
     tiny_teacher(32)  # writes tmp_path/fm.pt
     cfg = load_config("default", [

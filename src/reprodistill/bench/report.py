@@ -11,11 +11,11 @@ from typing import Any, Optional
 import numpy as np
 
 from reprodistill.config import RunConfig, method_variant
-from reprodistill.engine.metrics import SCALAR_METRICS, ranking_metric, selection_rule_text, selection_score
 from reprodistill.engine.profile import LATENCY_RULE
 from reprodistill.engine.run_dir import MethodDir, RunDir
 from reprodistill.engine.sanity import majority_metrics, published_line
 from reprodistill.util.checkpoint import read_json, write_text
+from reprodistill.util.metrics import SCALAR_METRICS, ranking_metric, selection_rule_text, selection_score
 
 METRIC_NAMES = {"accuracy": "acc", "balanced_accuracy": "bal. acc", "macro_f1": "macro-F1", "auc": "AUC"}
 

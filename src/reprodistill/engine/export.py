@@ -22,12 +22,12 @@ from reprodistill.config import RunConfig, StudentConfig, from_dict
 from reprodistill.data.dicom import DicomDecoding, MissingCodecError, is_dicom, read_header
 from reprodistill.data.image_files import IMAGE_SUFFIXES, list_image_files, load_image_file
 from reprodistill.data.transforms import InputSpec, preprocess
-from reprodistill.engine.metrics import ranking_metric, selection_score
 from reprodistill.engine.run_dir import RunDir
 from reprodistill.errors import DataError, ReprodistillError
 from reprodistill.methods import METHODS
 from reprodistill.models import Student, create_student
 from reprodistill.util.checkpoint import atomic_write, load_checkpoint, write_csv, write_json, write_text
+from reprodistill.util.metrics import ranking_metric, selection_score
 
 EXPORT_FORMAT = 1
 

@@ -21,12 +21,12 @@ from reprodistill.distill import fit_logit_scale, scaled_nll
 from reprodistill.engine import distributed
 from reprodistill.engine.budget import BudgetLog
 from reprodistill.engine.distributed import GlobalBatchSampler, MixedBatchSampler, shard_indices
-from reprodistill.engine.metrics import SCALAR_METRICS, classification_metrics, round_score
 from reprodistill.engine.run_dir import MethodDir
 from reprodistill.errors import ReprodistillError
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Method, StepOutput
 from reprodistill.util.checkpoint import load_checkpoint, save_checkpoint, write_csv
+from reprodistill.util.metrics import SCALAR_METRICS, classification_metrics, round_score
 from reprodistill.util.progress import progress
 
 log = logging.getLogger("reprodistill")
@@ -124,7 +124,7 @@ def predict(
         loss_sum += float(torch.nn.functional.cross_entropy(logits, batch["label"], weight=w, reduction="sum"))
         weight_sum += float(w[batch["label"]].sum()) if w is not None else float(len(batch["label"]))
         outputs = {"model": logits, **(method.extra_logits(batch) if extra else {})}
-        for name, z in outputs.items():  # log-probabilities: float probabilities saturate (see engine.metrics)
+        for name, z in outputs.items():  # log-probabilities: float probabilities saturate (see util.metrics)
             scores.setdefault(name, []).append(z.double().log_softmax(-1).cpu().numpy())
         labels.append(batch["label"].cpu().numpy())
     parts = distributed.all_gather_objects((scores, labels, loss_sum, weight_sum))

@@ -14,7 +14,6 @@ import torch
 from reprodistill.config import RunConfig
 from reprodistill.engine import distributed
 from reprodistill.engine.loop import FitResult, Predictions, calibration, fit, metrics_of, predict
-from reprodistill.engine.metrics import SCALAR_METRICS
 from reprodistill.engine.profile import count_params, flops, latency_ms, peak_rss_mb
 from reprodistill.engine.results import MethodResult
 from reprodistill.engine.run_dir import RunDir
@@ -23,6 +22,7 @@ from reprodistill.errors import ReprodistillError
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods import Method
 from reprodistill.util.checkpoint import load_checkpoint, save_checkpoint, write_csv
+from reprodistill.util.metrics import SCALAR_METRICS
 
 log = logging.getLogger("reprodistill")
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from reprodistill.engine.metrics import SCALAR_METRICS
 from reprodistill.engine.profile import LATENCY_RULE
 from reprodistill.engine.sanity import flag_text
+from reprodistill.util.metrics import SCALAR_METRICS
 
 
 @dataclass

@@ -20,7 +20,6 @@ import yaml
 
 from reprodistill.config import RunConfig, to_dict
 from reprodistill.data.sources import DataBundle
-from reprodistill.engine.metrics import selection_rule_text
 from reprodistill.engine.profile import peak_rss_mb
 from reprodistill.engine.results import RESULT_COLUMNS, MethodResult, RunResult, results_table
 from reprodistill.engine.sanity import majority_metrics, published_line
@@ -28,6 +27,7 @@ from reprodistill.errors import ReprodistillError
 from reprodistill.models.teacher import Teacher
 from reprodistill.util.checkpoint import read_json, write_csv, write_json, write_text
 from reprodistill.util.lock import FolderLock
+from reprodistill.util.metrics import selection_rule_text
 
 
 class MethodDir:

@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from reprodistill.engine.metrics import classification_metrics
+from reprodistill.util.metrics import classification_metrics
 
 # A model whose most frequent test prediction takes at least this share of the test set is flagged as one-class.
 ONE_CLASS_SHARE = 0.97

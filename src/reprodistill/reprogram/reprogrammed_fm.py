@@ -15,12 +15,12 @@ import torch
 from torch import nn
 from tqdm.autonotebook import tqdm
 
-from reprodistill.engine.metrics import classification_metrics
 from reprodistill.errors import ConfigError
 from reprodistill.models.teacher import Teacher
 from reprodistill.reprogram.label_map import MappedHead
 from reprodistill.reprogram.probe import batchnorm_head
 from reprodistill.reprogram.prompt import VisualPrompt
+from reprodistill.util.metrics import classification_metrics
 
 log = logging.getLogger("reprodistill")
 
