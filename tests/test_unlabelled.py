@@ -139,3 +139,30 @@ def test_only_distillation_methods_train_on_unlabelled_images(small_npz, tmp_pat
     assert res.results[0].test["extra"]["probed_fm"]["auc"] == pytest.approx(k_rest["extra"]["probed_fm"]["auc"])
     # cache entries: the labelled subset, val, test (none); the whole training split (rest); its second view (views)
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 5
+
+
+def test_tdmr_without_a_prompt_reads_the_shared_full_split_pass(small_npz, tmp_path):
+    """tdmr prompt=none with data.unlabelled=rest: stage 1 reads the engine's pass over the whole training split
+    (one cache entry, shared with kd and by every subset seed), not a pass of its own over each seed's
+    labelled + unlabelled order; its transfer cost counts that pass once."""
+    fm = tmp_path / "fm.pt"
+    import timm
+
+    torch.manual_seed(0)
+    torch.save(timm.create_model("resnet10t", pretrained=False, num_classes=0).state_dict(), fm)
+    common = [
+        f"data.source={small_npz}", "data.fraction=0.25", "data.unlabelled=rest", "methods=[kd,tdmr]",
+        "student.name=resnet10t", f"teacher.name={fm}", "teacher.arch=resnet10t", "teacher.image_size=32",
+        "train.epochs=1", "train.steps=2", "train.batch_size=8", "train.device=cpu",
+        f"teacher.cache_dir={tmp_path / 'cache'}", "method_options.tdmr.prompt=none",
+        "method_options.tdmr.stage1_epochs=1", "method_options.tdmr.stage1_batch_size=8",
+    ]  # fmt: skip
+    costs = []
+    for seed in (0, 1):
+        res = run(load_config("default", [*common, f"data.subset_seed={seed}"]), run_dir=tmp_path / str(seed))
+        tdmr = next(r for r in res.results if r.method == "tdmr")
+        assert tdmr.test["extra"]["reprogrammed_fm"]["auc"] >= 0  # stage 1 trained and was scored
+        costs.append((tdmr.fm_feature_s, tdmr.prepare_s))
+    # the whole training split, val, test: nothing per seed (a per-seed pass would add one entry for each seed)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 3
+    assert all(fm_s > 0 for fm_s, _ in costs)  # the shared pass is counted in tdmr's cost, as in kd's

@@ -113,7 +113,9 @@ def _run(
         teacher = build_teacher(cfg, device)
     if teacher is not None and main:
         folder.write_teacher(teacher)
-    features = _teacher_features(teacher, datasets, data, pool, methods, cfg, device, result)
+    options = {m: m.parse_options(cfg.method_options.get(m.name)) for m in methods}
+    kinds = {m: m.feature_kind(options[m]) for m in methods}
+    features = _teacher_features(teacher, datasets, data, pool, list(kinds.values()), cfg, device, result)
     weights = class_weights(data.train.labels, data.num_classes, cfg.train.class_weights)
     for method_cls in methods:
         seed_everything(cfg.train.seed)
@@ -125,8 +127,8 @@ def _run(
             teacher=teacher if method_cls.uses_teacher else None,
             class_weights=None if weights is None else weights.to(device),
         )
-        method: Method = method_cls(ctx, method_cls.parse_options(cfg.method_options.get(method_cls.name))).to(device)
-        kind = method_cls.teacher_features
+        method: Method = method_cls(ctx, options[method_cls]).to(device)
+        kind = kinds[method_cls]
         online = None
         if kind and cfg.teacher.features == "online":
             online = teacher.features if kind == "pooled" else teacher.feature_maps
@@ -162,14 +164,14 @@ def _teacher_features(
     datasets: dict[str, ImageDataset],
     data: DataBundle,
     pool: Optional[UnlabelledPool],
-    methods: list[type[Method]],
+    method_kinds: list[Optional[str]],
     cfg: RunConfig,
     device: torch.device,
     result: RunResult,
 ) -> dict[str, KindFeatures]:
-    """Each cached feature kind the methods read, computed once (FM seconds go to ``result``). Under torchrun,
-    rank 0 fills the cache first and the other ranks read it after a barrier (one FM pass in all)."""
-    kinds = dict.fromkeys(m.teacher_features for m in methods if m.teacher_features)
+    """Each cached feature kind the methods read (``method_kinds``), computed once (FM seconds go to ``result``).
+    Under torchrun, rank 0 fills the cache first and the other ranks read it after a barrier (one FM pass in all)."""
+    kinds = dict.fromkeys(k for k in method_kinds if k)
     if teacher is None or cfg.teacher.features != "cached":
         return {}
     fm, out = FMPass.from_config(teacher, cfg, device), {}

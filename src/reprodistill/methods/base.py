@@ -158,6 +158,13 @@ class Method(nn.Module):
         return from_dict(cls.Options, data or {}, f"method_options.{cls.name}")
 
     @classmethod
+    def feature_kind(cls, options: Any) -> Optional[str]:
+        """The cached feature kind the engine hands this method with these ``options`` (in its splits'
+        ``teacher_features`` and ``batch['teacher_features']``): :attr:`teacher_features` unless an option
+        changes it."""
+        return cls.teacher_features
+
+    @classmethod
     def describe_options(cls) -> dict[str, Any]:
         return dataclasses.asdict(cls.Options())
 

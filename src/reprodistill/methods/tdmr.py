@@ -120,6 +120,12 @@ class TaskDrivenModelReprogramming(Method):
     proxy_train: torch.Tensor  # a buffer
     logits_train: torch.Tensor  # a buffer
 
+    @classmethod
+    def feature_kind(cls, options: TDMROptions) -> Optional[str]:
+        """Without a prompt nothing before the FM trains: stage 1 reads the engine's cached pooled features, the
+        full-training-split pass the other methods share (with unlabelled images too), instead of its own pass."""
+        return "pooled" if options.prompt == "none" else None
+
     def __init__(self, ctx: MethodContext, options: TDMROptions) -> None:
         super().__init__(ctx, options)
         o = options
@@ -180,12 +186,15 @@ class TaskDrivenModelReprogramming(Method):
         """Stage 1's validation curve: after the head warm-up (epoch 0) and each joint epoch."""
         return self.reprogrammed.curve
 
-    def _fixed_features(self, train: Any, device: torch.device) -> torch.Tensor:
-        """Fixed-view pooled FM features of the training split, from the feature cache when they are there."""
+    def _fixed_features(self, split: FeatureSplit, name: str, device: torch.device) -> torch.Tensor:
+        """Fixed-view pooled FM features of ``split``: the engine's (its FM pass is counted with the run's), else
+        from the feature cache when they are there."""
+        if split.teacher_features is not None:
+            return split.teacher_features.float().to(device)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        feats = self.fm_pass(device).cached(train.dataset, "pooled", "train", timings=timings, desc="tdmr FM pass")
-        self._reused_fm_pass_s = max(0.0, timings["train"] - (time.perf_counter() - t0))  # > 0 on a cache hit
+        feats = self.fm_pass(device).cached(split.dataset, "pooled", name, timings=timings, desc="tdmr FM pass")
+        self._reused_fm_pass_s += max(0.0, timings[name] - (time.perf_counter() - t0))  # > 0 on a cache hit
         return feats.float().to(device)
 
     def train_stage1(self, train: Any, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
@@ -196,13 +205,13 @@ class TaskDrivenModelReprogramming(Method):
         labelled = ds if n_lab == len(ds) else Subset(ds, range(n_lab))
         labels = torch.as_tensor(ds.split.labels[:n_lab], dtype=torch.long)
         # nothing before the FM trains without a prompt: one (cached) FM pass serves every stage-1 epoch
-        fixed = self._fixed_features(train, device) if self.reprogrammed.prompt is None else None
+        fixed = self._fixed_features(train, "train", device) if self.reprogrammed.prompt is None else None
         budget = Stage1Budget(o.stage1_head_epochs, o.stage1_epochs, o.stage1_max_steps, o.stage1_lr,
                               o.stage1_batch_size)  # fmt: skip
         curve = None
         if val is not None:
             val_labels = torch.as_tensor(val.dataset.split.labels, dtype=torch.long)
-            val_fixed = fm.cached(val.dataset, "pooled", "val").float() if fixed is not None else None
+            val_fixed = self._fixed_features(val, "val", torch.device("cpu")) if fixed is not None else None
             curve = ValidationSet(val.dataset, val_labels, val_fixed)
         seed = self.ctx.cfg.train.seed + 17
         own = None if fixed is None else fixed[:n_lab]
