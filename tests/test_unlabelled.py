@@ -157,12 +157,10 @@ def test_tdmr_without_a_prompt_reads_the_shared_full_split_pass(small_npz, tmp_p
         f"teacher.cache_dir={tmp_path / 'cache'}", "method_options.tdmr.prompt=none",
         "method_options.tdmr.stage1_epochs=1", "method_options.tdmr.stage1_batch_size=8",
     ]  # fmt: skip
-    costs = []
     for seed in (0, 1):
         res = run(load_config("default", [*common, f"data.subset_seed={seed}"]), run_dir=tmp_path / str(seed))
-        tdmr = next(r for r in res.results if r.method == "tdmr")
-        assert tdmr.test["extra"]["reprogrammed_fm"]["auc"] >= 0  # stage 1 trained and was scored
-        costs.append((tdmr.fm_feature_s, tdmr.prepare_s))
+        kd, tdmr = res.results
+        assert "reprogrammed_fm" in tdmr.test["extra"]  # stage 1 trained and was scored
+        assert tdmr.fm_feature_s == kd.fm_feature_s > 0  # the shared pass is counted in tdmr's cost, as in kd's
     # the whole training split, val, test: nothing per seed (a per-seed pass would add one entry for each seed)
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 3
-    assert all(fm_s > 0 for fm_s, _ in costs)  # the shared pass is counted in tdmr's cost, as in kd's
