@@ -164,3 +164,35 @@ def test_tdmr_without_a_prompt_reads_the_shared_full_split_pass(small_npz, tmp_p
         assert tdmr.fm_feature_s == kd.fm_feature_s > 0  # the shared pass is counted in tdmr's cost, as in kd's
     # the whole training split, val, test: nothing per seed (a per-seed pass would add one entry for each seed)
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 3
+
+
+def test_tdmr_without_a_prompt_runs_no_fm_on_its_training_batches(small_npz, tmp_path):
+    """Stage 2 of tdmr prompt=none reads its stage-1 targets by index, never a batch's FM features: under
+    teacher.features=online the FM sees the same images however many steps train (stage 1's pass and scoring only),
+    and with cached features and teacher.views=2 no augmented view is computed for it."""
+    import timm
+
+    from reprodistill.features.run_features import build_teacher
+
+    torch.manual_seed(0)
+    torch.save(timm.create_model("resnet10t", pretrained=False, num_classes=0).state_dict(), tmp_path / "fm.pt")
+    common = [
+        f"data.source={small_npz}", "methods=[tdmr]", "student.name=resnet10t", f"teacher.name={tmp_path / 'fm.pt'}",
+        "teacher.arch=resnet10t", "teacher.image_size=32", "train.epochs=1", "train.batch_size=8", "train.device=cpu",
+        "method_options.tdmr.prompt=none", "method_options.tdmr.stage1_epochs=1",
+        "method_options.tdmr.stage1_batch_size=8",
+    ]  # fmt: skip
+    fm_images = {}
+    for steps in (2, 6):
+        cfg = load_config("default", [*common, "teacher.features=online", f"train.steps={steps}",
+                                      f"teacher.cache_dir={tmp_path / f'cache{steps}'}"])  # fmt: skip
+        teacher, seen = build_teacher(cfg, torch.device("cpu")), []
+        teacher.register_forward_pre_hook(lambda _module, args: seen.append(len(args[0])))
+        run(cfg, run_dir=tmp_path / f"online{steps}", teacher=teacher)
+        fm_images[steps] = sum(seen)
+    assert fm_images[2] == fm_images[6] > 0  # 4 more training batches of 8, and not one more FM image
+
+    cache = f"teacher.cache_dir={tmp_path / 'c'}"
+    cached = load_config("default", [*common, "train.steps=2", "teacher.views=2", cache])
+    run(cached, run_dir=tmp_path / "cached")
+    assert len(list((tmp_path / "c").glob("*.npy"))) == 3  # train, val, test: no second view of the train split

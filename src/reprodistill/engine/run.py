@@ -115,7 +115,11 @@ def _run(
         folder.write_teacher(teacher)
     options = {m: m.parse_options(cfg.method_options.get(m.name)) for m in methods}
     kinds = {m: m.feature_kind(options[m]) for m in methods}
-    features = _teacher_features(teacher, datasets, data, pool, list(kinds.values()), cfg, device, result)
+    per_batch: dict[str, bool] = {}  # each kind, and whether some method reads it batch by batch
+    for m, kind in kinds.items():
+        if kind:
+            per_batch[kind] = per_batch.get(kind, False) or m.reads_batch_features
+    features = _teacher_features(teacher, datasets, data, pool, per_batch, cfg, device, result)
     weights = class_weights(data.train.labels, data.num_classes, cfg.train.class_weights)
     for method_cls in methods:
         seed_everything(cfg.train.seed)
@@ -129,11 +133,12 @@ def _run(
         )
         method: Method = method_cls(ctx, options[method_cls]).to(device)
         kind = kinds[method_cls]
+        batches_read = bool(kind) and method_cls.reads_batch_features
         online = None
-        if kind and cfg.teacher.features == "online":
+        if batches_read and cfg.teacher.features == "online":
             online = teacher.features if kind == "pooled" else teacher.feature_maps
         mixed = (data, pool, cfg.data.unlabelled_share) if pool is not None and method_cls.uses_unlabelled else None
-        splits = method_splits(datasets, features.get(kind) if kind else None, online, mixed)
+        splits = method_splits(datasets, features.get(kind) if kind else None, online, mixed, batches_read)
         fm_s = result.fm_pass_s.get(kind, 0.0) if kind else 0.0
         if retesting:
             result.results.append(retest(method, splits, cfg, folder, device))
@@ -164,22 +169,22 @@ def _teacher_features(
     datasets: dict[str, ImageDataset],
     data: DataBundle,
     pool: Optional[UnlabelledPool],
-    method_kinds: list[Optional[str]],
+    kinds: dict[str, bool],
     cfg: RunConfig,
     device: torch.device,
     result: RunResult,
 ) -> dict[str, KindFeatures]:
-    """Each cached feature kind the methods read (``method_kinds``), computed once (FM seconds go to ``result``).
+    """Each cached feature kind the methods read, computed once (FM seconds go to ``result``); ``kinds`` says for
+    each whether some method reads it batch by batch (only then are augmented views worth their FM passes).
     Under torchrun, rank 0 fills the cache first and the other ranks read it after a barrier (one FM pass in all)."""
-    kinds = dict.fromkeys(k for k in method_kinds if k)
     if teacher is None or cfg.teacher.features != "cached":
         return {}
     fm, out = FMPass.from_config(teacher, cfg, device), {}
-    for kind in kinds:
+    for kind, batches_read in kinds.items():
         t0, timings = time.perf_counter(), {}
         if not distributed.is_main():
             distributed.barrier()
-        out[kind] = kind_features(fm, datasets, data, pool, kind, cfg, timings)
+        out[kind] = kind_features(fm, datasets, data, pool, kind, cfg, timings, views=batches_read)
         if distributed.is_main():
             distributed.barrier()
         result.fm_pass_s[kind] = sum(v for k, v in timings.items() if k != "test")

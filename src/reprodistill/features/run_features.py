@@ -49,9 +49,10 @@ class KindFeatures:
 
 
 def _fixed_and_views(
-    fm: FMPass, datasets: dict[str, ImageDataset], kind: str, cfg: RunConfig, timings: dict[str, float]
+    fm: FMPass, datasets: dict[str, ImageDataset], kind: str, cfg: RunConfig, timings: dict[str, float], views: bool
 ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-    """Fixed-view features of every split and the ``teacher.views - 1`` extra augmented views of the train split."""
+    """Fixed-view features of every split and (with ``views``) the ``teacher.views - 1`` extra augmented views of
+    the train split."""
     shift, flip = cfg.train.augment_shift, cfg.train.augment_flip
 
     def get(name: str, ds: ImageDataset, k: int = 0) -> torch.Tensor:
@@ -60,7 +61,7 @@ def _fixed_and_views(
         return fm.cached(ds, kind, label, timings=timings, view=view_id(k, shift, flip), source=source)
 
     feats = {name: get(name, ds) for name, ds in datasets.items()}
-    return feats, [get("train", datasets["train"], k) for k in range(1, cfg.teacher.views)]
+    return feats, [get("train", datasets["train"], k) for k in range(1, cfg.teacher.views if views else 1)]
 
 
 def kind_features(
@@ -71,18 +72,20 @@ def kind_features(
     kind: str,
     cfg: RunConfig,
     timings: dict[str, float],
+    views: bool = True,
 ) -> KindFeatures:
-    """The features of one kind (FM seconds per split go to ``timings``), from the on-disk cache when possible.
+    """The features of one kind (FM seconds per split go to ``timings``), from the on-disk cache when possible;
+    ``views=False`` leaves out the training split's augmented views (no method reads them).
 
     With unlabelled images the FM pass covers the whole training split once (one cache entry, shared by every
     fraction and seed) and is sliced into the labelled ('train') and 'unlabelled' parts.
     """
     shift, flip = cfg.train.augment_shift, cfg.train.augment_flip
     if pool is None:
-        feats, extra = _fixed_and_views(fm, datasets, kind, cfg, timings)
+        feats, extra = _fixed_and_views(fm, datasets, kind, cfg, timings, views)
         return KindFeatures(feats, CachedViews([feats["train"], *extra], shift, flip) if extra else None)
     full = {**datasets, "train": ImageDataset(pool.full_train, data.channels, data.load_size)}
-    feats, extra = _fixed_and_views(fm, full, kind, cfg, timings)
+    feats, extra = _fixed_and_views(fm, full, kind, cfg, timings, views)
     every = [feats["train"], *extra]
     labelled = [v[pool.labelled_index] for v in every]
     unlabelled = [v[pool.unlabelled_index] for v in every]
@@ -98,17 +101,19 @@ def method_splits(
     features: Optional[KindFeatures],
     online: Optional[Callable[[torch.Tensor], torch.Tensor]],
     unlabelled: Optional[tuple[DataBundle, UnlabelledPool, float]] = None,
+    views: bool = True,
 ) -> dict[str, FeatureSplit]:
     """The train / val / test :class:`FeatureSplit` s of one method: its kind's cached features (or the ``online``
-    FM), and with ``unlabelled`` = (data, pool, share) the training split followed by the unlabelled images."""
+    FM), and with ``unlabelled`` = (data, pool, share) the training split followed by the unlabelled images.
+    ``views=False`` (a method that never reads a batch's features) keeps the cached augmented views out of training."""
     feats = features.splits if features else {}
     splits = {s: FeatureSplit(ds, feats.get(s), online) for s, ds in datasets.items()}
-    splits["train"].views = features.views if features else None
+    splits["train"].views = features.views if features and views else None
     if unlabelled is not None:
         data, pool, share = unlabelled
         ds = ImageDataset(data.train.concat(pool.split), data.channels, data.load_size)
         both = None if not feats else torch.cat([feats["train"], feats["unlabelled"]])
-        mixed = features.mixed_views if features else None
+        mixed = features.mixed_views if features and views else None
         splits["train"] = FeatureSplit(ds, both, online, mixed, n_labelled=len(data.train), unlabelled_share=share)
     return splits
 

@@ -105,6 +105,9 @@ class Method(nn.Module):
         teacher_features: 'pooled' (vectors) or 'map' (last feature map) if the method reads fixed-view teacher
             features from ``batch['teacher_features']``; the engine computes them once per split (cached on disk)
             instead of running the FM every step.
+        reads_batch_features: False if the method reads its feature kind only in :meth:`prepare` (the splits'
+            ``teacher_features``), never from a batch: the engine then runs no FM on its batches (no online pass
+            every step) and trains it on the ordinary augmentation, not the cached augmented views.
         loop_training: False if :meth:`prepare` fits everything (e.g. a probe solved to convergence), so the
             shared loop is skipped and the prepared state is the result.
         uses_unlabelled: With ``data.unlabelled``, training batches also hold unlabelled images (label
@@ -121,6 +124,7 @@ class Method(nn.Module):
     uses_student: ClassVar[bool] = True
     uses_teacher: ClassVar[bool] = False
     teacher_features: ClassVar[Optional[str]] = None
+    reads_batch_features: ClassVar[bool] = True
     loop_training: ClassVar[bool] = True
     uses_unlabelled: ClassVar[bool] = False
     Options: ClassVar[type] = NoOptions

@@ -118,6 +118,8 @@ class TaskDrivenModelReprogramming(Method):
         "falls to +0.017 [-0.037, +0.071]: validation picks a different prompt on each data set"
     )
     loss_weights = ("feature_weight", "kd_weight", "ce_weight")
+    # stage 2 reads its stage-1 targets by index, never the FM's features of a batch
+    reads_batch_features = False
 
     proxy_train: torch.Tensor  # a buffer
     logits_train: torch.Tensor  # a buffer
