@@ -160,6 +160,8 @@ def test_verdict_picks_on_validation_and_compares_the_best_of_each_side():
     assert "deploy `lora`** (FM," in text and "best alternative `lora`" in text
     assert "if only the small model can be deployed: `fixmatch-unl` (mean validation AUC 0.9000)" in text
     assert f"minus the best small-model alternative `fixmatch-unl` (val 0.9000): AUC +{d.mean():.4f} [" in text
+    one = verdict_markdown([r for r in rows if r["seed"] == 0], methods, bases)  # the quick job's single seed
+    assert "paired over 1 seed, " in one and "(1 seed: too few for an interval)" in one
 
 
 def test_latency_is_one_figure_per_deployed_architecture():
