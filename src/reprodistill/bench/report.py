@@ -200,8 +200,8 @@ def verdict_markdown(rows: list[dict[str, Any]], methods: list[str], bases: dict
         if ours and alt:
             n, text = _verdict_difference(rows, ours, alt, frac)
             line += (
-                f". Test, paired over {n} seed{'s' if n != 1 else ''}, reprodistill's best `{ours}` (val {val[ours]}) minus the best "
-                f"alternative `{alt}` (val {val[alt]}): {text}"
+                f". Test, paired over {n} seed{'s' if n != 1 else ''}, reprodistill's best `{ours}` (val {val[ours]}) "
+                f"minus the best alternative `{alt}` (val {val[alt]}): {text}"
             )
             small_alt = _best_on_validation(rows, [m for m in others if m in small], frac)
             if alt not in small and small_alt:
