@@ -160,6 +160,13 @@ KD_BASELINES = ("kd", "dkd", "fitnet", "at", "rkd", "cka_kd")
 REPROGRAMMING = ("rd", "drd", "tdmr")
 
 
+def _separated(diff: tuple[float, float, float, int]) -> bool:
+    """Whether a paired difference is above 0 beyond doubt: its interval above 0, or (no spread) the same positive
+    difference on every one of at least :data:`MIN_SEEDS` seeds."""
+    mean, lo, _, n = diff
+    return n >= MIN_SEEDS and (lo > 0 if math.isfinite(lo) else mean > 0)
+
+
 def _mean_val_auc(rows: list[dict[str, Any]], method: str, fraction: float) -> float:
     """Mean validation AUC of a method's cells at a fraction (-inf where no cell recorded one)."""
     vals = [float(r.get("val_auc", "nan")) for r in rows if r["method"] == method and float(r["fraction"]) == fraction]
@@ -179,7 +186,9 @@ def verdict_markdown(rows: list[dict[str, Any]], methods: list[str], bases: dict
     that row deploys the FM, also the best row that ships the small student) and, on the test split, paired over
     seeds, reprodistill's best transfer method (RD / DRD / TDMR, any variant, chosen on validation) minus the best
     alternative (everything else: the student alone or pretrained, semi-supervised, KD and PEFT rows, chosen on
-    validation the same way; where that is a PEFT row, which ships the FM, also minus the best small-model one)."""
+    validation the same way; where that is a PEFT row, which ships the FM, also minus the best small-model one).
+    Where the paired validation difference between those two does not lie above 0, the line says validation cannot
+    separate them (on BreastMNIST 10% the pick between RD and FixMatch flipped between two CPUs)."""
     agg = aggregate(rows)
     out = []
     for frac in sorted({k[1] for k in agg}, reverse=True):
@@ -194,6 +203,11 @@ def verdict_markdown(rows: list[dict[str, Any]], methods: list[str], bases: dict
         what = f"{agg[(pick, frac)]['deploys']}, {agg[(pick, frac)]['params'][0] / 1e6:.2f}M params"
         val = {m: f"{_mean_val_auc(rows, m, frac):.4f}" for m in present}
         line = f"- **Fraction {frac:g}: deploy `{pick}`** ({what}; mean validation AUC {val[pick]})"
+        runner_up = alt if pick == ours else ours
+        if runner_up:  # a near tie on a small validation split: the pick could flip with another seed or CPU
+            v = paired_difference(rows, pick, runner_up, frac, "val_auc")
+            if v and not _separated(v):
+                line += f"; validation does not separate it from `{runner_up}` (val AUC {_fmt_diff(v)})"
         best_small = _best_on_validation(rows, small, frac)
         if pick not in small and best_small:  # the FM itself (a PEFT row): name the best model that is small to ship
             line += f"; if only the small model can be deployed: `{best_small}` (mean validation AUC {val[best_small]})"
