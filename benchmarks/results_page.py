@@ -44,6 +44,23 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "`visual_prompt` (5 seeds, in its own section below); they are at 10 seeds in the next section.",
     ),
     (
+        "runs/b10-lite0kd10",
+        "breast-10-rerun-lite0-kd",
+        "BreastMNIST 10%, 10 seeds: the deciding comparison again on a fresh machine, with KD into the pretrained "
+        "student",
+        "The student alone, `fixmatch-unl` and `rd-unl-sv` of the section above trained again at `ed11243` on a fresh "
+        "machine (empty feature and weight caches), beside `lite0-kd-unl` (KD from the probed FM into the ImageNet "
+        "EfficientNet-Lite0 at 64 px, on the unlabelled images too; the Lite0 method row with the best validation "
+        "AUC in an earlier 5-seed run whose folder was lost with its machine). The code path of these three rows is "
+        "that of the section above, but every number moved in the second or third digit (the student alone, which "
+        "touches no FM, 0.735 test AUC here against 0.728): another CPU rounds differently, and 300 steps on 55 "
+        "images amplify it. The verdict holds by a hair: validation ties (0.8287 against 0.8287, which the report "
+        "now says), `rd-unl-sv` minus `fixmatch-unl` on test AUC is +0.027 with its interval just above 0, balanced "
+        "accuracy level. The FM side did reproduce: the probe inside `lite0-kd-unl` scores 0.7453 ± 0.0258 test AUC, "
+        "the section above's `linear_probe` to the last digit, and RD's reprogrammed branch 0.8095 against 0.8096. KD "
+        "into the Lite0 trails both on validation (0.764 against 0.829), and `rd-unl-sv` on test by +0.038 AUC.",
+    ),
+    (
         "runs/b10-alt10",
         "breast-10-alternatives-10seeds",
         "BreastMNIST 10%, 10 seeds: the rest of the alternatives (KD with and without the unlabelled images, the "
