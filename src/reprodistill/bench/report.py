@@ -188,7 +188,8 @@ def verdict_markdown(rows: list[dict[str, Any]], methods: list[str], bases: dict
     alternative (everything else: the student alone or pretrained, semi-supervised, KD and PEFT rows, chosen on
     validation the same way; where that is a PEFT row, which ships the FM, also minus the best small-model one).
     Where the paired validation difference between those two does not lie above 0, the line says validation cannot
-    separate them (on BreastMNIST 10% the pick between RD and FixMatch flipped between two CPUs)."""
+    separate them (on BreastMNIST 10% RD and FixMatch were 0.002 apart on one CPU and tied to four decimals on
+    another)."""
     agg = aggregate(rows)
     out = []
     for frac in sorted({k[1] for k in agg}, reverse=True):
