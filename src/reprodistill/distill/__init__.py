@@ -3,7 +3,16 @@
 from reprodistill.distill.attention import at_loss, attention_map
 from reprodistill.distill.calibration import fit_logit_scale, scaled_nll
 from reprodistill.distill.cka import cka, cka_loss
-from reprodistill.distill.consistency import fixmatch_loss, sigmoid_rampup, softmax_mse
+from reprodistill.distill.consistency import (
+    fixmatch_loss,
+    flexmatch_class_thresholds,
+    linear_rampup,
+    mixup_pairs,
+    probability_mse,
+    sharpen,
+    sigmoid_rampup,
+    softmax_mse,
+)
 from reprodistill.distill.dkd import dkd_loss, dkd_parts
 from reprodistill.distill.fitnet import fitnet_loss, match_size
 from reprodistill.distill.kd import kd_loss
@@ -18,13 +27,18 @@ __all__ = [
     "dkd_parts",
     "fit_logit_scale",
     "fixmatch_loss",
+    "flexmatch_class_thresholds",
     "fitnet_loss",
     "kd_loss",
+    "linear_rampup",
     "match_size",
+    "mixup_pairs",
+    "probability_mse",
     "rkd_angle_loss",
     "rkd_distance_loss",
     "rkd_loss",
     "scaled_nll",
+    "sharpen",
     "sigmoid_rampup",
     "softmax_mse",
 ]
