@@ -1,20 +1,25 @@
-"""MedMNIST-style ``.npz`` files ({train,val,test}_{images,labels}), found locally or downloaded with the
-``medmnist`` package: ``data.source=medmnist:<flag>`` or a path to the file."""
+"""MedMNIST-style ``.npz`` files ({train,val,test}_{images,labels}), found locally or downloaded from the official
+record (:mod:`.download`): ``data.source=medmnist:<flag>`` or a path to the file."""
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from reprodistill.data.download import download_medmnist
 from reprodistill.data.types import Split
 from reprodistill.errors import DataError
 
 # Where medmnist:<flag> files are looked for, after data.root and $REPRODISTILL_DATA.
 # ~/.medmnist is the medmnist package's own download folder; ../shared/data is this project's shared data folder.
 DEFAULT_MEDMNIST_DIRS = ("~/.medmnist", "../shared/data", "../../shared/data")
+# Where a download goes without data.root (the medmnist package's own folder, so both find each other's files).
+MEDMNIST_HOME = "~/.medmnist"
+log = logging.getLogger("reprodistill")
 # Label names of the MedMNIST v2 sets (the `medmnist` package's INFO records), so class names come from the data
 # source, never from a preset applied to other data.
 MEDMNIST_CLASS_NAMES = {
@@ -29,37 +34,25 @@ def _medmnist_search_dirs(root: str | None) -> list[Path]:
     return [Path(d).expanduser() for d in dirs if d]
 
 
-def _download_medmnist(flag: str, target: Path) -> Path:
-    """Download <flag>.npz with the medmnist package (needs internet and `pip install medmnist`)."""
-    try:
-        import medmnist  # noqa: PLC0415 - optional dependency
-    except ImportError:
-        raise DataError("medmnist package not installed") from None
-    if flag not in medmnist.INFO:
-        raise DataError(f"medmnist has no data set {flag!r}; flags: {sorted(medmnist.INFO)}")
-    target.mkdir(parents=True, exist_ok=True)
-    getattr(medmnist, medmnist.INFO[flag]["python_class"])(split="train", download=True, root=str(target))
-    return target / f"{flag}.npz"
-
-
 def find_medmnist(flag: str, root: str | None = None, download: bool = True) -> Path:
-    """Path of ``<flag>.npz``: searched locally first, then downloaded through medmnist when online."""
+    """Path of ``<flag>.npz``: searched locally first (``data.root``, ``$REPRODISTILL_DATA``, ``~/.medmnist``, the
+    shared data folder), then downloaded once into ``data.root`` or ``~/.medmnist`` (:mod:`.download`)."""
     dirs = _medmnist_search_dirs(root)
     for d in dirs:
         candidate = d / f"{flag}.npz"
         if candidate.is_file():
             return candidate
-    if download:
-        try:
-            return _download_medmnist(flag, dirs[0] if root else Path("~/.medmnist").expanduser())
-        except Exception as e:  # noqa: BLE001 - offline, no package, bad flag: all end in the same advice
-            reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-    else:
-        reason = "download disabled"
-    raise DataError(
-        f"medmnist:{flag}: no {flag}.npz found in {[str(d) for d in dirs]} and download failed ({reason}). "
-        f"Put {flag}.npz in one of those folders, set data.root=<folder>, or give data.source=<path to .npz>."
-    )
+    folder = Path(root).expanduser() if root else Path(MEDMNIST_HOME).expanduser()
+    if not download:
+        raise DataError(
+            f"medmnist:{flag}: no {flag}.npz in {[str(d) for d in dirs]} and downloads are off; put it in {folder} "
+            "or give data.source=<path to .npz>"
+        )
+    log.info("medmnist:%s: not found locally (%s); downloading it into %s", flag, ", ".join(map(str, dirs)), folder)
+    try:
+        return download_medmnist(flag, folder)
+    except DataError as e:
+        raise DataError(f"medmnist:{flag}: {e}") from None
 
 
 def _labels_1d(labels: np.ndarray, where: str) -> np.ndarray:
