@@ -162,3 +162,25 @@ def test_bench_variants_may_override_data_and_train_keys():
         )
     with pytest.raises(ConfigError, match="must look like"):
         load_config("breast-bench", ["methods=[kd-t]", "bench.variants={kd-t: {method: kd, teacher: {name: x}}}"])
+
+
+def test_budget_axis_makes_one_row_per_method_and_budget():
+    """bench.steps=[300, 1500]: each method, variants included, becomes <name>@300 and <name>@1500 with that
+    train.steps and everything else of its variant; a variant that fixes its own steps keeps them; expanding twice
+    changes nothing."""
+    from reprodistill.bench.grid import bench_cells, cell_config
+    from reprodistill.config import ConfigError, expand_budgets, load_config
+
+    cfg = load_config("breast-bench", ["methods=[student,fixmatch-unl,visual_prompt-40]", "bench.fractions=[0.1]",
+                                       "bench.seeds=[0]", "bench.steps=[1500,300]"])  # fmt: skip
+    x = expand_budgets(cfg)
+    assert x.methods == ["student@300", "student@1500", "fixmatch-unl@300", "fixmatch-unl@1500", "visual_prompt-40"]
+    assert expand_budgets(x).methods == x.methods and cfg.bench.steps == [1500, 300]  # the input is not changed
+    cells = {c.method: cell_config(x, c) for c in bench_cells(x)}
+    assert cells["student@1500"].train.steps == 1500 and cells["student@300"].methods == ["student"]
+    fm = cells["fixmatch-unl@1500"]
+    assert (fm.methods, fm.data.unlabelled, fm.train.steps, fm.train.epochs) == (["fixmatch"], "rest", 1500, 15)
+    assert cells["visual_prompt-40"].train.steps == 40
+    assert bench_cells(x)[1].folder == "student@1500/frac0.1-seed0"
+    with pytest.raises(ConfigError, match="positive"):
+        expand_budgets(load_config("breast-bench", ["bench.steps=[0]"]))

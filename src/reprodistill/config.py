@@ -178,6 +178,10 @@ class BenchConfig:
     # {tdmr-no-prompt: {method: tdmr, options: {prompt: none}}}; options are merged over method_options.<method>.
     # A variant may also override `data`, `train` or `student` keys: {kd-unl: {method: kd, data: {unlabelled: rest}}}.
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Step budgets to choose among on validation like any other setting: with [300, 1500] every method becomes two
+    # rows, <method>@300 and <method>@1500 (variants setting train.steps = N; a variant that sets its own
+    # train.steps keeps it and its name). Empty: every row at train.steps.
+    steps: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -333,6 +337,29 @@ def method_variant(cfg: RunConfig, name: str) -> tuple[str, dict[str, Any]]:
             f"with {list(VARIANT_SECTIONS)} overrides), got {v}"
         )
     return v["method"], {**(cfg.method_options.get(v["method"]) or {}), **(v.get("options") or {})}
+
+
+def expand_budgets(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with its budget axis (``bench.steps``) turned into variants ``<method>@<steps>`` (each a copy of the
+    method's variant with ``train.steps`` set), in ``methods`` in budget order per method, and ``bench.steps``
+    emptied, so expanding twice changes nothing. A method whose variant sets ``train.steps`` itself stays as it is."""
+    if not cfg.bench.steps:
+        return cfg
+    if any(int(n) < 1 for n in cfg.bench.steps):
+        raise ConfigError(f"bench.steps must be positive step counts, got {cfg.bench.steps}")
+    out = copy.deepcopy(cfg)
+    methods: list[str] = []
+    for m in cfg.methods:
+        v = cfg.bench.variants.get(m) or {"method": m}
+        if "steps" in (v.get("train") or {}):
+            methods.append(m)
+            continue
+        for n in sorted({int(n) for n in cfg.bench.steps}):
+            name = f"{m}@{n}"
+            out.bench.variants[name] = {**copy.deepcopy(v), "train": {**(v.get("train") or {}), "steps": n}}
+            methods.append(name)
+    out.methods, out.bench.steps = methods, []
+    return out
 
 
 # Config sections a bench variant may override (the teacher is shared by every cell of a bench, so not it), e.g. the

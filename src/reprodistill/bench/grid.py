@@ -19,7 +19,14 @@ import yaml
 
 from reprodistill.bench.cell import run_cell, write_cell_config
 from reprodistill.bench.launchers import CellJob, Launcher, ProcessLauncher, cell_command, cell_holder, run_cells
-from reprodistill.config import BenchConfig, RunConfig, apply_variant_sections, method_variant, to_dict
+from reprodistill.config import (
+    BenchConfig,
+    RunConfig,
+    apply_variant_sections,
+    expand_budgets,
+    method_variant,
+    to_dict,
+)
 from reprodistill.engine import distributed
 from reprodistill.engine.environment import setup_logging
 from reprodistill.engine.results import RESULT_COLUMNS as RUN_COLUMNS
@@ -145,7 +152,9 @@ def run_bench(
     With ``retest`` a finished cell's stored checkpoints are tested again with the current evaluation code
     (:func:`reprodistill.engine.run.retest_run`) instead of keeping its stored result. Each cell is locked while it
     trains (a heartbeat lock in its folder), not the bench: two benches on one folder, or on several machines, share
-    the cells, each trained once, and the report is assembled from the cell folders."""
+    the cells, each trained once, and the report is assembled from the cell folders. A budget axis
+    (``bench.steps``) becomes one row per method and budget (:func:`~reprodistill.config.expand_budgets`)."""
+    cfg = expand_budgets(cfg)
     check_config(cfg)
     bench_dir = Path(bench_dir) if bench_dir else default_bench_dir(cfg)
     if launch.launcher not in LAUNCHERS:
