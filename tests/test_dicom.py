@@ -119,8 +119,8 @@ def test_a_codec_that_is_not_installed_is_named():
 
 
 def _dicom_folder(root: Path, per_class: int = 12) -> Path:
-    """A two-class ImageFolder of DICOM files made from the bundled CT: class 'dense' adds 300 HU to the
-    stored values; half the files have no suffix (found by their preamble)."""
+    """A two-class ImageFolder of DICOM files made from the bundled CT, one (fake) patient each: class 'dense' adds
+    300 HU to the stored values; half the files have no suffix (found by their preamble)."""
     src = pydicom.dcmread(bundled("CT_small.dcm"))
     rng = np.random.default_rng(0)
     for c, (name, offset) in enumerate((("plain", 0), ("dense", 300))):
@@ -132,6 +132,7 @@ def _dicom_folder(root: Path, per_class: int = 12) -> Path:
             ds.SOPInstanceUID = pydicom.uid.generate_uid()
             for tag, value in FAKE_PHI.items():  # on top of the bundled file's own fake patient
                 setattr(ds, tag, value)
+            ds.PatientID = f"{FAKE_PHI['PatientID']}-{name}{i}"  # one patient per file: splits may put it anywhere
             ds.save_as(root / name / (f"{name}{i}.dcm" if i % 2 else f"{name}{i}"))
     return root
 
@@ -293,7 +294,12 @@ def test_label_tables_keyed_by_uid_or_stem_with_several_rows_per_image(tmp_path)
     stem = DataConfig(source=str(tmp_path / "rsna.csv"), csv_label_column="Target", csv_image_root=str(folder))
     (folder / "plain" / "copy").mkdir()
     shutil.copy(folder / "plain" / "plain1.dcm", folder / "plain" / "copy" / "plain1.dcm")
-    with pytest.raises(DataError, match="'plain1' \\(column patientId\\) names several files"):
+    # the files behind a shared key are named, relative to the image root
+    with pytest.raises(
+        DataError,
+        match="'plain1' \\(column patientId\\) names 2 files under .*: plain/copy/plain1.dcm, "
+        "plain/plain1.dcm; remove the duplicates",
+    ):
         load_data(stem)
     shutil.rmtree(folder / "plain" / "copy")
     with pytest.raises(DataError, match="disagree on the label.*data.csv_rows=first, majority or max"):
@@ -364,3 +370,111 @@ def test_enhanced_files_take_the_rescale_from_their_functional_groups(tmp_path):
     _, plain = read_dicom(src, DicomDecoding(window="minmax"))
     _, enhanced = read_dicom(tmp_path / "enhanced.dcm", DicomDecoding(window="minmax"))
     assert enhanced.modality_range == plain.modality_range == [-896.0, 1167.0]
+
+
+def _pacs_export(root: Path, patients_per_class: int = 4, slices: int = 5) -> dict[str, str]:
+    """A PACS / CD export as a hospital hands it over, in class folders: <class>/<patient>/<study>/<series>/IM0000n
+    (no suffix), a DICOMDIR at the top of each class folder, one structured report inside a series, and several
+    patients of several slices each. Returns {file path: patient id}."""
+    src = pydicom.dcmread(bundled("CT_small.dcm"))
+    patient_of: dict[str, str] = {}
+    rng = np.random.default_rng(1)
+    for c, (cls, offset) in enumerate((("plain", 0), ("dense", 300))):
+        shutil.copy(bundled(str(Path("dicomdirtests") / "DICOMDIR")), root / cls / "DICOMDIR") if (
+            root / cls).mkdir(parents=True) is None else None  # fmt: skip
+        for k in range(patients_per_class):
+            pid, study = f"{FAKE_PHI['PatientID']}-{c}{k}", pydicom.uid.generate_uid()
+            series = root / cls / f"PAT{k:04d}" / "STUDY1" / "SER1"
+            series.mkdir(parents=True)
+            for j in range(slices):
+                ds = src.copy()
+                arr = src.pixel_array.astype(np.int32) + offset + rng.integers(-40, 40, src.pixel_array.shape)
+                ds.PixelData = np.clip(arr, -32768, 32767).astype(np.int16).tobytes()
+                ds.SOPInstanceUID, ds.PatientID, ds.StudyInstanceUID = pydicom.uid.generate_uid(), pid, study
+                ds.save_as(series / f"IM{j:05d}")
+                patient_of[str(series / f"IM{j:05d}")] = pid
+    shutil.copy(bundled("test-SR.dcm"), root / "plain" / "PAT0000" / "STUDY1" / "SER1" / "IM00099")
+    return patient_of
+
+
+def test_a_pacs_export_skips_non_images_stops_on_a_truncated_file_and_keeps_patients_apart(tmp_path):
+    from reprodistill.config import DataConfig
+    from reprodistill.data import load_data
+
+    patient_of = _pacs_export(tmp_path / "export")
+    victim = tmp_path / "export" / "dense" / "PAT0002" / "STUDY1" / "SER1" / "IM00003"
+    victim.write_bytes(victim.read_bytes()[:-3000])  # cut in its pixel data
+    cfg = DataConfig(source=str(tmp_path / "export"), load_size=32, val_fraction=0.25, test_fraction=0.25)
+    # the truncated file stops the data check, named by its path inside the export (every series has an IM00003)
+    with pytest.raises(
+        DataError,
+        match=r"1 image file\(s\) cannot be used: dense/PAT0002/STUDY1/SER1/IM00003: "
+        r"truncated pixel data \([\d,]+ of 32,768 bytes\).*data.skip_bad_images=true",
+    ):
+        load_data(cfg)
+    data = load_data(DataConfig(**{**cfg.__dict__, "skip_bad_images": True}))
+    notes = "\n".join(data.notes)
+    # the DICOMDIRs and the report are skipped and counted where the files are listed, the truncated file by cause
+    assert "plain: skipped 2 DICOM file(s) that hold no image (1 DICOMDIR, 1 structured report)" in notes
+    assert "dense: skipped 1 DICOM file(s) that hold no image (1 DICOMDIR)" in notes
+    assert "skipped 1 unusable image file(s) (data.skip_bad_images): 1 truncated pixel data" in notes
+    assert sum(map(len, (data.train, data.val, data.test))) == 39  # 8 patients x 5 slices, less the truncated one
+    # no patient on two sides, although the layout is class folders, and the log says what each split really got
+    sides = [{patient_of[p] for p in s.paths} for s in (data.train, data.val, data.test)]
+    assert all(sides) and not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+    assert f"no official test split: held out {len(data.test)} of 39 training images" in notes
+    assert f"asked 25%), by patient (DICOM PatientID / StudyInstanceUID): {len(sides[2])} of 8 patients" in notes
+    assert data.splits_made.startswith("test, val held out of train by patient")
+    # grouping off: image by image (a leak the user asked for), said so
+    loose = load_data(DataConfig(**{**cfg.__dict__, "skip_bad_images": True, "split_by_patient": False}))
+    assert any("stratified by class (data.split_by_patient=false)" in n for n in loose.notes)
+
+
+def test_grouped_hold_out_is_as_close_to_the_asked_fraction_as_whole_patients_allow():
+    from reprodistill.data.splits import grouped_split
+
+    # one class, patients of 20, 30, 25, 18, 15 images (108): 10% is 10.8 images, no patient is that small
+    sizes = [20, 30, 25, 18, 15]
+    groups = [f"P{k}" for k, n in enumerate(sizes) for _ in range(n)]
+    labels = np.zeros(len(groups), dtype=np.int64)
+    for seed in range(5):
+        keep, hold = grouped_split(labels, groups, 0.10, seed)
+        assert len({groups[i] for i in hold}) == 1  # one patient, never a second that overshoots further
+    # many small patients: within one patient's size of the target
+    groups = [f"P{k}" for k in range(40) for _ in range(3)]
+    labels = np.array([k % 2 for k in range(40) for _ in range(3)])
+    keep, hold = grouped_split(labels, groups, 0.25, 0)
+    assert abs(len(hold) - 30) <= 3 and set(np.unique(labels[hold])) == {0, 1}
+
+
+@pytest.mark.slow
+def test_a_failed_data_check_is_logged_and_does_not_block_the_retry(tmp_path, capsys):
+    """The error that stops a run reaches its log.txt; the same --run-dir then takes the corrected command (nothing
+    had trained there), which writes splits.csv (no patient data) and the skip counts to data.json."""
+    from reprodistill.cli import main
+
+    _pacs_export(tmp_path / "export", patients_per_class=3, slices=4)
+    victim = tmp_path / "export" / "plain" / "PAT0001" / "STUDY1" / "SER1" / "IM00002"
+    victim.write_bytes(victim.read_bytes()[:700])  # cut in its header
+    run = tmp_path / "run"
+    base = [
+        "distill",
+        f"data.source={tmp_path / 'export'}",
+        "data.load_size=32",
+        "methods=[student]",
+        "student.name=resnet10t",
+        "train.epochs=1",
+        "train.steps=2",
+        "train.batch_size=8",
+        "--run-dir",
+        str(run),
+    ]
+    assert main(base) == 2
+    assert "plain/PAT0001/STUDY1/SER1/IM00002: cut header" in capsys.readouterr().err
+    assert "stopped: " in (run / "log.txt").read_text() and "IM00002: cut header" in (run / "log.txt").read_text()
+    assert main([*base, "data.skip_bad_images=true"]) == 0
+    data = __import__("json").loads((run / "data.json").read_text())
+    assert any("1 cut header" in n for n in data["notes"]) and data["splits_made"].startswith("test, val held out")
+    splits = (run / "splits.csv").read_text()
+    assert splits.startswith("split,file,label\n") and "plain/PAT0000/STUDY1/SER1/IM00000" in splits
+    assert "PHI-7731" not in splits and "plain/PAT0001/STUDY1/SER1/IM00002" not in splits  # the skipped file: nowhere

@@ -15,6 +15,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import textwrap
@@ -203,7 +204,7 @@ def _export(args: argparse.Namespace) -> int:
     from reprodistill.engine.export import export_run
 
     res = export_run(args.run_dir, args.method, onnx=not args.no_onnx)
-    print(f"exported the {res.method} student to {res.directory}")
+    print(f"exported the model of method {res.method} to {res.directory}")
     if res.onnx_max_abs_diff is not None:
         print(f"ONNX Runtime vs PyTorch: max |logit difference| = {res.onnx_max_abs_diff:.2e}")
     return 0
@@ -327,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwall time {result.wall_time_s:.0f} s; run folder: {result.run_dir}")
         return 0
     except ReprodistillError as e:
+        from reprodistill.engine.environment import log_to_file
+
+        log_to_file(logging.ERROR, f"stopped: {e}")  # the run's log.txt says why it ended, too
         print(f"reprodistill: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -53,8 +53,14 @@ class DataConfig:
     # Share of each training batch drawn from the unlabelled images (the rest from the labelled ones).
     unlabelled_share: float = 0.5
     class_names: Optional[list[str]] = None
-    # Image files that cannot be decoded: stop with their name (false) or leave them out and log how many (true).
+    # Image files that cannot be used (a cut header, truncated pixel data, a file that is not an image), found for
+    # every file before training: stop with their paths and causes (false) or leave them out and count them (true).
     skip_bad_images: bool = False
+    # Val / test hold-outs the tool makes from the training split keep each patient on one side: DICOM files are
+    # grouped by PatientID (else StudyInstanceUID, else the file); data.csv_patient_column takes precedence. false:
+    # split image by image (slices of one patient can then land in train and test, and test metrics measure
+    # memorised patients).
+    split_by_patient: bool = True
     # DICOM files (.dcm, .dicom, or no suffix with the DICM preamble): the modality LUT is always applied, then this
     # window: 'auto' (the file's VOI LUT / window centre-width, else min-max), 'file', 'minmax', a named window
     # (lung, soft_tissue, bone, brain) or 'centre,width' in modality units ('-600,1500' HU). MONOCHROME1 is inverted

@@ -11,6 +11,7 @@ images and never written anywhere.
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from reprodistill.data.dicom import is_dicom, read_header
+from reprodistill.data.dicom import is_dicom, probe_dicom
 from reprodistill.data.image_files import IMAGE_SUFFIXES, list_image_files
 from reprodistill.data.types import Split
 from reprodistill.errors import DataError
@@ -66,23 +67,29 @@ class Table:
     notes: list[str]
 
 
+def _column(columns: list[str], name: Optional[str]) -> Optional[str]:
+    """The table's column called ``name``: the exact name, else the one column equal to it ignoring case (a `Label`
+    column for data.csv_label_column=label); None if neither."""
+    if name is None or name in columns:
+        return name if name in columns else None
+    folded = [c for c in columns if c.lower() == name.lower()]
+    return folded[0] if len(folded) == 1 else None
+
+
 def _looks_like_uid(value: str) -> bool:
     parts = value.split(".")
     return len(parts) >= 4 and all(p.isdigit() for p in parts) and len(value) <= 64
 
 
-AMBIGUOUS = ""  # index value of a key that names several files
-
-
-def _index_by(root: Path, key: str) -> dict[str, str]:
-    """stem -> path or SOPInstanceUID -> path of every image file under ``root``; a key that several files share
-    maps to :data:`AMBIGUOUS`."""
-    index: dict[str, str] = {}
+def _index_by(root: Path, key: str) -> dict[str, list[str]]:
+    """stem -> paths or SOPInstanceUID -> paths of every image file under ``root`` (more than one path: a key that
+    several files share)."""
+    index: dict[str, list[str]] = defaultdict(list)
     for p in list_image_files(root):
-        k = (p.stem if p.suffix else p.name) if key == "stem" else read_header(p)["sop_instance_uid"] if is_dicom(p) \
-            else ""  # fmt: skip
+        k = (p.stem if p.suffix else p.name) if key == "stem" else probe_dicom(p).header.get("sop_instance_uid", "") \
+            if is_dicom(p) else ""  # fmt: skip
         if k:
-            index[k] = AMBIGUOUS if k in index else str(p)
+            index[k].append(str(p))
     return index
 
 
@@ -119,14 +126,18 @@ def read_table(path: Path, spec: TableSpec) -> Table:
     # stripped names and values (SIIM's column is " EncodedPixels"); surplus values (key None) are dropped
     columns = [c.strip() for c in (rows[0].keys() if rows else []) if c is not None]
     rows = [{k.strip(): v.strip() if isinstance(v, str) else "" for k, v in r.items() if k is not None} for r in rows]
-    key_col = spec.key_column or next((c for c in KNOWN_KEY_COLUMNS if c in columns), None)
-    if not rows or key_col is None or key_col not in columns or spec.label_column not in columns:
+    key_col = _column(columns, spec.key_column) if spec.key_column else next(
+        (found for c in KNOWN_KEY_COLUMNS if (found := _column(columns, c))), None)  # fmt: skip
+    label_col = _column(columns, spec.label_column)
+    patient_col = _column(columns, spec.patient_column) if spec.patient_column else None
+    split_col = _column(columns, "split")
+    if not rows or key_col is None or label_col is None:
         raise DataError(
             f"{path}: needs a key column ({spec.key_column or ' / '.join(KNOWN_KEY_COLUMNS)}) and the label column "
             f"{spec.label_column!r} (optional: split{', ' + spec.patient_column if spec.patient_column else ''}); "
             f"got {columns or 'no rows'}. Name them with data.csv_key_column / data.csv_label_column"
         )
-    if spec.patient_column and spec.patient_column not in columns:
+    if spec.patient_column and patient_col is None:
         raise DataError(f"{path}: data.csv_patient_column={spec.patient_column!r} is not a column; got {columns}")
     root = Path(spec.image_root).expanduser() if spec.image_root else path.parent
     values = [r[key_col] for r in rows]
@@ -142,7 +153,7 @@ def read_table(path: Path, spec: TableSpec) -> Table:
     index = _index_by(root, kind) if kind in ("stem", "uid") else {}
     per_image: dict[tuple[str, str], list[int]] = defaultdict(list)  # (split, file) -> row numbers
     for line, (r, v) in enumerate(zip(rows, values), start=2):
-        split = r.get("split") or "train"
+        split = (r.get(split_col) if split_col else None) or "train"
         if split not in ("train", "val", "test"):
             raise DataError(f"{path}:{line}: split {split!r} must be train, val or test")
         if kind == "path":
@@ -152,24 +163,26 @@ def read_table(path: Path, spec: TableSpec) -> Table:
             file = str(p)
         else:
             found = index.get(v)
-            if found == AMBIGUOUS:
-                raise DataError(f"{path}:{line}: {v!r} (column {key_col}) names several files under {root}; key "
-                                "the table by path (data.csv_key=path) or give each file its own name")  # fmt: skip
+            if found is not None and len(found) > 1:
+                files = ", ".join(os.path.relpath(f, root) for f in found[:5])
+                raise DataError(f"{path}:{line}: {v!r} (column {key_col}) names {len(found)} files under {root}: "
+                                f"{files}; remove the duplicates, key the table by path (data.csv_key=path) or give "
+                                "each file its own name")  # fmt: skip
             if found is None:
                 what = "file named" if kind == "stem" else "DICOM file with the SOPInstanceUID"
                 raise DataError(f"{path}:{line}: no {what} {v!r} (column {key_col}) under {root}; set data.csv_image_"
                                 "root to the image folder, or data.csv_key to what the column holds")  # fmt: skip
-            file = found
+            file = found[0]
         per_image[(split, file)].append(line - 2)
     out = Table({}, {}, {}, [])
     groups: dict[str, list[str]] = {}
     for (split, file), lines in per_image.items():
-        labels = [rows[i][spec.label_column] for i in lines]
+        labels = [rows[i][label_col] for i in lines]
         where = f"{path}:{lines[0] + 2}"
         out.paths.setdefault(split, []).append(file)
         out.labels.setdefault(split, []).append(_resolve_rows(labels, spec.rows, where, key_col))
-        if spec.patient_column:
-            patients = {rows[i][spec.patient_column] for i in lines}
+        if patient_col:
+            patients = {rows[i][patient_col] for i in lines}
             if len(patients) > 1:
                 raise DataError(f"{where}: the rows of one image name {len(patients)} patients")
             groups.setdefault(split, []).append(patients.pop())
@@ -182,35 +195,6 @@ def read_table(path: Path, spec: TableSpec) -> Table:
         + (f" ({merged} extra rows merged by data.csv_rows={spec.rows})" if merged else "")
     )
     return out
-
-
-def grouped_split(
-    labels: np.ndarray, groups: list[str], holdout_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(keep, holdout) indices with whole groups (patients) on one side: groups are shuffled with ``seed`` and
-    moved to the hold-out, class by class of their first image, until each class's share is reached."""
-    rng = np.random.default_rng(seed)
-    members: dict[str, list[int]] = defaultdict(list)
-    for i, g in enumerate(groups):
-        members[g].append(i)
-    names = list(members)
-    order = [names[i] for i in rng.permutation(len(names))]
-    total = {int(c): int((labels == c).sum()) for c in np.unique(labels)}
-    held: dict[int, int] = defaultdict(int)
-    hold: list[int] = []
-    for g in order:
-        c = int(labels[members[g][0]])
-        # take whole patients until the class's share is reached, keeping at least one image of it
-        if held[c] < holdout_fraction * total[c] and held[c] + len(members[g]) < total[c]:
-            hold += members[g]
-            held[c] += len(members[g])
-    keep = sorted(set(range(len(labels))) - set(hold))
-    if not hold or not keep:
-        raise DataError(
-            f"cannot hold out {holdout_fraction:.0%} by patient from {len(names)} patients; add patients, give an "
-            "official split column, or leave data.csv_patient_column unset"
-        )
-    return np.asarray(keep, dtype=np.int64), np.asarray(sorted(hold), dtype=np.int64)
 
 
 def read_csv(path: Path, spec: TableSpec = TableSpec()) -> tuple[dict[str, Split], list[str], list[str]]:

@@ -13,7 +13,10 @@ and pydicom's validation warnings, which echo raw element values, are silenced w
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
+import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -126,12 +129,16 @@ def _quiet_reading() -> Iterator[None]:
 
     mode = config.settings.reading_validation_mode
     config.settings.reading_validation_mode = config.IGNORE
+    pydicom_log = logging.getLogger("pydicom")
+    level = pydicom_log.level
+    pydicom_log.setLevel(logging.ERROR)  # its warnings are caught and reported by cause here
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
         config.settings.reading_validation_mode = mode
+        pydicom_log.setLevel(level)
 
 
 def _window(x: np.ndarray, centre: float, width: float, function: str = "LINEAR") -> np.ndarray:
@@ -230,26 +237,133 @@ def _frame_index(ds: Any, policy: str, where: str) -> Optional[int]:
     return 0 if policy == "first" else n // 2
 
 
-def read_header(path: str | Path) -> dict[str, str]:
-    """The technical tags that decide decoding (no pixels read; no patient tag), and the SOPInstanceUID that a label
-    table may key images by."""
+# What a DICOM file can be before it is decoded (probe_dicom).
+IMAGE, NOT_AN_IMAGE, BROKEN = "image", "not an image", "broken"
+_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage: a DICOMDIR
+
+
+@dataclass(frozen=True)
+class DicomProbe:
+    """What a DICOM file is, from its header and the length of its pixel data (no pixel decoded).
+
+    Attributes:
+        kind: :data:`IMAGE`, :data:`NOT_AN_IMAGE` (a DICOMDIR, a report, a presentation state...: skipped wherever
+            files are listed) or :data:`BROKEN` (a cut header or truncated pixel data: never usable).
+        what: For a non-image, what it is (``DICOMDIR``, ``structured report``, the SOP class name); for a broken
+            file, the cause.
+        header: The technical tags that decide decoding, the SOPInstanceUID a label table may key images by, and
+            the patient / study a file belongs to (to keep a patient on one side of the splits). In memory only:
+            never written or logged.
+    """
+
+    kind: str
+    what: str
+    header: dict[str, str]
+
+
+def _sop_class_kind(sop_class: str) -> str:
+    """A readable name of a non-image SOP class."""
     import pydicom
 
-    with _quiet_reading():
+    if sop_class == _DIRECTORY_SOP_CLASS:
+        return "DICOMDIR"
+    name = pydicom.uid.UID(sop_class).name if sop_class else "no SOP class"
+    return "structured report" if " SR " in f" {name} " else name.removesuffix(" Storage")
+
+
+def _is_image_class(sop_class: str) -> bool:
+    """Whether a SOP class stores images (CT / MR / CR / DX / US / secondary capture ... 'Image Storage')."""
+    import pydicom
+
+    return "Image Storage" in pydicom.uid.UID(sop_class).name if sop_class else False
+
+
+def _pixel_bytes_expected(ds: Any) -> Optional[int]:
+    """Bytes of native (uncompressed) pixel data the header announces: rows x columns x samples x frames x bits;
+    None where a value is missing or not a number (the declared length is the only measure then)."""
+    try:
+        n = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1)
+        n *= int(ds.get("NumberOfFrames", 1) or 1)
+        return (n * int(ds.get("BitsAllocated", 8) or 8) + 7) // 8
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _parse_end(ds: Any) -> Optional[int]:
+    """Byte offset where the last top-level element read ends (a complete file ends exactly there); None where an
+    element of undefined length (a sequence) makes it unknown."""
+    raw = [e for e in ds._dict.values() if hasattr(e, "value_tell") and hasattr(e, "length")]
+    if not raw:
+        return 0 if not len(ds._dict) else None
+    last = max(raw, key=lambda e: e.value_tell)
+    return None if last.length == 0xFFFFFFFF else last.value_tell + last.length
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(path: str, mtime_ns: int, size: int) -> DicomProbe:
+    import pydicom
+    from pydicom.tag import Tag
+
+    with _quiet_reading(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
-            ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+            # large values (the pixel data) are not read, only their length and place in the file
+            ds = pydicom.dcmread(path, force=True, defer_size=1024)
         except Exception as e:  # noqa: BLE001 - any unreadable header is the same error to the user
-            raise DataError(f"{Path(path).name}: not a readable DICOM file ({type(e).__name__})") from None
+            return DicomProbe(BROKEN, f"not a readable DICOM file, its header is cut or damaged ({type(e).__name__})",
+                              {})  # fmt: skip
         meta = getattr(ds, "file_meta", None)
         ts = meta.get("TransferSyntaxUID", "") if meta is not None else ""
-        return {
+        sop_class = str(
+            (meta.get("MediaStorageSOPClassUID", "") if meta is not None else "") or ds.get("SOPClassUID", "")
+        )
+        header = {
             "modality": str(ds.get("Modality", "")),
             "photometric": str(ds.get("PhotometricInterpretation", "")).upper(),
             "transfer_syntax": pydicom.uid.UID(ts).name if ts else "Implicit VR Little Endian",
             "bits_stored": str(ds.get("BitsStored", "")),
-            # to match a label table keyed by it (SIIM style); never written or logged
+            # to match a label table keyed by it (SIIM style) and to group a patient's files: never written or logged
             "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
+            "patient_id": str(ds.get("PatientID", "")),
+            "study_uid": str(ds.get("StudyInstanceUID", "")),
         }
+        pixels = ds._dict.get(Tag(0x7FE00010))
+        eof = any("End of file" in str(w.message) for w in caught)
+        expected = _pixel_bytes_expected(ds)  # inside: a malformed value warns with its raw text
+    if sop_class == _DIRECTORY_SOP_CLASS or Path(path).name.upper() == "DICOMDIR":
+        return DicomProbe(NOT_AN_IMAGE, "DICOMDIR", header)
+    if pixels is None:
+        if eof:  # pydicom stopped at the end of the file looking for the end of the frames
+            return DicomProbe(BROKEN, "truncated pixel data (the file ends inside its compressed frames)", header)
+        if _is_image_class(sop_class):
+            if _parse_end(ds) not in (None, size):
+                return DicomProbe(BROKEN, "cut header: the file ends inside its header, before the pixel data", header)
+            return DicomProbe(BROKEN, f"no pixel data, although a {_sop_class_kind(sop_class)} file", header)
+        return DicomProbe(NOT_AN_IMAGE, _sop_class_kind(sop_class), header)
+    length = getattr(pixels, "length", None)
+    tell = getattr(pixels, "value_tell", None)
+    if length is not None and tell is not None and length != 0xFFFFFFFF:  # native pixel data: a declared length
+        available = size - tell
+        needed = min(length, expected or length)
+        if available < needed:
+            return DicomProbe(BROKEN, f"truncated pixel data ({max(available, 0):,} of {needed:,} bytes)", header)
+    return DicomProbe(IMAGE, "", header)
+
+
+def probe_dicom(path: str | Path) -> DicomProbe:
+    """What the DICOM file at ``path`` is (:class:`DicomProbe`), from its header and pixel-data length; cached per
+    file version, so listing, checking and grouping read each header once."""
+    st = os.stat(path)
+    return _probe(str(path), st.st_mtime_ns, st.st_size)
+
+
+def read_header(path: str | Path) -> dict[str, str]:
+    """The technical tags that decide decoding (no pixels read), and the SOPInstanceUID that a label table may key
+    images by; a file that is not a usable image raises a DataError with the cause."""
+    probe = probe_dicom(path)
+    if probe.kind != IMAGE:
+        raise DataError(f"{Path(path).name}: {probe.what if probe.kind == BROKEN else 'holds no image: ' + probe.what}")
+    return probe.header
 
 
 def read_dicom(path: str | Path, decoding: DicomDecoding = DicomDecoding()) -> tuple[np.ndarray, DicomInfo]:

@@ -7,33 +7,39 @@ from pathlib import Path
 import numpy as np
 
 from reprodistill.config import DataConfig
-from reprodistill.data.image_files import IMAGE_SUFFIXES, drop_unreadable, list_image_files, load_image_file
+from reprodistill.data.image_files import IMAGE_SUFFIXES, check_files, load_image_file, relative_names, scan_image_files
 from reprodistill.data.types import UNLABELLED, Split, UnlabelledPool
 from reprodistill.errors import DataError
 
 
-def read_image_folder(root: Path) -> tuple[dict[str, Split], list[str]]:
-    """ImageFolder layout: root/<class>/<image>, or root/{train,val,test}/<class>/<image> for official splits."""
+def read_image_folder(root: Path) -> tuple[dict[str, Split], list[str], list[str]]:
+    """(splits, class names, notes) of the ImageFolder layout: root/<class>/<image>, or
+    root/{train,val,test}/<class>/<image> for official splits; DICOM files that hold no image (a DICOMDIR, reports)
+    are skipped and counted in the notes."""
     split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
     if "train" not in split_dirs:
         split_dirs = {"train": root}
     class_names = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir())
     if not class_names:
         raise DataError(f"{root}: no class sub-folders; expected {root}/<class_name>/<image files>")
-    splits = {}
+    splits, notes = {}, []
     for name, folder in split_dirs.items():
         paths, labels = [], []
         for c, cls in enumerate(class_names):
-            files = list_image_files(folder / cls) if (folder / cls).is_dir() else []
-            paths += [str(p) for p in files]
-            labels += [c] * len(files)
+            if not (folder / cls).is_dir():
+                continue
+            scan = scan_image_files(folder / cls)
+            paths += [str(p) for p in scan.files]
+            labels += [c] * len(scan.files)
+            if note := scan.note(str((folder / cls).relative_to(root)) if folder / cls != root else "."):
+                notes.append(note)
         extra = sorted({p.name for p in folder.iterdir() if p.is_dir()} - set(class_names))
         if extra:
             raise DataError(f"{folder}: class folders {extra} do not exist in the train split {class_names}")
         if not paths:
             raise DataError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under the class folders")
         splits[name] = Split(labels=np.asarray(labels, dtype=np.int64), paths=paths)
-    return splits, class_names
+    return splits, class_names, notes
 
 
 def read_unlabelled_folder(
@@ -43,12 +49,15 @@ def read_unlabelled_folder(
     into memory at the load size when the training images are in memory (npz), else read lazily like them."""
     if not folder.is_dir():
         raise DataError(f"data.unlabelled={folder}: no such folder; give a folder of images, 'rest' or 'none'")
-    files = [str(p) for p in list_image_files(folder)]
+    scan = scan_image_files(folder)
+    files = [str(p) for p in scan.files]
     if not files:
         raise DataError(f"data.unlabelled={folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under it")
+    if note := scan.note(f"data.unlabelled={folder}"):
+        notes.append(note)
     extra = Split(labels=np.full(len(files), UNLABELLED, dtype=np.int64), paths=files, dicom=train.dicom)
-    if cfg.skip_bad_images:
-        extra = drop_unreadable(extra, "unlabelled", notes)
+    names = dict(zip(files, relative_names(files), strict=True))
+    extra = check_files(extra, f"data.unlabelled={folder}", cfg.skip_bad_images, notes, names)
     if train.images is not None:
         images = np.stack([load_image_file(f, channels, load_size, extra.dicom) for f in extra.paths or []])
         extra = Split(extra.labels, images=images)

@@ -8,14 +8,27 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from reprodistill.data.dicom import DICOM_SUFFIXES, DicomDecoding, DicomInfo, is_dicom, read_dicom, read_header
+from reprodistill.data.dicom import (
+    DICOM_SUFFIXES,
+    IMAGE,
+    NOT_AN_IMAGE,
+    DicomDecoding,
+    DicomInfo,
+    is_dicom,
+    probe_dicom,
+    read_dicom,
+    read_header,
+)
 from reprodistill.data.types import Split
 from reprodistill.errors import DataError
 
@@ -30,9 +43,64 @@ def is_image_file(path: Path) -> bool:
     return suffix in IMAGE_SUFFIXES or (suffix == "" and is_dicom(path))
 
 
+@dataclass
+class FileScan:
+    """The image files under a folder, and the DICOM files found there that hold no image (a DICOMDIR, reports,
+    presentation states...), counted by what they are."""
+
+    files: list[Path]
+    skipped: Counter = field(default_factory=Counter)
+
+    def note(self, where: str) -> Optional[str]:
+        """A log line about the skipped files, or None."""
+        if not self.skipped:
+            return None
+        kinds = ", ".join(f"{n} {what}" for what, n in sorted(self.skipped.items()))
+        return f"{where}: skipped {sum(self.skipped.values())} DICOM file(s) that hold no image ({kinds})"
+
+
+def scan_image_files(folder: Path) -> FileScan:
+    """Every image file under ``folder`` (any depth), sorted; DICOM files that hold no image are left out and
+    counted (every CD / PACS export carries a DICOMDIR)."""
+    scan = FileScan([])
+    for p in sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p)):
+        if is_dicom(p) and (probe := probe_dicom(p)).kind == NOT_AN_IMAGE:
+            scan.skipped[probe.what] += 1
+        else:
+            scan.files.append(p)
+    return scan
+
+
 def list_image_files(folder: Path) -> list[Path]:
-    """Every decodable image file under ``folder`` (any depth), sorted."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    """Every image file under ``folder`` (any depth), sorted, without the DICOM files that hold no image."""
+    return scan_image_files(folder).files
+
+
+def file_problem(path: str | Path) -> Optional[str]:
+    """Why an image file cannot be used, found cheaply before training (None: usable): for DICOM its header and the
+    length of its pixel data (:func:`~reprodistill.data.dicom.probe_dicom`), for other formats the header and
+    Pillow's structural check (PNG checksums). Decoding itself is checked on one file of each kind
+    (:func:`dicom_summary`)."""
+    p = Path(path)
+    try:
+        if is_dicom(p):
+            probe = probe_dicom(p)
+            return None if probe.kind == IMAGE else probe.what if probe.kind != NOT_AN_IMAGE else (
+                f"holds no image ({probe.what})")  # fmt: skip
+        with Image.open(p) as im:
+            im.verify()
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        return f"cannot be read ({type(e).__name__}: {str(e)[:120]})"
+    return None
+
+
+def relative_names(paths: list[str]) -> list[str]:
+    """Each path relative to the folder all of them share (what tells apart files with one base name, e.g. the
+    IM00001.dcm of every series of a PACS export)."""
+    if not paths:
+        return []
+    root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+    return [os.path.relpath(os.path.abspath(p), root) for p in paths]
 
 
 def _to_uint8(im: Image.Image) -> np.ndarray:
@@ -92,31 +160,26 @@ def load_image_file(
     return out[..., None] if out.ndim == 2 else out
 
 
-def unreadable(paths: list[str], dicom: DicomDecoding = DicomDecoding()) -> list[int]:
-    """Indices of the files that do not decode."""
-    bad = []
-    for i, p in enumerate(paths):
-        try:
-            if is_dicom(Path(p)):
-                read_dicom(p, dicom)
-            else:
-                with Image.open(p) as im:
-                    im.load()
-        except (OSError, UnidentifiedImageError, ValueError, DataError):
-            bad.append(i)
-    return bad
-
-
-def drop_unreadable(split: Split, where: str, notes: list[str]) -> Split:
-    """Leave out image files that do not decode, noting how many and which."""
+def check_files(split: Split, where: str, skip: bool, notes: list[str], names: dict[str, str]) -> Split:
+    """``split`` after checking every image file (:func:`file_problem`): with ``skip`` the unusable files are left
+    out and counted in ``notes`` by cause; otherwise the first unusable ones stop the run, each named by
+    ``names[path]`` (its path relative to the data) with its cause and the option that skips it."""
     if split.paths is None:
         return split
-    bad = unreadable(split.paths, split.dicom)
-    if bad:
-        names = [Path(split.paths[i]).name for i in bad[:5]]
-        notes.append(f"{where}: skipped {len(bad)} unreadable image file(s), e.g. {names}")
-        split = split.take(np.setdiff1d(np.arange(len(split)), bad))
-    return split
+    problems = [(i, why) for i, p in enumerate(split.paths) if (why := file_problem(p)) is not None]
+    if not problems:
+        return split
+    if not skip:
+        shown = "; ".join(f"{names.get(split.paths[i], split.paths[i])}: {why}" for i, why in problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise DataError(
+            f"{where}: {len(problems)} image file(s) cannot be used: {shown}{more}. Replace them, or set "
+            "data.skip_bad_images=true to leave them out (counted in the log and data.json)"
+        )
+    causes = Counter(why.split(" (")[0].split(":")[0] for _, why in problems)
+    notes.append(f"{where}: skipped {len(problems)} unusable image file(s) (data.skip_bad_images): "
+                 + ", ".join(f"{n} {c}" for c, n in sorted(causes.items())))  # fmt: skip
+    return split.take(np.setdiff1d(np.arange(len(split)), [i for i, _ in problems]))
 
 
 def dicom_summary(paths: list[str], dicom: DicomDecoding) -> dict[str, object]:

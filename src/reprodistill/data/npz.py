@@ -45,8 +45,8 @@ def find_medmnist(flag: str, root: str | None = None, download: bool = True) -> 
     folder = Path(root).expanduser() if root else Path(MEDMNIST_HOME).expanduser()
     if not download:
         raise DataError(
-            f"medmnist:{flag}: no {flag}.npz in {[str(d) for d in dirs]} and downloads are off; put it in {folder} "
-            "or give data.source=<path to .npz>"
+            f"medmnist:{flag}: no {flag}.npz in {[str(d) for d in dirs]} and downloads are off; put it in {folder}, "
+            "set data.root=<folder> holding it, or give data.source=<path to .npz>"
         )
     log.info("medmnist:%s: not found locally (%s); downloading it into %s", flag, ", ".join(map(str, dirs)), folder)
     try:

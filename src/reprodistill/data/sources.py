@@ -17,12 +17,12 @@ from typing import Callable, Optional
 import numpy as np
 
 from reprodistill.config import DataConfig
-from reprodistill.data.csv_table import TableSpec, grouped_split, read_csv
-from reprodistill.data.dicom import DicomDecoding
+from reprodistill.data.csv_table import TableSpec, read_csv
+from reprodistill.data.dicom import DicomDecoding, is_dicom, probe_dicom
 from reprodistill.data.folder import read_image_folder, read_unlabelled_folder
-from reprodistill.data.image_files import dicom_summary, drop_unreadable
+from reprodistill.data.image_files import check_files, dicom_summary, relative_names
 from reprodistill.data.npz import MEDMNIST_CLASS_NAMES, find_medmnist, read_npz
-from reprodistill.data.splits import stratified_split, subsample
+from reprodistill.data.splits import grouped_split, stratified_split, subsample
 from reprodistill.data.types import UNLABELLED, DataBundle, Split, UnlabelledPool
 from reprodistill.errors import DataError
 
@@ -77,22 +77,49 @@ def read_source(cfg: DataConfig) -> SourceRead:
     raise DataError(f"{path}: unsupported file type {path.suffix!r}; give medmnist:<flag>, {kinds}")
 
 
-def _fill_missing_splits(splits: dict[str, Split], cfg: DataConfig, notes: list[str]) -> dict[str, Split]:
-    """Create stratified val/test hold-outs from train when the source has no official ones."""
+def dicom_patient_groups(split: Split) -> Optional[list[str]]:
+    """The patient of every file of ``split`` from its DICOM header (PatientID, else StudyInstanceUID, else the file
+    itself); None where no file names a patient or study, so grouping would change nothing. In memory only."""
+    if split.paths is None:
+        return None
+    groups, named = [], False
+    for p in split.paths:
+        h = probe_dicom(p).header if is_dicom(Path(p)) else {}
+        key = f"patient:{h['patient_id']}" if h.get("patient_id") else f"study:{h['study_uid']}" if h.get(
+            "study_uid") else f"file:{p}"  # fmt: skip
+        named = named or not key.startswith("file:")
+        groups.append(key)
+    return groups if named else None
+
+
+def _fill_missing_splits(splits: dict[str, Split], cfg: DataConfig, notes: list[str]) -> tuple[dict[str, Split], str]:
+    """Create val/test hold-outs from train when the source has no official ones: whole patients on one side when
+    the data name patients (a CSV patient column, or DICOM headers with ``data.split_by_patient``), else stratified
+    by class. Returns the splits and how they were made (for data.json)."""
+    missing = [s for s in ("test", "val") if s not in splits]
+    if not missing:
+        return splits, "official splits"
+    train = splits["train"]
+    grouping = "by patient (the table's patient column)" if train.groups is not None else ""
+    if train.groups is None and cfg.split_by_patient and (groups := dicom_patient_groups(train)) is not None:
+        train.groups, grouping = groups, "by patient (DICOM PatientID / StudyInstanceUID)"
     for name, fraction, seed in (("test", cfg.test_fraction, cfg.split_seed), ("val", cfg.val_fraction,
                                                                                 cfg.split_seed + 1)):  # fmt: skip
         if name in splits:
             continue
         train = splits["train"]
-        if train.groups is not None:  # whole patients on one side
+        if train.groups is not None:
             keep, hold = grouped_split(train.labels, train.groups, fraction, seed)
-            how = f"by patient ({len(set(train.groups))} patients)"
+            patients = len(set(train.groups))
+            how = f"{grouping}: {len({train.groups[i] for i in hold})} of {patients} patients"
         else:
             keep, hold = stratified_split(train.labels, fraction, seed)
-            how = "stratified"
+            how = "stratified by class" + ("" if cfg.split_by_patient else " (data.split_by_patient=false)")
+        notes.append(f"no official {name} split: held out {len(hold)} of {len(train)} training images "
+                     f"({len(hold) / len(train):.0%}; asked {fraction:.0%}), {how}")  # fmt: skip
         splits[name], splits["train"] = train.take(hold), train.take(keep)
-        notes.append(f"no official {name} split: held out {fraction:.0%} of train, {how}")
-    return splits
+    made = f"{', '.join(missing)} held out of train {grouping or 'stratified by class'}"
+    return splits, made
 
 
 def load_data(cfg: DataConfig) -> DataBundle:
@@ -103,16 +130,15 @@ def load_data(cfg: DataConfig) -> DataBundle:
     decoding = DicomDecoding(cfg.dicom_window, cfg.dicom_frames)
     for s in splits.values():
         s.dicom = decoding
-    if cfg.skip_bad_images:
-        splits = {name: drop_unreadable(s, name, notes) for name, s in splits.items()}
-    # every DICOM header read, one file of each kind decoded: a missing codec stops now, not mid-training
+    # every file checked (headers, pixel-data lengths), one file of each kind decoded: a broken file or a missing
+    # codec stops now, before any training, not mid-training or at test time
+    every = [p for s in splits.values() for p in (s.paths or [])]
+    names = dict(zip(every, relative_names(every), strict=True))
+    splits = {name: check_files(s, f"{src} ({name})", cfg.skip_bad_images, notes, names) for name, s in splits.items()}
     dicom = dicom_summary([p for s in splits.values() for p in (s.paths or [])], decoding)
     if dicom:
         notes.append(f"DICOM: {dicom['files']} files, window {decoding.window}, {dicom['photometric']}")
-    for name, s in splits.items():
-        if len(s) == 0:
-            raise DataError(f"{src}: the {name} split is empty")
-    splits = _fill_missing_splits(splits, cfg, notes)
+    splits, made = _fill_missing_splits(splits, cfg, notes)
 
     num_classes = int(max(s.labels.max() for s in splits.values() if len(s)) + 1)
     if cfg.class_names is not None:
@@ -126,7 +152,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
         class_names = [str(i) for i in range(num_classes)]
     for name, s in splits.items():
         if len(s) == 0:
-            raise DataError(f"{src}: the {name} split is empty")
+            raise DataError(f"{src}: the {name} split is empty (too few images or patients to hold it out)")
     present = np.unique(splits["train"].labels)
     if len(present) < 2:
         only = class_names[int(present[0])] if len(present) else "-"
@@ -175,4 +201,5 @@ def load_data(cfg: DataConfig) -> DataBundle:
         notes=notes,
         unlabelled=unlabelled,
         dicom=dicom,
+        splits_made=made,
     )

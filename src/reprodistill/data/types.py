@@ -84,6 +84,8 @@ class DataBundle:
     unlabelled: Optional[UnlabelledPool] = None
     # how the DICOM files among the images were decoded (image_files.dicom_summary; empty without DICOM)
     dicom: dict = field(default_factory=dict)
+    # how val / test came to be: the source's own, or held out of train (by patient or stratified)
+    splits_made: str = "official splits"
 
     @property
     def num_classes(self) -> int:

@@ -50,9 +50,10 @@ class BudgetLog:
         mix = f" ({per_step_lab} labelled + {per_step_unl} unlabelled)" if per_step_unl else ""
         size = f"; input {input_size[0]}x{input_size[1]} px" if input_size else ""
         log.info(
-            "%s: budget %d optimiser steps in %d evaluation round(s), %d images per step%s: %.0f passes over the %d "
+            "%s: budget %d optimiser steps in %d evaluation round(s), %d images per step%s: %s passes over the %d "
             "labelled images%s",
-            name, self.total, cfg.epochs, cfg.batch_size, mix, passes, n_labelled, size,
+            name, self.total, cfg.epochs, cfg.batch_size, mix, f"{passes:.0f}" if passes >= 10 else f"{passes:.2g}",
+            n_labelled, size,
         )  # fmt: skip
         if passes > MAX_SENSIBLE_PASSES:
             sensible = max(cfg.epochs, int(50 * n_labelled / max(1, per_step_lab)))

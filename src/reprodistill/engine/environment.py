@@ -76,3 +76,13 @@ def setup_logging(run_dir: Path) -> None:
         h._reprodistill = True  # type: ignore[attr-defined]
         logger.addHandler(h)
     logger.propagate = False
+
+
+def log_to_file(level: int, message: str) -> None:
+    """Write ``message`` to the run's log.txt only (the file handlers of :func:`setup_logging`), e.g. the error that
+    stops a run, which the command line prints on stderr itself."""
+    logger = logging.getLogger("reprodistill")
+    record = logger.makeRecord(logger.name, level, __file__, 0, message, None, None)
+    for h in logger.handlers:
+        if isinstance(h, logging.FileHandler):
+            h.handle(record)

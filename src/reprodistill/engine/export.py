@@ -20,7 +20,7 @@ import yaml
 
 from reprodistill.config import RunConfig, StudentConfig, from_dict
 from reprodistill.data.dicom import DicomDecoding, MissingCodecError, is_dicom, read_header
-from reprodistill.data.image_files import IMAGE_SUFFIXES, list_image_files, load_image_file
+from reprodistill.data.image_files import IMAGE_SUFFIXES, load_image_file, scan_image_files
 from reprodistill.data.transforms import InputSpec, preprocess
 from reprodistill.engine.run_dir import RunDir
 from reprodistill.errors import DataError, ReprodistillError
@@ -202,13 +202,17 @@ def dicom_mismatch(path: Path, trained: dict) -> list[str]:
     return out
 
 
-def image_files(inputs: list[str]) -> list[Path]:
-    """Expand files and folders (recursively) into image files; a missing path is an error."""
+def image_files(inputs: list[str], notes: Optional[list[str]] = None) -> list[Path]:
+    """Expand files and folders (recursively) into image files; a missing path is an error. DICOM files in a folder
+    that hold no image (a DICOMDIR, reports) are left out, with a line in ``notes`` saying how many."""
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += list_image_files(p)
+            scan = scan_image_files(p)
+            files += scan.files
+            if notes is not None and (note := scan.note(str(p))):
+                notes.append(note)
         elif p.is_file():
             files.append(p)
         else:
@@ -236,7 +240,7 @@ def predict_files(
     student, config = load_exported(directory)
     load = config["load"]
     names = config["class_names"]
-    files = image_files(inputs)
+    files = image_files(inputs, warnings)
     skipped = [] if skipped is None else skipped
     trained_dicom = config.get("dicom") or {}
     decoding = DicomDecoding(**trained_dicom.get("decoding", {}))

@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from reprodistill.config import RunConfig, to_dict
+from reprodistill.data.image_files import relative_names
 from reprodistill.data.sources import DataBundle
 from reprodistill.engine.profile import peak_rss_mb
 from reprodistill.engine.results import RESULT_COLUMNS, MethodResult, RunResult, results_table
@@ -125,6 +126,8 @@ class RunDir:
         overwritten with different settings: a changed key is an error naming it."""
         if not self.config.is_file():
             return False
+        if not self.trained_anything():  # e.g. stopped by a data check: nothing to keep, so any config may start
+            return False
         old, new = _flatten(yaml.safe_load(self.config.read_text())), _flatten(to_dict(cfg))
         defaults = _flatten(to_dict(RunConfig()))
         # a key added to reprodistill after the run started is no change if this run leaves it at its default
@@ -139,6 +142,14 @@ class RunDir:
                 "rerun with the original settings to resume it, or pick a new --run-dir"
             )
         return True
+
+    def trained_anything(self) -> bool:
+        """Whether some method of this folder started training (it has a method folder with metrics or a
+        checkpoint); a folder whose run stopped before (a data check, a missing codec) holds nothing to resume."""
+        return any(
+            (d / f).exists() for d in self.path.iterdir() if d.is_dir() and d.name != "export"
+            for f in ("metrics.csv", "last.pt", "best.pt", "result.json", "prepare_curve.csv")
+        )  # fmt: skip
 
     def finished(self, name: str) -> Optional[MethodResult]:
         """The stored result of a method that finished in this folder, else None."""
@@ -173,8 +184,20 @@ class RunDir:
                 # DICOM decoding (window, frames) and what the files were (modality / photometric counts); export
                 # copies it so predict decodes the same way
                 "dicom": data.dicom,
+                "splits_made": data.splits_made,
+                # what reading the data did: files skipped and why, hold-out sizes asked and got (no patient data)
+                "notes": data.notes,
             },
         )
+        files = [(s, p, int(y)) for s, split in (("train", data.train), ("val", data.val), ("test", data.test),
+                                                 ("unlabelled", data.unlabelled.split if data.unlabelled else None))
+                 if split is not None and split.paths is not None
+                 for p, y in zip(split.paths, split.labels, strict=True)]  # fmt: skip
+        if files:  # which file went where, for an audit of the splits (file sources only; paths relative to the data)
+            names = relative_names([p for _, p, _ in files])
+            rows = [{"split": s, "file": n, "label": data.class_names[y] if y >= 0 else ""}
+                    for (s, _, y), n in zip(files, names, strict=True)]  # fmt: skip
+            write_csv(self.path / "splits.csv", rows, ["split", "file", "label"])
 
     def write_teacher(self, teacher: Teacher) -> None:
         """teacher.json: what the FM saw (its preprocessing record) and the pooled-feature layout."""
