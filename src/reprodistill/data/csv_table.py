@@ -127,7 +127,7 @@ def read_table(path: Path, spec: TableSpec) -> Table:
     columns = [c.strip() for c in (rows[0].keys() if rows else []) if c is not None]
     rows = [{k.strip(): v.strip() if isinstance(v, str) else "" for k, v in r.items() if k is not None} for r in rows]
     key_col = _column(columns, spec.key_column) if spec.key_column else next(
-        (found for c in KNOWN_KEY_COLUMNS if (found := _column(columns, c))), None)  # fmt: skip
+        (col for c in KNOWN_KEY_COLUMNS if (col := _column(columns, c))), None)  # fmt: skip
     label_col = _column(columns, spec.label_column)
     patient_col = _column(columns, spec.patient_column) if spec.patient_column else None
     split_col = _column(columns, "split")

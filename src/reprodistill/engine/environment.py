@@ -82,7 +82,7 @@ def log_to_file(level: int, message: str) -> None:
     """Write ``message`` to the run's log.txt only (the file handlers of :func:`setup_logging`), e.g. the error that
     stops a run, which the command line prints on stderr itself."""
     logger = logging.getLogger("reprodistill")
-    record = logger.makeRecord(logger.name, level, __file__, 0, message, None, None)
+    record = logger.makeRecord(logger.name, level, __file__, 0, message, (), None)
     for h in logger.handlers:
         if isinstance(h, logging.FileHandler):
             h.handle(record)
