@@ -264,7 +264,8 @@ def test_stage2_distils_on_unlabelled_images_that_stage1_never_trained_on(tdmr_s
 
 def test_a_tdmr_run_writes_stage1s_validation_curve_with_the_auc_the_bench_ranks_on(tiny_teacher, small_npz, tmp_path):
     """Stage 1's curve reaches the method folder (``prepare_curve.csv``): one row after the head warm-up and each
-    joint epoch; its last row is the frozen reprogrammed FM's validation loss, accuracy and AUC, recomputed here."""
+    joint epoch; stage 1 keeps the state of its best row on validation (AUC, then loss; the warm-up's included),
+    marked ``kept``, and that row is the frozen reprogrammed FM's validation loss, accuracy and AUC, recomputed here."""
     import csv
 
     from reprodistill.config import load_config
@@ -287,7 +288,9 @@ def test_a_tdmr_run_writes_stage1s_validation_curve_with_the_auc_the_bench_ranks
     # 60 labelled images in batches of 32: 2 joint steps per epoch
     assert [(int(r["epoch"]), int(r["steps"])) for r in rows] == [(0, 0), (1, 2), (2, 4)]
     assert all(0 <= float(r["val_auc"]) <= 1 and 0 <= float(r["val_accuracy"]) <= 1 for r in rows)
-    # the last row is the reprogrammed FM as stage 2 used it: rebuild it from the stored stage 1 and score val again
+    kept = [r for r in rows if float(r["kept"]) == 1.0]
+    assert len(kept) == 1 and float(kept[0]["val_auc"]) == max(float(r["val_auc"]) for r in rows)
+    # the kept row is the reprogrammed FM as stage 2 used it: rebuild it from the stored stage 1 and score val again
     student = create_student(StudentConfig(name="resnet10t"), 2, (28, 28))
     ctx = MethodContext(cfg=cfg, num_classes=2, student=student, teacher=create_teacher(cfg.teacher),
                         class_weights=None)  # fmt: skip
@@ -302,5 +305,5 @@ def test_a_tdmr_run_writes_stage1s_validation_curve_with_the_auc_the_bench_ranks
     with torch.no_grad():
         logits = method.reprogrammed(method.reprogrammed.fm_features(images))[1]
     expected = classification_metrics(logits.log_softmax(1).numpy(), data.val.labels)
-    assert float(rows[-1]["val_auc"]) == pytest.approx(expected["auc"], abs=1e-6)
-    assert float(rows[-1]["val_accuracy"]) == pytest.approx(expected["accuracy"], abs=1e-6)
+    assert float(kept[0]["val_auc"]) == pytest.approx(expected["auc"], abs=1e-6)
+    assert float(kept[0]["val_accuracy"]) == pytest.approx(expected["accuracy"], abs=1e-6)

@@ -60,7 +60,8 @@ from reprodistill.reprogram.reprogrammed_fm import ReprogrammedFM, Stage1Budget,
 from reprodistill.util.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger("reprodistill")
-STAGE1_FORMAT = 1
+# 2: stage 1 keeps its best state on validation (the warm-up included), not the last joint step
+STAGE1_FORMAT = 2
 # options that change what stage 1 produces (the rest only shape stage 2)
 STAGE1_OPTIONS = ("prompt", "pad", "resize", "output", "label_map", "proxy", "proxy_dim", "stage1_head_epochs",
                   "stage1_epochs", "stage1_max_steps", "stage1_lr", "stage1_batch_size")  # fmt: skip
@@ -104,6 +105,7 @@ def schedule_weights(schedule: str, p: float, t_start: float, t_end: float) -> d
 
 @register_method("tdmr")
 class TaskDrivenModelReprogramming(Method):
+    family = "transfer"
     uses_teacher = True
     # stage 1 trains on the labelled images; with data.unlabelled, stage 2's feature and KD terms also use the
     # reprogrammed FM's outputs on the unlabelled ones (CE skips them)

@@ -7,6 +7,7 @@ The FM itself is held, never a submodule: it is not trained and not in the state
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional, Protocol
@@ -165,7 +166,7 @@ class ReprogrammedFM(nn.Module):
                 if len(idx) >= 2:  # BatchNorm needs two samples
                     self._step(opt, loss_fn, warm[idx], labels[idx].to(device))
         self.curve = []
-        self._record(val, fm, loss_fn, 0)
+        best = self._record(val, fm, loss_fn, 0)
         max_steps = budget.max_steps if budget.max_steps is not None else float("inf")
         if opt is None:  # a label-mapped FM without a prompt: nothing trains, the mapping is all of stage 1
             max_steps = 0
@@ -186,9 +187,18 @@ class ReprogrammedFM(nn.Module):
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
             if self.steps and (not self.curve or self.curve[-1]["steps"] < self.steps):
-                self._record(val, fm, loss_fn, epoch + 1)
+                if (state := self._record(val, fm, loss_fn, epoch + 1)) is not None:
+                    best = state
         bar.close()
         log.info("tdmr: stage 1 trained for %d steps", self.steps)
+        if best is not None and self.curve:  # the state validation prefers, the warm-up's included
+            kept = max(self.curve, key=lambda r: (r["val_auc"], -r["val_loss"]))
+            for m, sd in zip(self.parts(), best, strict=True):
+                m.load_state_dict(sd)
+            for r in self.curve:
+                r["kept"] = float(r is kept)
+            log.info("tdmr: stage 1 keeps its state after epoch %d of %d (%d joint steps; val AUC %.4f, best of the "
+                     "curve)", kept["epoch"], budget.epochs, kept["steps"], kept["val_auc"])  # fmt: skip
         self.freeze()
         return fixed if fixed is not None else self.prompted_features(dataset, fm)
 
@@ -198,10 +208,11 @@ class ReprogrammedFM(nn.Module):
         fm: FMPasses,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         epoch: int,
-    ) -> None:
-        """Append the validation loss, accuracy and AUC of the reprogrammed FM as it is now to :attr:`curve`."""
+    ) -> Optional[list[dict[str, torch.Tensor]]]:
+        """Append the validation loss, accuracy and AUC of the reprogrammed FM as it is now to :attr:`curve`; returns
+        a copy of its state when it is the best so far on validation (AUC, then loss), else None."""
         if val is None:
-            return
+            return None
         was = [m.training for m in self.parts()]
         for m in self.parts():
             m.eval()
@@ -215,9 +226,11 @@ class ReprogrammedFM(nn.Module):
         for m, w in zip(self.parts(), was):
             m.train(w)
         acc, auc = scores["accuracy"], scores["auc"]
+        improved = all((auc, -loss) > (r["val_auc"], -r["val_loss"]) for r in self.curve)
         self.curve.append({"epoch": epoch, "steps": self.steps, "val_loss": loss, "val_accuracy": acc, "val_auc": auc})
         log.info("tdmr stage 1, epoch %d (%d joint steps): val loss %.4f, val acc %.4f, val AUC %.4f", epoch,
                  self.steps, loss, acc, auc)  # fmt: skip
+        return [copy.deepcopy(m.state_dict()) for m in self.parts()] if improved else None
 
     def _step(
         self,
