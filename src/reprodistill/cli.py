@@ -5,7 +5,7 @@ Examples::
     reprodistill distill                                   # default preset: PneumoniaMNIST, Merlin FM, resnet18
     reprodistill distill train.epochs=3 data.fraction=0.1 methods=[student,linear_probe]
     reprodistill bench                                     # quick comparison grid with report.md + plots
-    reprodistill bench -c pneumonia-bench                  # every method x 3 seeds x {100%, 10%} of the data
+    reprodistill bench -c pneumonia-bench                  # every method x its seeds x {100%, 10%} of the data
     reprodistill config --config default teacher.name=efficientnet_lite0   # print the resolved config
     reprodistill list                                      # methods, teachers, presets
     reprodistill export runs/<run>                         # student -> safetensors + config.json + ONNX
@@ -236,8 +236,8 @@ def _predict(args: argparse.Namespace) -> int:
 def _bench(cfg, args: argparse.Namespace) -> int:
     from reprodistill.bench import run_bench
     from reprodistill.bench.grid import LaunchOptions
-    from reprodistill.bench.report import results_markdown, verdict_markdown
-    from reprodistill.config import method_variant
+    from reprodistill.bench.report import results_markdown
+    from reprodistill.bench.verdict import verdict_markdown
     from reprodistill.engine import distributed
 
     retest = args.retest
@@ -253,8 +253,8 @@ def _bench(cfg, args: argparse.Namespace) -> int:
               f"command again to collect the report in {res.bench_dir}")  # fmt: skip
         return 0
     print()
-    print(results_markdown(res.rows, cfg.methods))
-    verdict = verdict_markdown(res.rows, cfg.methods, {m: method_variant(cfg, m)[0] for m in cfg.methods})
+    print(results_markdown(res.rows, res.methods))
+    verdict = verdict_markdown(res.rows, res.methods)
     if verdict:
         print("\nVerdict (chosen on validation, measured on test):\n" + verdict + "\n")
     print(

@@ -58,15 +58,15 @@ class RDOptions(ConsistencyOptions):
     phi_hidden: Optional[int] = None
     phi_dropout: float = 0.0
     # Dropout on phi's (standardised) FM input features: a few hundred images cannot pin down a 2048+ -> d_s map.
-    # 0.5 chosen on validation AUC at 10% data on both data sets (BreastMNIST with unlabelled images, 5 seeds: 0.817
-    # vs 0.784 without; PneumoniaMNIST, 3 seeds: 0.9925 vs 0.9899); see docs/results.md.
+    # 0.5 chosen on validation AUC at 10% data on both data sets (docs/results.md, "RD variants" and "the old quick
+    # preset ...: RD input dropout and probe target").
     phi_input_dropout: float = 0.5
     # The branch's logits grow without bound under its CE (median margin ~60 on PneumoniaMNIST 10% against ~5.5 for
     # the L2-regularised probe), so KD at T = 4 hands the student hard labels. 'val' rescales the KD target by a
     # temperature fitted on the validation split (class-weighted NLL, never sharpening) before each round. Off by
-    # default: on BreastMNIST 10% + unlabelled images it lowered the student's validation AUC on every seed (mean
-    # 0.764 vs 0.828 over 5 seeds; its validation CE fell from ~3 to 0.6). Untested guess at why: the near-hard
-    # targets act as pseudo-labels on the unlabelled images.
+    # default: on BreastMNIST 10% + unlabelled images it lowered the student's validation AUC on every seed
+    # (docs/results.md, "RD variants", rd-unl-cal). Untested guess at why: the near-hard targets act as pseudo-labels
+    # on the unlabelled images.
     teacher_calibration: Literal["none", "val"] = "none"
     # The student's view of an unlabelled image in the KD term: 'weak' (the paper: the view every term sees) or
     # 'strong' (its RandAugment + Cutout view, as FixMatch / Noisy Student: the reprogrammed FM's prediction on the
@@ -76,6 +76,7 @@ class RDOptions(ConsistencyOptions):
 
 @register_method("rd")
 class ReprogrammingDistillation(Method):
+    family = "transfer"
     uses_teacher = True
     teacher_features = "pooled"
     uses_unlabelled = True  # CE terms skip unlabelled images; KD and CKA use them all
