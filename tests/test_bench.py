@@ -12,7 +12,9 @@ import torch
 
 from reprodistill.bench import bench_cells
 from reprodistill.bench.grid import cell_config
-from reprodistill.bench.report import aggregate, results_markdown
+from reprodistill.bench.report import results_markdown
+from reprodistill.bench.rows import BenchRow
+from reprodistill.bench.stats import aggregate
 from reprodistill.config import load_config
 
 
@@ -35,25 +37,15 @@ def test_bad_grid_values_are_refused():
 
 
 def test_aggregate_mean_and_sample_std():
+    costs = {"transfer_s": 10, "train_time_s": 10, "latency_ms": 1, "params": 5, "gflops": 1}
     rows = [
-        {
-            "method": "m",
-            "fraction": 1.0,
-            "deploys": "student",
-            "accuracy": a,
-            "balanced_accuracy": 0.5,
-            "macro_f1": 0.5,
-            "auc": 0.5,
-            "transfer_s": 10,
-            "train_time_s": 10,
-            "latency_ms": 1,
-            "params": 5,
-            "gflops": 1,
-        }
-        for a in (0.7, 0.8, 0.9)
+        BenchRow("m", 1.0, s, test={"accuracy": a, "balanced_accuracy": 0.5, "macro_f1": 0.5, "auc": 0.5}, costs=costs)
+        for s, a in enumerate((0.7, 0.8, 0.9))
     ]
     agg = aggregate(rows)[("m", 1.0)]
-    assert agg["n"] == 3 and agg["accuracy"][0] == pytest.approx(0.8) and agg["accuracy"][1] == pytest.approx(0.1)
+    assert (
+        agg.n == 3 and agg.stats["accuracy"][0] == pytest.approx(0.8) and agg.stats["accuracy"][1] == pytest.approx(0.1)
+    )
     assert "0.8000 ± 0.1000" in results_markdown(rows, ["m"])
 
 

@@ -1,14 +1,19 @@
 """Sanity rows and statistics of every report: degenerate-predictor flags, majority class, published reference,
 paired differences with their t-interval, selection on validation only."""
 
+import dataclasses
 import json
 import math
 
 import numpy as np
 import pytest
 
-from reprodistill.bench.report import best_student_cell, paired_difference, paired_markdown, results_markdown
+from reprodistill.bench.report import paired_markdown, results_markdown
+from reprodistill.bench.rows import COST_COLUMNS, BenchRow
+from reprodistill.bench.stats import best_student_cell, format_paired, paired_difference
 from reprodistill.engine.sanity import majority_metrics, prediction_flags, published_line
+from reprodistill.methods import METHODS
+from reprodistill.util.metrics import SCALAR_METRICS
 
 
 def test_one_class_and_missing_class_flags():
@@ -32,10 +37,14 @@ def test_published_reference_is_labelled_and_only_for_known_sets():
     assert published_line("/data/xrays") == ""
 
 
-def _row(method, seed, auc, deploys="student", fraction=0.1, **extra):
-    return {"method": method, "seed": seed, "fraction": fraction, "auc": auc, "val_auc": auc, "balanced_accuracy": auc,
-            "accuracy": auc, "macro_f1": auc, "deploys": deploys, "transfer_s": 1, "train_time_s": 1,
-            "latency_ms": 1, "params": 1, "gflops": 1, **extra}  # fmt: skip
+def _row(method, seed, auc, deploys="student", fraction=0.1, flags="", method_dir="", **extra):
+    """A bench row with every test metric and the validation AUC at ``auc``; ``val_<m>=`` and cost keywords
+    override; the family is the registered method's (the name before a variant's suffix)."""
+    base = method.split("@")[0].split("-")[0]
+    costs = {k: 1 for k in COST_COLUMNS} | {k: v for k, v in extra.items() if k in COST_COLUMNS}
+    val = {k: auc for k in SCALAR_METRICS} | {k[4:]: v for k, v in extra.items() if k.startswith("val_")}
+    return BenchRow(method, fraction, seed, METHODS.get(base).family if base in METHODS else "alternative", deploys,
+                    {k: auc for k in SCALAR_METRICS}, val, costs, flags, method_dir)  # fmt: skip
 
 
 def test_paired_difference_and_its_t_interval():
@@ -52,11 +61,11 @@ def test_paired_difference_and_its_t_interval():
 def test_reprogramming_methods_are_compared_with_the_best_kd_baseline():
     rows = [_row(m, s, a + (0.015 if m == "drd" else 0.01) * s) for s in range(3)
             for m, a in (("student", 0.7), ("kd", 0.8), ("rkd", 0.75), ("drd", 0.9))]  # fmt: skip
-    text = paired_markdown(rows, ["student", "kd", "rkd", "drd"], {})
+    text = paired_markdown(rows, ["student", "kd", "rkd", "drd"])
     assert "| drd | best KD baseline (kd) | +0.1050 [" in text and "] ✓" in text
     for r in rows:  # the baseline is chosen on validation: rkd is better there, kd only on test
-        r["val_auc"] = 0.9 if r["method"] == "rkd" else 0.5
-    assert "| drd | best KD baseline (rkd) | +0.1550 [" in paired_markdown(rows, ["student", "kd", "rkd", "drd"], {})
+        r.val["auc"] = 0.9 if r.method == "rkd" else 0.5
+    assert "| drd | best KD baseline (rkd) | +0.1550 [" in paired_markdown(rows, ["student", "kd", "rkd", "drd"])
 
 
 def test_degenerate_rows_are_flagged_in_the_table_and_majority_row_present(tmp_path):
@@ -76,7 +85,7 @@ def test_best_student_is_chosen_on_validation_never_test():
         _row("b", 0, 0.80, fraction=1.0, val_loss=0.20),
         _row("probe", 0, 0.99, deploys="FM", fraction=1.0, val_loss=0.01),
     ]
-    assert best_student_cell(rows, "loss")["method"] == "b"
+    assert best_student_cell(rows, "loss").method == "b"
 
 
 def test_last_round_rule_compares_methods_by_validation_auc():
@@ -84,7 +93,7 @@ def test_last_round_rule_compares_methods_by_validation_auc():
         _row("a", 0, 0.99, fraction=1.0, val_auc=0.70, val_loss=0.1),  # best test AUC and val loss, worse val AUC
         _row("b", 0, 0.80, fraction=1.0, val_auc=0.90, val_loss=0.9),
     ]
-    assert best_student_cell(rows, "last")["method"] == "b"
+    assert best_student_cell(rows, "last").method == "b"
 
 
 def test_report_names_the_commits_cells_trained_and_were_retested_at(tmp_path):
@@ -123,19 +132,17 @@ def test_commit_is_read_when_the_code_is_imported_not_when_a_cell_starts(monkeyp
 def test_too_few_seeds_or_no_spread_claim_nothing():
     """Two seeds, or differences without spread, print no interval and no check mark (a 2-seed bench printed
     "+0.0250 [+0.0250, +0.0250] ✓" for one test image of 40)."""
-    from reprodistill.bench.report import _fmt_diff
-
     rows = [_row("student", s, 0.80) for s in range(2)] + [_row("rd", s, 0.825) for s in range(2)]
     two = paired_difference(rows, "rd", "student", 0.1, "auc")
-    assert two[3] == 2 and math.isnan(two[1]) and _fmt_diff(two) == "+0.0250 (2 seeds: too few for an interval)"
+    assert two.n == 2 and math.isnan(two.low) and format_paired(two) == "+0.0250 (2 seeds: too few for an interval)"
     rows += [_row("student", 2, 0.80), _row("rd", 2, 0.825)]
     flat = paired_difference(rows, "rd", "student", 0.1, "auc")
-    assert flat[3] == 3 and "no interval" in _fmt_diff(flat) and "✓" not in _fmt_diff(flat)
-    assert "] ✓" not in paired_markdown(rows, ["student", "rd"], {})
+    assert flat.n == 3 and "no interval" in format_paired(flat) and "✓" not in format_paired(flat)
+    assert "] ✓" not in paired_markdown(rows, ["student", "rd"])
 
 
 def test_verdict_picks_on_validation_and_compares_the_best_of_each_side():
-    from reprodistill.bench.report import verdict_markdown
+    from reprodistill.bench.verdict import verdict_markdown
 
     rows = []
     for s in range(4):
@@ -143,35 +150,35 @@ def test_verdict_picks_on_validation_and_compares_the_best_of_each_side():
                  val_auc=0.78), _row("kd", s, 0.90, val_auc=0.60),  # best on test, worst on validation
                  _row("rd-unl", s, 0.80 + 0.02 * s, val_auc=0.82), _row("tdmr", s, 0.85, val_auc=0.65)]  # fmt: skip
     methods = ["student", "fixmatch-unl", "kd", "rd-unl", "tdmr"]
-    bases = {"fixmatch-unl": "fixmatch", "rd-unl": "rd"}
-    text = verdict_markdown(rows, methods, bases)
+    text = verdict_markdown(rows, methods)
     assert "deploy `rd-unl`" in text and "reprodistill's best `rd-unl`" in text
     assert "best alternative `fixmatch-unl`" in text  # not kd, which only the test split favours
     d = np.array([0.06, 0.07, 0.08, 0.09])
     assert f"AUC +{d.mean():.4f} [" in text and "] ✓" in text
     assert "does not separate" not in text  # 0.82 against 0.78 on every seed
     fixmatch_val = iter([0.84, 0.79, 0.83, 0.81])  # mean 0.8175: rd-unl (0.82) still ahead, by +0.0025 [-, +]
-    tied = [dict(r, val_auc=next(fixmatch_val)) if r["method"] == "fixmatch-unl" else r for r in rows]
-    tied_text = verdict_markdown(tied, methods, bases)
+    tied = [dataclasses.replace(r, val={**r.val, "auc": next(fixmatch_val)}) if r.method == "fixmatch-unl" else r
+            for r in rows]  # fmt: skip
+    tied_text = verdict_markdown(tied, methods)
     assert "deploy `rd-unl`" in tied_text
     assert "; validation does not separate it from `fixmatch-unl` (val AUC +0.0025 [-0.0" in tied_text
     for r in rows:  # the alternative ahead on validation: it is the one to deploy
-        if r["method"] == "fixmatch-unl":
-            r["val_auc"] = 0.9
-    assert "deploy `fixmatch-unl`" in verdict_markdown(rows, methods, bases)
-    assert "only the small model" not in verdict_markdown(rows, methods, bases)
+        if r.method == "fixmatch-unl":
+            r.val["auc"] = 0.9
+    assert "deploy `fixmatch-unl`" in verdict_markdown(rows, methods)
+    assert "only the small model" not in verdict_markdown(rows, methods)
     # a PEFT row ahead on validation deploys the FM: the line also names the best row that ships the small student
     rows += [_row("lora", s, 0.88, deploys="FM", val_auc=0.95) for s in range(4)]
-    text = verdict_markdown(rows, methods + ["lora"], bases)
+    text = verdict_markdown(rows, methods + ["lora"])
     assert "deploy `lora`** (FM," in text and "best alternative `lora`" in text
     assert "if only the small model can be deployed: `fixmatch-unl` (mean validation AUC 0.9000)" in text
     assert f"minus the best small-model alternative `fixmatch-unl` (val 0.9000): AUC +{d.mean():.4f} [" in text
-    one = verdict_markdown([r for r in rows if r["seed"] == 0], methods, bases)  # the quick job's single seed
+    one = verdict_markdown([r for r in rows if r.seed == 0], methods)  # the quick job's single seed
     assert "paired over 1 seed, " in one and "(1 seed: too few for an interval)" in one
 
 
 def test_latency_is_one_figure_per_deployed_architecture():
-    from reprodistill.bench.report import deployed_latency
+    from reprodistill.bench.stats import deployed_latency
 
     rows = [_row("student", 0, 0.7, latency_ms=266.5, params=11e6), _row("rd", 0, 0.8, latency_ms=5.6, params=11e6),
             _row("kd", 0, 0.8, latency_ms=9.7, params=11e6), _row("lora", 0, 0.8, deploys="FM", latency_ms=900,

@@ -13,12 +13,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import yaml
 
 from reprodistill.bench.cell import run_cell, write_cell_config
 from reprodistill.bench.launchers import CellJob, Launcher, ProcessLauncher, cell_command, cell_holder, run_cells
+from reprodistill.bench.rows import RESULT_COLUMNS, BenchRow, read_row
 from reprodistill.config import (
     BenchConfig,
     RunConfig,
@@ -29,27 +30,15 @@ from reprodistill.config import (
 )
 from reprodistill.engine import distributed
 from reprodistill.engine.environment import setup_logging
-from reprodistill.engine.results import RESULT_COLUMNS as RUN_COLUMNS
-from reprodistill.engine.results import MethodResult
 from reprodistill.engine.run import retest_run
 from reprodistill.engine.run_dir import RunDir
 from reprodistill.errors import ReprodistillError
 from reprodistill.features.run_features import build_teacher
 from reprodistill.methods import METHODS, check_config
 from reprodistill.models.teacher import Teacher
-from reprodistill.util.checkpoint import read_json, write_csv, write_text
+from reprodistill.util.checkpoint import write_csv, write_text
 
 log = logging.getLogger("reprodistill")
-
-# the run's result columns, with the cell's fraction and seed after the method, what it deploys and its folder last
-RESULT_COLUMNS = (
-    "method",
-    "fraction",
-    "seed",
-    *RUN_COLUMNS[1:],
-    "deploys",
-    "method_dir",  # the trained method's folder inside the cell's run folder (metrics.csv, test_metrics.json, ...)
-)
 
 
 @dataclass(frozen=True)
@@ -70,7 +59,8 @@ class Cell:
 @dataclass
 class BenchResult:
     bench_dir: Path
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[BenchRow] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)  # the rows in the report's order (a budget axis expanded)
     wall_time_s: float = 0.0
     cells_run: int = 0
     cells_kept: int = 0
@@ -106,20 +96,8 @@ def default_bench_dir(cfg: RunConfig) -> Path:
     return Path(cfg.out_dir) / f"bench-{cfg.name or 'run'}"
 
 
-def _row(cell: Cell, result: dict[str, Any], method_dir: Path) -> dict[str, Any]:
-    row = MethodResult.from_json(result).row()
-    return {
-        "method": cell.method,
-        "fraction": cell.fraction,
-        "seed": cell.seed,
-        **{k: v for k, v in row.items() if k != "method"},
-        "deploys": "student" if METHODS.get(cell.base).uses_student else "FM",
-        "method_dir": str(method_dir),
-    }
-
-
-def write_results_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    write_csv(path, rows, RESULT_COLUMNS)
+def write_results_csv(path: Path, rows: list[BenchRow]) -> None:
+    write_csv(path, [r.csv_row() for r in rows], RESULT_COLUMNS)
 
 
 @dataclass
@@ -266,7 +244,7 @@ def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool, launc
     distributed.barrier()
     setup_logging(bench_dir)
     cells = bench_cells(cfg)
-    res = BenchResult(bench_dir)
+    res = BenchResult(bench_dir, methods=list(cfg.methods))
     log.info(
         "bench %s: %d cells (%d methods x %d fractions x %d seeds)",
         bench_dir,
@@ -284,7 +262,7 @@ def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool, launc
     else:
         _run_here(cfg, cells, bench_dir, retest, res)
     # the report is assembled from the cell folders, whichever process trained them
-    res.rows = [_row(c, read_json(c.result_path(bench_dir)), c.result_path(bench_dir).parent) for c in cells]
+    res.rows = [read_row(c.method, c.fraction, c.seed, c.base, c.result_path(bench_dir).parent) for c in cells]
     res.wall_time_s = time.perf_counter() - t0
     if not main:
         return res

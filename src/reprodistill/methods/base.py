@@ -118,6 +118,9 @@ class Method(nn.Module):
             ``tests/test_method_contract.py`` checks that each reaches the loss.
         caveat: Empty for a method the measurements back; else "experimental" or "not recommended" and the
             measured reason, shown by ``reprodistill list`` and logged when it runs.
+        family: What a bench's verdict takes the method for: ``transfer`` (reprodistill's own reprogramming
+            methods, compared against the rest), ``kd`` (a KD baseline: also the bar each transfer row is paired
+            with) or ``alternative`` (what a user would do otherwise: the student alone, semi-supervised, PEFT).
     """
 
     name: ClassVar[str] = ""
@@ -132,6 +135,7 @@ class Method(nn.Module):
     # '' for a method the measurements back; else why not to deploy it yet, with the figure (shown by
     # `reprodistill list` and logged when the method runs).
     caveat: ClassVar[str] = ""
+    family: ClassVar[str] = "alternative"
 
     class_weights: Optional[torch.Tensor]  # a buffer
     # Typed as present: a method reads them only when its uses_student / uses_teacher says the engine built them.

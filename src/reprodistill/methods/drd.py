@@ -75,6 +75,7 @@ class DRDOptions:
 
 @register_method("drd")
 class DeepReprogrammingDistillation(Method):
+    family = "transfer"
     uses_teacher = True
     teacher_features = "map"
     uses_unlabelled = True  # CE terms skip unlabelled images; KD and CKA use them all

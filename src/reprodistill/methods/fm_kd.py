@@ -28,6 +28,8 @@ from reprodistill.reprogram.probe import StandardisedLinear
 class ProbedFMDistillation(Method):
     """A student trained with ``CE + distill_loss(student, probed FM)``; only the student is deployed."""
 
+    family = "kd"
+
     uses_teacher = True
     teacher_features = "pooled"
     uses_unlabelled = True  # CE skips unlabelled images; a distillation term that reads labels must opt out
