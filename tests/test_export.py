@@ -175,3 +175,19 @@ def test_export_without_method_picks_the_student_by_the_runs_validation_rule(tmp
         w.writeheader()
         w.writerows(rows)
     assert _pick_method(RunDir(run_dir), None) == expected
+
+
+def test_export_picks_by_balanced_accuracy_where_validation_auc_saturates(tmp_path):
+    from reprodistill.engine.export import _pick_method
+    from reprodistill.engine.run_dir import RunDir
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("train:\n  select_metric: last\n")
+    rows = [{"method": "fixmatch", "val_auc": 0.9992, "val_balanced_accuracy": 0.90},
+            {"method": "rd", "val_auc": 0.9990, "val_balanced_accuracy": 0.95}]  # fmt: skip
+    with open(run_dir / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    assert _pick_method(RunDir(run_dir), None) == "rd"  # AUC 0.9992 vs 0.9990 is noise; 0.95 vs 0.90 is not

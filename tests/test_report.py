@@ -196,3 +196,58 @@ def test_report_says_how_many_cells_this_command_trained():
     assert cells_trained_here(4, 4) == ", all 4 cells trained by this command"
     assert cells_trained_here(1, 4) == ", 1 of 4 cells trained by this command, the rest earlier or by other processes"
     assert "0 of 4" in cells_trained_here(0, 4)  # a rerun that only collected: none trained here
+
+
+def test_saturated_validation_auc_gives_way_to_balanced_accuracy_and_the_verdict_says_so():
+    """On an easy set every row's validation AUC sits near 1 (0.9992 vs 0.9990 chose FixMatch by noise on a held-out
+    10-class set): the verdict then chooses by validation balanced accuracy, which still separates, and says so."""
+    from reprodistill.bench.verdict import verdict_markdown
+
+    rows = []
+    for s in range(3):
+        rows += [_row("fixmatch-unl", s, 0.95, val_auc=0.9992, val_balanced_accuracy=0.90 + 0.001 * s),
+                 _row("rd-unl", s, 0.97, val_auc=0.9990, val_balanced_accuracy=0.95 + 0.001 * s)]  # fmt: skip
+    text = verdict_markdown(rows, ["fixmatch-unl", "rd-unl"])
+    assert "deploy `rd-unl`** (student, 0.00M params; mean validation bal. acc 0.9510)" in text
+    assert "chosen by validation bal. acc: the best validation AUC, 0.9992, is at or above 0.99" in text
+    below = [dataclasses.replace(r, val={**r.val, "auc": r.val["auc"] - 0.1}) for r in rows]  # 0.8992 / 0.8990
+    assert "deploy `fixmatch-unl`** (student, 0.00M params; mean validation AUC 0.8992)" in verdict_markdown(
+        below, ["fixmatch-unl", "rd-unl"]
+    )
+
+
+def test_convergence_section_flags_rows_still_rising_at_their_last_round():
+    from reprodistill.bench.report import convergence_markdown
+    from reprodistill.bench.stats import late_rise
+
+    rising = [dataclasses.replace(_row("fixmatch-unl", s, 0.8), val_auc_curve=(0.5, 0.6, 0.7, 0.70 + 0.01 * s,
+              0.75, 0.78 + 0.01 * s)) for s in range(3)]  # fmt: skip
+    flat = [dataclasses.replace(_row("rd-unl", s, 0.8), val_auc_curve=(0.5, 0.8, 0.81, 0.80 + 0.01 * s, 0.80,
+            0.805)) for s in range(3)]  # fmt: skip
+    d, at, end = late_rise(rising, "fixmatch-unl", 0.1)
+    # 6 rounds: two thirds through is round 4 (index 3): rises 0.08, 0.08, 0.08 -> no spread, no interval
+    assert at == pytest.approx(0.71) and end == pytest.approx(0.79) and d.n == 3 and math.isnan(d.low)
+    rising[2] = dataclasses.replace(rising[2], val_auc_curve=(0.5, 0.6, 0.7, 0.70, 0.75, 0.81))
+    text = convergence_markdown(rising + flat, ["fixmatch-unl", "rd-unl"])
+    assert "| fixmatch-unl | 0.1 | 3 | 0.7033 | 0.7933 | +0.0900 [" in text and "] ✓ |" in text
+    assert "Still rising at its last round: `fixmatch-unl` (fraction 0.1)." in text
+    assert "`rd-unl`" not in text.split("Still rising")[1]
+
+
+def test_budget_axis_rows_choose_their_budget_on_validation():
+    from reprodistill.bench.report import budget_markdown
+    from reprodistill.bench.verdict import verdict_markdown
+
+    rows = []
+    for s in range(3):
+        rows += [_row("fixmatch-unl@300", s, 0.76, val_auc=0.80, transfer_s=90),
+                 _row("fixmatch-unl@1500", s, 0.79, val_auc=0.83, transfer_s=450),
+                 _row("rd-unl@300", s, 0.80, val_auc=0.82, transfer_s=95),
+                 _row("rd-unl@1500", s, 0.85, val_auc=0.81, transfer_s=470)]  # fmt: skip
+    methods = ["fixmatch-unl@300", "fixmatch-unl@1500", "rd-unl@300", "rd-unl@1500"]
+    assert rows[1].budget == ("fixmatch-unl", 1500) and _row("rd-unl", 0, 0.5).budget is None
+    table = budget_markdown(rows, methods)
+    assert "| fixmatch-unl | 0.1 | 300, 1500 | 1500 | 0.8300 | 0.7900 ± 0.0000 | 450 |" in table
+    assert "| rd-unl | 0.1 | 300, 1500 | 300 | 0.8200 |" in table  # validation, not test, chose it
+    text = verdict_markdown(rows, methods)  # the verdict compares (method, budget) pairs
+    assert "deploy `fixmatch-unl@1500`" in text and "reprodistill's best `rd-unl@300`" in text

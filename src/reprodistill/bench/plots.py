@@ -171,3 +171,44 @@ def plot_confusion(path: Path, row: BenchRow, class_names: list[str]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_auc_vs_budget(path: Path, rows: list[BenchRow]) -> bool:
+    """Validation and test AUC (mean ± std over seeds) against the step budget, one line per method of a budget axis
+    (rows ``<name>@<steps>``), at the smallest fraction that has one; False (no file) without a budget axis."""
+    budget_rows = [r for r in rows if r.budget is not None]
+    if not budget_rows:
+        return False
+    frac = min(r.fraction for r in budget_rows)
+    agg = aggregate([r for r in budget_rows if r.fraction == frac])
+    names = sorted({r.budget[0] for r in budget_rows if r.budget is not None})
+    plt, colors = _plt(), _colors(names)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, split in zip(axes, ("validation", "test")):
+        for name in names:
+            pts = sorted((int(m.rpartition("@")[2]), m) for (m, _) in agg if m.rpartition("@")[0] == name)
+            if not pts:
+                continue
+            if split == "test":
+                ys = [agg[(m, frac)].stats["auc"] for _, m in pts]
+            else:
+                vals = [
+                    [r.value("val_auc") for r in budget_rows if r.method == m and r.fraction == frac] for _, m in pts
+                ]
+                ys = [(float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0) for v in vals]
+            ax.errorbar([p[0] for p in pts], [y[0] for y in ys], yerr=[y[1] for y in ys], marker="o", capsize=3,
+                        color=colors[name], label=name)  # fmt: skip
+        ax.set_xscale("log")
+        steps = sorted({r.budget[1] for r in budget_rows if r.budget is not None})
+        ax.set_xticks(steps, [str(n) for n in steps])
+        ax.minorticks_off()
+        ax.set_xlabel("optimiser steps (log scale)")
+        ax.set_ylabel(f"{split} AUC (mean ± std over seeds)")
+        ax.set_title(split)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"AUC against the step budget (fraction {frac:g})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

@@ -15,11 +15,16 @@ from reprodistill.bench.rows import METRIC_NAMES, BenchRow, cell_commits, class_
 from reprodistill.bench.stats import (
     aggregate,
     best_student_cell,
+    choice_metric,
+    chosen_budgets,
     deployed_key,
     deployed_latency,
     format_paired,
-    mean_val_auc,
+    fractions,
+    late_rise,
+    mean_val,
     paired_difference,
+    separated,
 )
 from reprodistill.bench.verdict import families, verdict_markdown
 from reprodistill.config import RunConfig
@@ -98,7 +103,8 @@ def paired_markdown(rows: list[BenchRow], methods: list[str]) -> str:
                     lines.append(f"| {m} | student alone | {cells} |")
         kd = [m for m in present if family[m] == "kd"]
         if kd:
-            best_kd = max(kd, key=lambda m: mean_val_auc(rows, m, frac))
+            metric = choice_metric(rows, present, frac)
+            best_kd = max(kd, key=lambda m: mean_val(rows, m, frac, metric))
             for m in present:
                 if family[m] == "transfer":
                     cells = " | ".join(format_paired(paired_difference(rows, m, best_kd, frac, k)) for k in metrics)
@@ -117,9 +123,65 @@ def paired_markdown(rows: list[BenchRow], methods: list[str]) -> str:
             0,
             "Mean per-seed difference with its 95% t-interval over the seeds both methods ran (same seed = same "
             "data subset, order and initialisation); ✓ the interval lies above 0, ✗ below. The best KD baseline is "
-            "the KD row with the best mean validation AUC.\n",
+            "the KD row with the best mean validation AUC (balanced accuracy where AUC saturates).\n",
         )
     return "\n".join(out)
+
+
+def convergence_markdown(rows: list[BenchRow], methods: list[str]) -> str:
+    """Whether each row had converged when its budget ended: its validation AUC two thirds through its evaluation
+    rounds and at the last one, the rise paired over seeds (:func:`~reprodistill.bench.stats.late_rise`)."""
+    lines, rising = [], []
+    for frac in fractions(rows):
+        for m in methods:
+            found = late_rise(rows, m, frac)
+            if found is None:
+                continue
+            d, at, end = found
+            lines.append(f"| {m} | {frac:g} | {d.n} | {at:.4f} | {end:.4f} | {format_paired(d)} |")
+            if separated(d):
+                rising.append(f"`{m}` (fraction {frac:g})")
+    if not lines:
+        return ""
+    return "\n".join([
+        "Validation AUC two thirds through each row's evaluation rounds and at its last round, and the rise between "
+        "them paired over seeds: ✓ still rising when the budget ended (a longer budget may help the row; "
+        "`bench.steps` lets validation choose one), ✗ falling.",
+        "",
+        "| method | fraction | seeds | val AUC at 2/3 | at the end | rise |",
+        "|---|---:|---:|---:|---:|---|",
+        *lines,
+        "",
+        ("Still rising at its last round: " + ", ".join(rising) + ".") if rising else
+        "No row was still rising beyond doubt at its last round.",
+    ])  # fmt: skip
+
+
+def budget_markdown(rows: list[BenchRow], methods: list[str]) -> str:
+    """The step budget validation chose for each row of a budget axis (``bench.steps``), what it scored and cost."""
+    agg, out = aggregate(rows), []
+    for frac in fractions(rows):
+        present = [m for m in methods if (m, frac) in agg]
+        metric = choice_metric(rows, present, frac)
+        chosen = chosen_budgets(rows, frac, metric)
+        name = "AUC" if metric == "auc" else METRIC_NAMES[metric]
+        for base, pick in chosen.items():
+            budgets = sorted(r.budget[1] for r in rows if r.fraction == frac and r.budget and r.budget[0] == base
+                             and r.seed == min(x.seed for x in rows))  # fmt: skip
+            a = agg[(pick, frac)]
+            out.append(f"| {base} | {frac:g} | {', '.join(map(str, budgets))} | {pick.rpartition('@')[2]} | "
+                       f"{mean_val(rows, pick, frac, metric):.4f} | {_pm(a.stats['auc'], a.n)} | "
+                       f"{a.mean('transfer_s'):.0f} |")  # fmt: skip
+    if not out:
+        return ""
+    return "\n".join([
+        "Each method's step budget is chosen on validation like any other setting (the verdict compares the "
+        "(method, budget) rows); the cost is that of the chosen budget.",
+        "",
+        f"| method | fraction | budgets (steps) | chosen | its validation {name} | test AUC | transfer (s) |",
+        "|---|---:|---|---:|---:|---:|---:|",
+        *out,
+    ])  # fmt: skip
 
 
 def _budget(cfg: RunConfig) -> str:
@@ -161,6 +223,7 @@ def write_report(
     plots_module.plot_accuracy_vs_fraction(plots / "accuracy_vs_fraction.png", rows, methods)
     plots_module.plot_size_latency(plots / "student_vs_fm_size_latency.png", rows)
     plots_module.plot_training_curves(plots / "training_curves.png", rows, methods)
+    plots_module.plot_auc_vs_budget(plots / "auc_vs_budget.png", rows)  # with a budget axis only
     best = best_student_cell(rows, cfg.train.select_metric)
     if best:
         plots_module.plot_confusion(plots / "confusion_best_student.png", best, class_names(rows))
@@ -204,6 +267,12 @@ def write_report(
         lines += ["## Paired comparisons", "", paired]
     if fm_rows:
         lines += ["### Non-deployed FM branches (reported by their methods)", "", fm_rows, ""]
+    budgets = budget_markdown(rows, methods)
+    if budgets:
+        lines += ["## Step budgets", "", budgets, "", "![AUC vs budget](plots/auc_vs_budget.png)", ""]
+    convergence = convergence_markdown(rows, methods)
+    if convergence:
+        lines += ["## Convergence", "", convergence, ""]
     kept = cells_trained_here(cells_run, len(rows))
     lines += [
         "## How this was made",

@@ -50,6 +50,7 @@ class BenchRow:
         costs: :data:`COST_COLUMNS` as results.csv stores them (seconds, params, GFLOPs, latency).
         flags: Degenerate-predictor flags ('' for none).
         method_dir: The trained method's folder inside the cell's run folder ('' when there is none).
+        val_auc_curve: Validation AUC after every evaluation round (its metrics.csv), to see whether it converged.
     """
 
     method: str
@@ -62,6 +63,13 @@ class BenchRow:
     costs: dict[str, float] = field(default_factory=dict)
     flags: str = ""
     method_dir: str = ""
+    val_auc_curve: tuple[float, ...] = ()
+
+    @property
+    def budget(self) -> Optional[tuple[str, int]]:
+        """(the row without its budget, steps) of a budget-axis row ``<name>@<steps>``, else None."""
+        name, _, steps = self.method.rpartition("@")
+        return (name, int(steps)) if name and steps.isdigit() else None
 
     def value(self, key: str) -> float:
         """A number by its results.csv column: a test metric (``auc``), a validation one (``val_auc``,
@@ -107,6 +115,7 @@ def read_row(method: str, fraction: float, seed: int, base: str, method_dir: Pat
         costs={k: flat[k] for k in COST_COLUMNS},
         flags=flat["flags"],
         method_dir=str(method_dir),
+        val_auc_curve=tuple(h["val_auc"] for h in _read_metrics(MethodDir(method_dir).metrics_csv) if "val_auc" in h),
     )
 
 
@@ -126,13 +135,16 @@ def class_names(rows: list[BenchRow]) -> list[str]:
     return list(read_json(folder.data_json)["class_names"])
 
 
-def history(row: BenchRow) -> list[dict[str, float]]:
-    """The cell's metrics.csv (one row per evaluation round), [] where it has none."""
-    path = MethodDir(row.method_dir).metrics_csv if row.method_dir else None
-    if path is None or not path.is_file():
+def _read_metrics(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
         return []
     with open(path, newline="") as f:
         return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+
+
+def history(row: BenchRow) -> list[dict[str, float]]:
+    """The cell's metrics.csv (one row per evaluation round), [] where it has none."""
+    return _read_metrics(MethodDir(row.method_dir).metrics_csv) if row.method_dir else []
 
 
 def test_metrics(row: BenchRow) -> Optional[dict[str, Any]]:

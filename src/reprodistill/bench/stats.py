@@ -11,7 +11,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from reprodistill.bench.rows import BenchRow
-from reprodistill.util.metrics import SCALAR_METRICS, ranking_metric, selection_score
+from reprodistill.util.metrics import SCALAR_METRICS, ranking_metric, selection_score, separating_metric
 
 # the columns :func:`aggregate` averages over seeds
 AGGREGATED = (*SCALAR_METRICS, "transfer_s", "train_time_s", "latency_ms", "params", "gflops")
@@ -92,7 +92,12 @@ def paired_difference(
     seeds = sorted(s for (m, s) in by if m == method and (baseline, s) in by)
     if not seeds:
         return None
-    d = np.array([by[(method, s)] - by[(baseline, s)] for s in seeds])
+    return interval(np.array([by[(method, s)] - by[(baseline, s)] for s in seeds]))
+
+
+def interval(d: np.ndarray) -> Paired:
+    """Mean of per-seed differences ``d`` with its 95% t-interval (NaN bounds, so no claim, for fewer than
+    :data:`MIN_SEEDS` of them or no spread)."""
     spread = float(d.std(ddof=1)) if len(d) > 1 else 0.0
     if len(d) < MIN_SEEDS or spread == 0.0:  # no interval that could claim anything (see format_paired)
         return Paired(float(d.mean()), math.nan, math.nan, len(d))
@@ -120,16 +125,23 @@ def separated(diff: Paired) -> bool:
     return diff.n >= MIN_SEEDS and (diff.low > 0 if math.isfinite(diff.low) else diff.mean > 0)
 
 
-def mean_val_auc(rows: list[BenchRow], method: str, fraction: float) -> float:
-    """Mean validation AUC of a method's cells at a fraction (-inf where no cell recorded one)."""
-    vals = [r.value("val_auc") for r in rows if r.method == method and r.fraction == fraction]
+def mean_val(rows: list[BenchRow], method: str, fraction: float, metric: str = "auc") -> float:
+    """Mean validation ``metric`` (higher is better) of a method's cells at a fraction (-inf where no cell recorded
+    it)."""
+    vals = [r.value(f"val_{metric}") for r in rows if r.method == method and r.fraction == fraction]
     vals = [v for v in vals if math.isfinite(v)]
     return float(np.mean(vals)) if vals else -math.inf
 
 
-def best_on_validation(rows: list[BenchRow], methods: list[str], fraction: float) -> Optional[str]:
-    """The method with the best mean validation AUC at ``fraction`` (None if none recorded one)."""
-    scored = [(m, mean_val_auc(rows, m, fraction)) for m in methods]
+def choice_metric(rows: list[BenchRow], methods: list[str], fraction: float) -> str:
+    """The validation metric that chooses among ``methods`` at ``fraction``: AUC, or balanced accuracy where the
+    best mean validation AUC has saturated (:data:`~reprodistill.util.metrics.SATURATED_AUC`)."""
+    return separating_metric("auc", max((mean_val(rows, m, fraction) for m in methods), default=-math.inf))
+
+
+def best_on_validation(rows: list[BenchRow], methods: list[str], fraction: float, metric: str = "auc") -> Optional[str]:
+    """The method with the best mean validation ``metric`` at ``fraction`` (None if none recorded it)."""
+    scored = [(m, mean_val(rows, m, fraction, metric)) for m in methods]
     scored = [(m, v) for m, v in scored if math.isfinite(v)]
     return max(scored, key=lambda mv: mv[1])[0] if scored else None
 
@@ -152,3 +164,30 @@ def best_student_cell(rows: list[BenchRow], select: str = "loss") -> Optional[Be
     best = max(means, key=lambda m: float(np.mean(means[m])))
     runs = sorted((r for r in cand if r.method == best), key=lambda r: val_score(r, select))
     return runs[len(runs) // 2]
+
+
+def late_rise(rows: list[BenchRow], method: str, fraction: float) -> Optional[tuple[Paired, float, float]]:
+    """How much a row's validation AUC still rose over the last third of its evaluation rounds: per seed, the last
+    round's minus the one two thirds through (:func:`interval` over seeds), with the mean AUC at both points; None
+    for rows with fewer than 3 rounds. An interval above 0 says the budget ended while the row was still learning."""
+    curves = [r.val_auc_curve for r in rows if r.method == method and r.fraction == fraction]
+    curves = [c for c in curves if len(c) >= 3 and all(math.isfinite(v) for v in c)]
+    if not curves:
+        return None
+    at = [c[(2 * len(c)) // 3 - 1] for c in curves]
+    end = [c[-1] for c in curves]
+    return interval(np.array(end) - np.array(at)), float(np.mean(at)), float(np.mean(end))
+
+
+def chosen_budgets(rows: list[BenchRow], fraction: float, metric: str) -> dict[str, str]:
+    """For each row name of a budget axis (``<name>@<steps>``), the budget row validation chose at ``fraction``."""
+    groups: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        if r.fraction == fraction and r.budget is not None:
+            groups[r.budget[0]].add(r.method)
+    out = {}
+    for name, members in groups.items():
+        best = best_on_validation(rows, sorted(members), fraction, metric)
+        if best is not None:
+            out[name] = best
+    return out

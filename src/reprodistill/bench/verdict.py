@@ -4,16 +4,18 @@ on comes from its method's family (:attr:`reprodistill.methods.base.Method.famil
 
 from __future__ import annotations
 
-from reprodistill.bench.rows import BenchRow
+from reprodistill.bench.rows import METRIC_NAMES, BenchRow
 from reprodistill.bench.stats import (
     aggregate,
     best_on_validation,
+    choice_metric,
     format_paired,
     fractions,
-    mean_val_auc,
+    mean_val,
     paired_difference,
     separated,
 )
+from reprodistill.util.metrics import SATURATED_AUC
 
 
 def families(rows: list[BenchRow]) -> dict[str, str]:
@@ -22,7 +24,8 @@ def families(rows: list[BenchRow]) -> dict[str, str]:
 
 
 def verdict_markdown(rows: list[BenchRow], methods: list[str]) -> str:
-    """One line per fraction a user can act on: the method to deploy (the best mean validation AUC of every row; where
+    """One line per fraction a user can act on: the method to deploy (the best mean validation AUC of every row, or
+    balanced accuracy where the validation AUC has saturated, :func:`~reprodistill.bench.stats.choice_metric`; where
     that row deploys the FM, also the best row that ships the small student) and, on the test split, paired over
     seeds, reprodistill's best transfer method (family ``transfer``: RD / DRD / TDMR, any variant, chosen on
     validation) minus the best alternative (every other family: the student alone or pretrained, semi-supervised, KD
@@ -36,29 +39,37 @@ def verdict_markdown(rows: list[BenchRow], methods: list[str]) -> str:
         present = [m for m in methods if (m, frac) in agg]
         small = [m for m in present if agg[(m, frac)].deploys == "student"]
         others = [m for m in present if family[m] != "transfer"]
-        ours = best_on_validation(rows, [m for m in present if family[m] == "transfer"], frac)
-        alt = best_on_validation(rows, others, frac)
-        pick = best_on_validation(rows, [m for m in (ours, alt) if m], frac)
+        metric = choice_metric(rows, present, frac)
+        name = "AUC" if metric == "auc" else METRIC_NAMES[metric]
+        ours = best_on_validation(rows, [m for m in present if family[m] == "transfer"], frac, metric)
+        alt = best_on_validation(rows, others, frac, metric)
+        pick = best_on_validation(rows, [m for m in (ours, alt) if m], frac, metric)
         if pick is None:
             continue
         what = f"{agg[(pick, frac)].deploys}, {agg[(pick, frac)].mean('params') / 1e6:.2f}M params"
-        val = {m: f"{mean_val_auc(rows, m, frac):.4f}" for m in present}
-        line = f"- **Fraction {frac:g}: deploy `{pick}`** ({what}; mean validation AUC {val[pick]})"
+        val = {m: f"{mean_val(rows, m, frac, metric):.4f}" for m in present}
+        line = f"- **Fraction {frac:g}: deploy `{pick}`** ({what}; mean validation {name} {val[pick]})"
+        if metric != "auc":  # say which metric chose, and why
+            best_auc = max(mean_val(rows, m, frac) for m in present)
+            line += (f"; chosen by validation {name}: the best validation AUC, {best_auc:.4f}, is at or above "
+                     f"{SATURATED_AUC:g}, where AUC no longer separates rows")  # fmt: skip
         runner_up = alt if pick == ours else ours
         if runner_up:  # a near tie on a small validation split: the pick could flip with another seed or CPU
-            v = paired_difference(rows, pick, runner_up, frac, "val_auc")
+            v = paired_difference(rows, pick, runner_up, frac, f"val_{metric}")
             if v and not separated(v):
-                line += f"; validation does not separate it from `{runner_up}` (val AUC {format_paired(v)})"
-        best_small = best_on_validation(rows, small, frac)
+                line += f"; validation does not separate it from `{runner_up}` (val {name} {format_paired(v)})"
+        best_small = best_on_validation(rows, small, frac, metric)
         if pick not in small and best_small:  # the FM itself (a PEFT row): name the best model that is small to ship
-            line += f"; if only the small model can be deployed: `{best_small}` (mean validation AUC {val[best_small]})"
+            line += (
+                f"; if only the small model can be deployed: `{best_small}` (mean validation {name} {val[best_small]})"
+            )
         if ours and alt:
             n, text = _test_difference(rows, ours, alt, frac)
             line += (
                 f". Test, paired over {n} seed{'s' if n != 1 else ''}, reprodistill's best `{ours}` (val {val[ours]}) "
                 f"minus the best alternative `{alt}` (val {val[alt]}): {text}"
             )
-            small_alt = best_on_validation(rows, [m for m in others if m in small], frac)
+            small_alt = best_on_validation(rows, [m for m in others if m in small], frac, metric)
             if alt not in small and small_alt:
                 line += f"; minus the best small-model alternative `{small_alt}` (val {val[small_alt]}): "
                 line += _test_difference(rows, ours, small_alt, frac)[1]

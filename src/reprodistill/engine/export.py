@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +28,10 @@ from reprodistill.errors import DataError, ReprodistillError
 from reprodistill.methods import METHODS
 from reprodistill.models import Student, create_student
 from reprodistill.util.checkpoint import atomic_write, load_checkpoint, write_csv, write_json, write_text
-from reprodistill.util.metrics import ranking_metric, selection_score
+from reprodistill.util.metrics import ranking_metric, selection_score, separating_metric
 
 EXPORT_FORMAT = 1
+log = logging.getLogger("reprodistill")
 
 
 @dataclass
@@ -61,13 +63,17 @@ def _pick_method(folder: RunDir, method: Optional[str]) -> str:
     select = "loss"  # runs written before select_metric existed
     if folder.config.is_file():
         select = (yaml.safe_load(folder.config.read_text()) or {}).get("train", {}).get("select_metric", select)
-    column = f"val_{ranking_metric(select)}"
-    if column not in rows[0] or any(r[column] in ("", None, "nan") for r in rows):
+    metric = ranking_metric(select)
+    if f"val_{metric}" not in rows[0] or any(r[f"val_{metric}"] in ("", None, "nan") for r in rows):
         raise ReprodistillError(
             f"{run_dir}: results.csv has no validation scores (a run from an older version); name the student to "
             "export with --method"
         )
-    return max(rows, key=lambda r: selection_score(r[column], select))["method"]
+    if metric == "auc":  # a saturated AUC no longer separates: balanced accuracy does (SATURATED_AUC)
+        metric = separating_metric(metric, max(float(r["val_auc"]) for r in rows))
+    best = max(rows, key=lambda r: selection_score(r[f"val_{metric}"], metric))
+    log.info("export: %s has the best validation %s of the student methods", best["method"], metric)
+    return best["method"]
 
 
 def _student_state(method_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
