@@ -139,3 +139,33 @@ def test_ray_launcher_contract_with_fake_gpus(tmp_path):
     for t in [s for s, _, _ in spans]:
         live = [g for s, e, g in spans if s <= t < e]
         assert len(live) <= 2 and len(set(live)) == len(live), (t, live)
+
+
+def test_a_cell_found_held_by_another_process_is_not_counted_as_trained_here(tmp_path):
+    """Two benches on one folder: a cell process that finds its cell held exits LEFT_TO_ANOTHER (3) and trains
+    nothing, and the bench that launched it counts only exit-0 launches as trained (both benches used to print
+    '6 cells trained', 0 collected)."""
+    from reprodistill.bench.cell import LEFT_TO_ANOTHER, write_cell_config
+    from reprodistill.cli import main
+    from reprodistill.config import RunConfig
+
+    held = tmp_path / "held"
+    write_cell_config(held, RunConfig())
+    other = HeartbeatLock(held)
+    assert other.acquire()  # another live process holds the cell
+    try:
+        assert main(["cell", str(held)]) == LEFT_TO_ANOTHER
+    finally:
+        other.release()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+
+    class Launcher:  # the cell processes: `mine` trains, `held` was held (its holder finished it meanwhile)
+        def launch(self, jobs):
+            for j in jobs:
+                (j.folder / "result.json").write_text("{}")
+            return {j.folder: 0 if j.folder == mine else LEFT_TO_ANOTHER for j in jobs}
+
+    jobs = [CellJob(f, [], (f / "result.json").is_file) for f in (mine, held)]
+    trained: set = set()
+    assert run_cells(jobs, Launcher(), trained=trained) == [] and trained == {mine}

@@ -294,12 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "cache":
             return _cache(args)
         if args.command == "cell":
-            from reprodistill.bench.cell import run_cell
+            from reprodistill.bench.cell import LEFT_TO_ANOTHER, run_cell
             from reprodistill.engine.environment import setup_logging
 
             setup_logging(args.folder)
-            run_cell(args.folder)
-            return 0
+            return 0 if run_cell(args.folder) else LEFT_TO_ANOTHER
         from reprodistill.methods import check_config
 
         cfg = check_config(load_config(args.config, args.overrides))

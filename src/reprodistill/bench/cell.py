@@ -19,6 +19,9 @@ from reprodistill.util.heartbeat_lock import HeartbeatLock
 
 log = logging.getLogger("reprodistill")
 CELL_CONFIG = "cell.yaml"
+# Exit status of `reprodistill cell` when another live process holds the cell (it trained nothing): launchers count
+# only exit 0 as a cell trained here.
+LEFT_TO_ANOTHER = 3
 
 
 def write_cell_config(cell_dir: Path, cfg: RunConfig) -> None:

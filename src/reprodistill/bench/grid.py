@@ -145,12 +145,13 @@ LAUNCHERS = ("local", "processes", "submitit", "ray")
 
 def _run_jobs(jobs: list[CellJob], launcher: Launcher) -> int:
     """Run the cells' commands until every one finished (:func:`run_cells`); stop naming one that did not. Returns
-    how many this bench launched (the others were finished by whoever held them)."""
-    launches: dict[Path, int] = {}
-    failed = run_cells(jobs, launcher, launches=launches)
+    how many this bench trained (the others were finished by whoever held them, a launch that found its cell held
+    included)."""
+    trained: set[Path] = set()
+    failed = run_cells(jobs, launcher, trained=trained)
     if failed:
         raise ReprodistillError(f"{len(failed)} cells did not finish, e.g. {failed[0]} (its log: cell.out, log.txt)")
-    return len(launches)
+    return len(trained)
 
 
 def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: LaunchOptions, res: BenchResult) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Optional, Protocol
 
+from reprodistill.bench.cell import LEFT_TO_ANOTHER
 from reprodistill.bench.submitted import queued_holder
 from reprodistill.errors import ReprodistillError
 from reprodistill.util.heartbeat_lock import HeartbeatLock
@@ -114,7 +115,9 @@ class ProcessLauncher:
                 free += ids
                 status[folder] = code
                 del running[folder]
-                if code:
+                if code == LEFT_TO_ANOTHER:
+                    log.info("processes: %s is held by another process; left to it", folder)
+                elif code:
                     log.warning("processes: %s exited with %d; its log: %s", folder, code, folder / self.log_name)
         return status
 
@@ -131,11 +134,14 @@ def run_cells(
     wait_s: float = 5.0,
     max_rounds: int = 3,
     launches: Optional[dict[Path, int]] = None,
+    trained: Optional[set[Path]] = None,
 ) -> list[Path]:
     """Run every job that is not finished and not held by a live process, then wait for the held ones; a cell whose
     holder died without finishing is launched again (up to ``max_rounds`` launches). Returns the folders that never
-    finished; ``launches`` (if given) receives how often each folder was launched here."""
+    finished; ``launches`` (if given) receives how often each folder was launched here, ``trained`` the folders a
+    launch here trained (exit 0; a cell process that found its cell held by another exits :data:`LEFT_TO_ANOTHER`)."""
     launches = {} if launches is None else launches
+    trained = set() if trained is None else trained
     while True:
         pending = [j for j in jobs if not j.done()]
         if not pending:
@@ -145,7 +151,8 @@ def run_cells(
         if free:
             for j in free:
                 launches[j.folder] = launches.get(j.folder, 0) + 1
-            launcher.launch(free)
+            status = launcher.launch(free)
+            trained.update(f for f, code in status.items() if code == 0)
             continue
         waiting = [j for j in pending if held[j.folder] is not None]
         if not waiting:  # nothing running anywhere and launches exhausted

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from reprodistill.bench.cell import LEFT_TO_ANOTHER
 from reprodistill.bench.launchers import CellJob
 from reprodistill.bench.submitted import write_record
 from reprodistill.util.optional import require
@@ -105,8 +106,7 @@ class SubmititLauncher:
         status: dict[Path, int] = {}
         for job, sub in zip(jobs, submitted):
             try:
-                sub.result()
-                status[job.folder] = 0
+                status[job.folder] = 0 if sub.result() is not False else LEFT_TO_ANOTHER
             except Exception as e:  # noqa: BLE001 - a failed task is reported, the others still collected
                 log.warning(
                     "submitit: cell %s failed (%s); its logs: %s", job.folder, type(e).__name__, sub.paths.folder
