@@ -23,6 +23,15 @@ def _plt():
     return plt
 
 
+def _save(fig: Any, path: Path, title: str = "") -> None:
+    """Title, lay out, write the PNG and free the figure."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _plt().close(fig)
+
+
 def _colors(methods: list[str]) -> dict[str, Any]:
     cmap = _plt().get_cmap("tab10" if len(methods) <= 10 else "tab20")
     return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
@@ -63,9 +72,7 @@ def plot_accuracy_vs_cost(path: Path, rows: list[BenchRow], methods: list[str]) 
     ax.set_ylabel("test accuracy (mean ± std over seeds)")
     ax.set_title("Accuracy vs training cost")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_accuracy_vs_fraction(path: Path, rows: list[BenchRow], methods: list[str]) -> None:
@@ -89,10 +96,7 @@ def plot_accuracy_vs_fraction(path: Path, rows: list[BenchRow], methods: list[st
         ax.set_ylabel(f"test {METRIC_NAMES[metric]}")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle("Test metrics vs amount of labelled data")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, "Test metrics vs amount of labelled data")
 
 
 def plot_size_latency(path: Path, rows: list[BenchRow]) -> None:
@@ -113,10 +117,7 @@ def plot_size_latency(path: Path, rows: list[BenchRow]) -> None:
         ax.bar_label(bars, fmt="%.3g", fontsize=8)
         ax.set_title(label)
         ax.tick_params(axis="x", labelsize=8, rotation=15)
-    fig.suptitle("Deployed model: student vs foundation model")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, "Deployed model: student vs foundation model")
 
 
 def plot_training_curves(path: Path, rows: list[BenchRow], methods: list[str]) -> None:
@@ -141,10 +142,7 @@ def plot_training_curves(path: Path, rows: list[BenchRow], methods: list[str]) -
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
-    fig.suptitle(f"Training curves (fraction {frac:g}, seed {seed})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, f"Training curves (fraction {frac:g}, seed {seed})")
 
 
 def plot_confusion(path: Path, row: BenchRow, class_names: list[str]) -> None:
@@ -168,9 +166,7 @@ def plot_confusion(path: Path, row: BenchRow, class_names: list[str]) -> None:
         f"{row.method} (frac {row.fraction:g}, seed {row.seed}): acc {row.value('accuracy'):.3f}",
         fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_auc_vs_budget(path: Path, rows: list[BenchRow]) -> bool:
@@ -207,8 +203,5 @@ def plot_auc_vs_budget(path: Path, rows: list[BenchRow]) -> bool:
         ax.set_title(split)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"AUC against the step budget (fraction {frac:g})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, f"AUC against the step budget (fraction {frac:g})")
     return True

@@ -32,9 +32,10 @@ from typing import Iterator, Literal, Optional
 import torch
 from torch import nn
 
-from reprodistill.distill import cka_loss, kd_loss
+from reprodistill.distill import kd_loss
 from reprodistill.errors import ConfigError
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
+from reprodistill.methods.cka_term import CKAOptions
 from reprodistill.models.stages import staged
 from reprodistill.reprogram import MapProjector
 
@@ -54,7 +55,7 @@ def frozen_bn_stats(module: nn.Module, enabled: bool = True) -> Iterator[None]:
 
 
 @dataclass
-class DRDOptions:
+class DRDOptions(CKAOptions):
     # Student stage indices that get a projector and a hybrid pass; null: every stage.
     stages: Optional[list[int]] = None
     temperature: float = 4.0
@@ -62,9 +63,6 @@ class DRDOptions:
     kd_weight: float = 1.0
     # alpha and beta move linearly from their weights at the start to weight * decay_to at the end of training.
     decay_to: float = 0.0
-    cka_weight: float = 1.0
-    cka_kernel: Literal["linear", "rbf"] = "linear"
-    cka_unbiased: bool = False
     detach_hybrid_logits: bool = True
     # BatchNorm running statistics during hybrid passes: 'frozen' keeps them for the student's own features (what the
     # deployed student sees); 'update' lets projected FM features flow into them (breaks eval-mode predictions).
@@ -117,7 +115,7 @@ class DeepReprogrammingDistillation(Method):
         ce_h, kd, cka = [], [], []
         for proj, i in zip(self.projectors, self.stage_ids):
             h = proj(fmap)
-            cka.append(cka_loss(h, feats[i], o.cka_kernel, unbiased=o.cka_unbiased))
+            cka.append(o.cka_term(h, feats[i]))
             if not hybrids_on:
                 continue
             with frozen_bn_stats(self.student, o.hybrid_bn_stats == "frozen"):

@@ -25,18 +25,15 @@ from reprodistill.distill import fixmatch_loss, flexmatch_class_thresholds
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
 from reprodistill.methods.consistency import StrongViewConsistency
+from reprodistill.methods.fixmatch import FixMatchOptions
 
 NOT_UNLABELLED = -2  # a labelled image's slot in the memory: never counted
 
 
 @dataclass
-class FlexMatchOptions:
-    unlabelled_weight: float = 1.0
-    threshold: float = 0.95
+class FlexMatchOptions(FixMatchOptions):
     # the threshold warm-up: images not won by any class yet count as a class of their own
     warmup: bool = True
-    n_ops: int = 2
-    cutout: float = 0.5
 
 
 @register_method("flexmatch")

@@ -10,6 +10,9 @@ MSE(softmax(mixed unlabelled rows), mixed targets)``, the weight ramped up linea
 training (the paper: 16,000 of ~1M steps, 1.5%; its weight 100 except CIFAR-10's 75). The CE uses the run's class
 weights and label smoothing, like every other method's task loss. Without unlabelled images it is MixUp on the labels.
 The paper's EMA of the weights is for evaluation only and left out (as USB's default does for every method here).
+With imbalanced classes the weight matters: the guesses lean to the majority class and sharpening hardens that, so at
+the paper's weight the unlabelled term can pull every prediction to one class (seen on BreastMNIST 10%, 73% one
+class, at weights 10-100; results/breast-10-mixmatch-weight): choose it on validation (the presets' mixmatch-unl-w1).
 """
 
 from __future__ import annotations

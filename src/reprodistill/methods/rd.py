@@ -24,9 +24,10 @@ from typing import Any, Literal, Optional
 import torch
 
 from reprodistill.data.sources import UNLABELLED
-from reprodistill.distill import cka_loss, fit_logit_scale, kd_loss
+from reprodistill.distill import fit_logit_scale, kd_loss
 from reprodistill.features.split import FeatureSplit, split_teacher_features
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
+from reprodistill.methods.cka_term import CKAOptions
 from reprodistill.methods.consistency import (
     ConsistencyOptions,
     StrongViewConsistency,
@@ -39,15 +40,11 @@ from reprodistill.reprogram.probe import StandardisedLinear
 
 
 @dataclass
-class RDOptions(ConsistencyOptions):
+class RDOptions(ConsistencyOptions, CKAOptions):
     teacher_ce_weight: float = 1.0
     student_ce_weight: float = 1.0
     kd_weight: float = 1.0
     temperature: float = 4.0
-    cka_weight: float = 1.0
-    cka_kernel: Literal["linear", "rbf"] = "linear"
-    rbf_sigma: float = 0.8
-    cka_unbiased: bool = False
     # Detach z_t in the KL term so KD only moves the student (and g through z_s).
     detach_teacher_logits: bool = True
     # What the KD term distils: 'branch' (the paper: the reprogrammed FM g(phi(f_t))) or 'probe' (the FM's linear
@@ -153,7 +150,7 @@ class ReprogrammingDistillation(Method):
             "ce_teacher": self.task_loss(z_t, y),
             "ce_student": self.task_loss(z_s, y),
             "kd": kd_loss(kd_student, target, o.temperature),
-            "cka": cka_loss(r_t, f_s, o.cka_kernel, o.rbf_sigma, o.cka_unbiased),
+            "cka": o.cka_term(r_t, f_s),
         }
         weights = {"ce_teacher": o.teacher_ce_weight, "ce_student": o.student_ce_weight, "kd": o.kd_weight,
                    "cka": o.cka_weight}  # fmt: skip
