@@ -72,6 +72,10 @@ class MerlinEncoder(nn.Module):
         if dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, got {dims}")
         self.dims = dims
+        # 3D (the weights' own form) or the exactly equivalent 2D form of one-slice volumes
+        self.conv1: nn.Module
+        self.bn1: nn.Module
+        self.maxpool: nn.Module
         if dims == 3:
             self.conv1 = nn.Conv3d(3, 64, (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False)
             self.bn1 = nn.BatchNorm3d(64)
@@ -81,6 +85,11 @@ class MerlinEncoder(nn.Module):
             self.bn1 = nn.BatchNorm2d(64)
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.relu = nn.ReLU(inplace=True)
+        # the weights' names: layer1..layer4
+        self.layer1: nn.Sequential
+        self.layer2: nn.Sequential
+        self.layer3: nn.Sequential
+        self.layer4: nn.Sequential
         inplanes = 64
         for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers)):
             stride = 1 if i == 0 else 2

@@ -6,7 +6,7 @@ Supported families: ResNet-style models (``layer1..layer4``) and EfficientNet/Mo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -66,7 +66,7 @@ class StagedStudent:
 
 def staged(student: Student) -> StagedStudent:
     """Split a timm student into stem, stages and the rest; raises ConfigError for unsupported families."""
-    m = student.model
+    m: Any = student.model  # family-specific attributes (layer1, conv_stem, blocks ...), found by hasattr below
     pooled = lambda x: m.forward_head(x, pre_logits=True)  # noqa: E731
     if all(hasattr(m, f"layer{i}") for i in range(1, 5)) and hasattr(m, "conv1"):
         stem = lambda x: m.maxpool(m.act1(m.bn1(m.conv1(x))))  # noqa: E731

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import nn
 
@@ -9,7 +11,7 @@ from reprodistill.config import StudentConfig
 from reprodistill.data.transforms import InputSpec
 from reprodistill.errors import WeightsError
 from reprodistill.models.pretrained import load_efficientnet_lite0, read_state_dict
-from reprodistill.models.timm_factory import create_timm_model
+from reprodistill.models.timm_factory import TimmModel, create_timm_model
 
 # Student names whose ImageNet weights ship offline, mapped to the timm architecture they load into.
 OFFLINE_PRETRAINED = {"efficientnet_lite0": "tf_efficientnet_lite0", "tf_efficientnet_lite0": "tf_efficientnet_lite0"}
@@ -23,10 +25,12 @@ class Student(nn.Module):
         feature_dim: D, the pooled feature size the head sees.
     """
 
+    model: TimmModel
+
     def __init__(self, arch: str, model: nn.Module, spec: InputSpec) -> None:
         super().__init__()
         self.arch = arch
-        self.model = model
+        self.model = cast(TimmModel, model)  # a timm model, or anything with its four calls (tests' tiny CNNs)
         self.spec = spec
         # what forward_head(pre_logits=True) returns: for MobileNetV3 that is after conv_head (1024, not 576)
         self.feature_dim = getattr(model, "head_hidden_size", None) or model.num_features
@@ -46,7 +50,9 @@ def create_student(cfg: StudentConfig, num_classes: int, default_size: tuple[int
     """Build the student ``cfg.name`` with ``num_classes`` outputs, from scratch or from pretrained weights."""
     arch = OFFLINE_PRETRAINED.get(cfg.name, cfg.name) if cfg.pretrained else cfg.name
     size = (cfg.image_size, cfg.image_size) if cfg.image_size else default_size
-    kwargs = dict(num_classes=num_classes, in_chans=cfg.in_chans, drop_rate=cfg.drop_rate, img_size=size[0])
+    kwargs: dict[str, Any] = dict(
+        num_classes=num_classes, in_chans=cfg.in_chans, drop_rate=cfg.drop_rate, img_size=size[0]
+    )
     model = create_timm_model(arch, **kwargs)
     if cfg.checkpoint:
         sd = read_state_dict(cfg.checkpoint)
@@ -78,6 +84,6 @@ def create_student(cfg: StudentConfig, num_classes: int, default_size: tuple[int
     return Student(arch, model, spec)
 
 
-def _head_prefix(model: nn.Module) -> str:
+def _head_prefix(model: TimmModel) -> str:
     head = model.pretrained_cfg.get("classifier", "classifier")
     return (head[0] if isinstance(head, (list, tuple)) else head) + "."

@@ -7,7 +7,7 @@ config's teacher name to one of them, a hub teacher, a timm model or a checkpoin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, cast
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from reprodistill.models.pretrained import (
     load_efficientnet_lite,
     read_state_dict,
 )
-from reprodistill.models.timm_factory import create_timm_model
+from reprodistill.models.timm_factory import TimmModel, create_timm_model
 from reprodistill.registry import Registry
 
 TEACHERS: Registry[Callable[[TeacherConfig], "Teacher"]] = Registry("teacher")
@@ -210,7 +210,10 @@ class MerlinTeacher(Teacher):
 class TimmTeacher(Teacher):
     """Any timm model as a frozen teacher: ``forward_features`` for maps, ``forward_head(pre_logits)`` for pooling."""
 
+    model: TimmModel
+
     def __init__(self, name: str, model: nn.Module, image_size: int | None, identity: str = "") -> None:
+        model = cast(TimmModel, model)
         import timm.data  # noqa: PLC0415
 
         dc = timm.data.resolve_data_config({}, model=model)
