@@ -210,6 +210,157 @@ def _wrap_ddp(method: Method, device: torch.device) -> torch.nn.Module:
     return DistributedDataParallel(method, device_ids=ids)
 
 
+@dataclass
+class _Progress:
+    """What a run has done so far (restored from last.pt on resume)."""
+
+    start_epoch: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_time: float = 0.0
+
+
+def _resume(method: Method, opt: Any, sched: Any, aug_gen: torch.Generator, last: Path) -> _Progress:
+    """Restore model, optimiser, schedule and RNG states from ``last`` (the end of its epoch)."""
+    state = load_checkpoint(last)
+    method.load_state_dict(state["method"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    aug_gen.set_state(state["aug_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    log.info("%s: resumed from %s, continuing with epoch %d", method.name, last, state["epoch"] + 2)
+    return _Progress(state["epoch"] + 1, state["best_score"], state["best_epoch"], state["history"],
+                     state["train_time_s"])  # fmt: skip
+
+
+def _views(
+    method: Method, batch: dict[str, torch.Tensor], train: FeatureSplit, cfg: TrainConfig, aug_gen: torch.Generator,
+    offset: int, total: int,
+) -> None:  # fmt: skip
+    """Add the method's extra views to ``batch`` and augment its images (or draw their cached views with the FM
+    features of the same view), in the order that fixes the augmentation generator's draws."""
+    raw = batch["image"]
+    for name, view in method.input_views.items():  # e.g. FixMatch's strong view, from the raw images
+        batch[f"image_{name}"] = view(raw, aug_gen, offset, total)
+    if train.views is not None:
+        batch["image"], batch["teacher_features"] = train.views.sample(
+            batch["image"], batch["index"], aug_gen, offset, total
+        )
+    else:
+        batch["image"] = augment(batch["image"], cfg.augment_shift, cfg.augment_flip, aug_gen, offset, total)
+
+
+def _check_finite(method: Method, out: StepOutput, cfg: TrainConfig, epoch: int, world: int) -> None:
+    """Stop with the diverged parts named when the loss is not finite (on every rank together)."""
+    finite = bool(torch.isfinite(out.loss))
+    if world > 1:  # every rank must stop together, or the others hang in the next all-reduce
+        finite = distributed.all_reduce_sum([0.0 if finite else 1.0])[0] == 0
+    if not finite:
+        bad = [k for k, v in out.parts.items() if not torch.isfinite(v.detach()).all()]
+        raise ReprodistillError(
+            f"{method.name}: loss became {out.loss.item()} at epoch {epoch + 1} (diverged parts: {bad or ['loss']}); "
+            f"lower train.lr (now {cfg.lr}) or set train.grad_clip. last.pt holds the last good epoch."
+        )
+
+
+def _train_round(
+    method: Method, model: torch.nn.Module, loader: DataLoader, sampler: Any, train: FeatureSplit, cfg: TrainConfig,
+    device: torch.device, aug_gen: torch.Generator, opt: Any, sched: Any, budget: Optional[BudgetLog], epoch: int,
+) -> dict[str, float]:  # fmt: skip
+    """One evaluation round of optimiser steps; returns the per-image means of the loss and every logged value."""
+    main, world = distributed.is_main(), distributed.world_size()
+    method.train()
+    method.on_epoch_start(epoch)
+    sampler.set_epoch(epoch)  # the shuffle depends on (seed, epoch) only, so a resumed epoch sees the same order
+    plan = sampler.plan()
+    sums: dict[str, float] = {}
+    n_seen = 0
+    # a bar on a terminal, else a log line with rate and time left every 30 s of a long round (rank 0 only)
+    desc = f"{method.name} round {epoch + 1}/{cfg.epochs}"
+    steps = progress(loader, desc, len(plan), "step", every_tenth=False) if main else loader
+    for step, batch in enumerate(steps):
+        _, offset, total = plan[step]
+        _views(method, batch, train, cfg, aug_gen, offset, total)
+        batch = _to_device(batch, train, device)
+        b = len(batch["label"])
+        method.progress = (epoch + step / len(plan)) / cfg.epochs  # for schedules that decay in training
+        out: StepOutput = model(batch)
+        _check_finite(method, out, cfg, epoch, world)
+        opt.zero_grad(set_to_none=True)
+        # DDP averages gradients over ranks; weighting each slice by its share makes that the global-batch mean
+        (out.loss * (b * world / total) if world > 1 else out.loss).backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        method.after_step()
+        n_seen += b
+        sums["loss"] = sums.get("loss", 0.0) + out.loss.item() * b
+        for k, v in out.log_values().items():  # unweighted parts, their weights (w_<part>), other values
+            sums[k] = sums.get(k, 0.0) + v * b
+        if budget is not None:
+            budget.step((cfg.epochs - epoch) * len(plan) - step - 1)
+    if world > 1:
+        keys = sorted(sums)
+        *values, n_seen = distributed.all_reduce_sum([sums[k] for k in keys] + [float(n_seen)])
+        sums = dict(zip(keys, values, strict=True))
+    return {k: v / n_seen for k, v in sums.items()}
+
+
+def _end_round(
+    method: Method, val: FeatureSplit, cfg: TrainConfig, device: torch.device, folder: MethodDir, done: _Progress,
+    means: dict[str, float], epoch: int, t0: float, states: dict[str, Any],
+) -> None:  # fmt: skip
+    """Validate, record the round in ``done`` and metrics.csv, and write best.pt / last.pt (rank 0)."""
+    main = distributed.is_main()
+    done.train_time += time.perf_counter() - t0
+    val_metrics = evaluate(method, val, cfg, device)
+    row = {
+        "epoch": epoch + 1,
+        **{f"train_{k}": v for k, v in means.items()},
+        "val_loss": val_metrics["loss"],
+        **{f"val_{k}": val_metrics[k] for k in SCALAR_METRICS},
+        "lr": states["optimizer"].param_groups[0]["lr"],
+        "epoch_time_s": time.perf_counter() - t0,
+    }
+    done.history.append(row)
+    score = round_score(val_metrics, cfg.select_metric, epoch + 1)  # the same on every rank: val is gathered
+    if score > done.best_score:
+        done.best_score, done.best_epoch = score, epoch + 1
+        if main:
+            save_checkpoint(folder.best, {"method": method.state_dict(), "epoch": epoch, "score": score})
+    if main:
+        save_checkpoint(
+            folder.last,
+            {
+                "method": method.state_dict(),
+                "optimizer": states["optimizer"].state_dict(),
+                "scheduler": states["scheduler"].state_dict(),
+                "aug_rng": states["aug_rng"].get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "epoch": epoch,
+                "best_score": done.best_score,
+                "best_epoch": done.best_epoch,
+                "history": done.history,
+                "train_time_s": done.train_time,
+            },
+        )
+        write_csv(folder.metrics_csv, done.history)
+    distributed.barrier()  # no rank reads best.pt / last.pt before rank 0 has written them
+    log.info(
+        "%s epoch %d/%d: train loss %.4f | val acc %.4f bal-acc %.4f auc %.4f | %.1fs",
+        method.name,
+        epoch + 1,
+        cfg.epochs,
+        row["train_loss"],
+        val_metrics["accuracy"],
+        val_metrics["balanced_accuracy"],
+        val_metrics["auc"],
+        row["epoch_time_s"],
+    )
+
+
 def fit(
     method: Method,
     train: FeatureSplit,
@@ -224,131 +375,21 @@ def fit(
     With ``resume`` and an existing last.pt, training continues after its epoch with optimiser, schedule and
     RNG states restored.
     """
-    main = distributed.is_main()
     out_dir.mkdir(parents=True, exist_ok=True)
     loader, sampler = train_loader(train, cfg, device)
     opt, sched = build_optimizer(method, cfg, len(sampler))
     model = _wrap_ddp(method, device)
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    history: list[dict[str, float]] = []
-    start_epoch, best_score, best_epoch, train_time = 0, -math.inf, -1, 0.0
     folder = MethodDir(out_dir)
-    last = folder.last
-    if resume and last.exists():
-        state = load_checkpoint(last)
-        method.load_state_dict(state["method"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        aug_gen.set_state(state["aug_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
-        history, train_time = state["history"], state["train_time_s"]
-        log.info("%s: resumed from %s, continuing with epoch %d", method.name, last, start_epoch + 1)
-
-    world = distributed.world_size()
+    done = _resume(method, opt, sched, aug_gen, folder.last) if resume and folder.last.exists() else _Progress()
     n_lab = train.n_labelled if train.n_labelled is not None else len(train.dataset)
     budget = BudgetLog(
         method.name, cfg, len(sampler), n_lab, len(train.dataset) - n_lab, train.unlabelled_share,
         method.student.spec.size if method.uses_student else None,
-    ) if main and start_epoch < cfg.epochs else None  # fmt: skip
-    for epoch in range(start_epoch, cfg.epochs):
-        method.train()
-        method.on_epoch_start(epoch)
-        sampler.set_epoch(epoch)  # the shuffle depends on (seed, epoch) only, so a resumed epoch sees the same order
-        plan = sampler.plan()
+    ) if distributed.is_main() and done.start_epoch < cfg.epochs else None  # fmt: skip
+    states = {"optimizer": opt, "scheduler": sched, "aug_rng": aug_gen}
+    for epoch in range(done.start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        sums: dict[str, float] = {}
-        n_seen = 0
-        # a bar on a terminal, else a log line with rate and time left every 30 s of a long round (rank 0 only)
-        desc = f"{method.name} round {epoch + 1}/{cfg.epochs}"
-        steps = progress(loader, desc, len(plan), "step", every_tenth=False) if main else loader
-        for step, batch in enumerate(steps):
-            _, offset, total = plan[step]
-            raw = batch["image"]
-            for name, view in method.input_views.items():  # e.g. FixMatch's strong view, from the raw images
-                batch[f"image_{name}"] = view(raw, aug_gen, offset, total)
-            if train.views is not None:
-                batch["image"], batch["teacher_features"] = train.views.sample(
-                    batch["image"], batch["index"], aug_gen, offset, total
-                )
-            else:
-                batch["image"] = augment(batch["image"], cfg.augment_shift, cfg.augment_flip, aug_gen, offset, total)
-            batch = _to_device(batch, train, device)
-            b = len(batch["label"])
-            method.progress = (epoch + step / len(plan)) / cfg.epochs  # for schedules that decay in training
-            out: StepOutput = model(batch)
-            loss = out.loss
-            finite = bool(torch.isfinite(loss))
-            if world > 1:  # every rank must stop together, or the others hang in the next all-reduce
-                finite = distributed.all_reduce_sum([0.0 if finite else 1.0])[0] == 0
-            if not finite:
-                bad = [k for k, v in out.parts.items() if not torch.isfinite(v.detach()).all()]
-                raise ReprodistillError(
-                    f"{method.name}: loss became {loss.item()} at epoch {epoch + 1} "
-                    f"(diverged parts: {bad or ['loss']}); "
-                    f"lower train.lr (now {cfg.lr}) or set train.grad_clip. last.pt holds the last good epoch."
-                )
-            opt.zero_grad(set_to_none=True)
-            # DDP averages gradients over ranks; weighting each slice by its share makes that the global-batch mean
-            (loss * (b * world / total) if world > 1 else loss).backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            method.after_step()
-            n_seen += b
-            sums["loss"] = sums.get("loss", 0.0) + loss.item() * b
-            for k, v in out.log_values().items():  # unweighted parts, their weights (w_<part>), other values
-                sums[k] = sums.get(k, 0.0) + v * b
-            if budget is not None:
-                budget.step((cfg.epochs - epoch) * len(plan) - step - 1)
-        if world > 1:
-            keys = sorted(sums)
-            *values, n_seen = distributed.all_reduce_sum([sums[k] for k in keys] + [float(n_seen)])
-            sums = dict(zip(keys, values, strict=True))
-        train_time += time.perf_counter() - t0
-        val_metrics = evaluate(method, val, cfg, device)
-        row = {
-            "epoch": epoch + 1,
-            **{f"train_{k}": v / n_seen for k, v in sums.items()},
-            "val_loss": val_metrics["loss"],
-            **{f"val_{k}": val_metrics[k] for k in SCALAR_METRICS},
-            "lr": opt.param_groups[0]["lr"],
-            "epoch_time_s": time.perf_counter() - t0,
-        }
-        history.append(row)
-        score = round_score(val_metrics, cfg.select_metric, epoch + 1)  # the same on every rank: val is gathered
-        if score > best_score:
-            best_score, best_epoch = score, epoch + 1
-            if main:
-                save_checkpoint(folder.best, {"method": method.state_dict(), "epoch": epoch, "score": score})
-        if main:
-            save_checkpoint(
-                last,
-                {
-                    "method": method.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "aug_rng": aug_gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "epoch": epoch,
-                    "best_score": best_score,
-                    "best_epoch": best_epoch,
-                    "history": history,
-                    "train_time_s": train_time,
-                },
-            )
-            write_csv(folder.metrics_csv, history)
-        distributed.barrier()  # no rank reads best.pt / last.pt before rank 0 has written them
-        log.info(
-            "%s epoch %d/%d: train loss %.4f | val acc %.4f bal-acc %.4f auc %.4f | %.1fs",
-            method.name,
-            epoch + 1,
-            cfg.epochs,
-            row["train_loss"],
-            val_metrics["accuracy"],
-            val_metrics["balanced_accuracy"],
-            val_metrics["auc"],
-            row["epoch_time_s"],
-        )
-    return FitResult(best_epoch=best_epoch, best_score=best_score, history=history, train_time_s=train_time)
+        means = _train_round(method, model, loader, sampler, train, cfg, device, aug_gen, opt, sched, budget, epoch)
+        _end_round(method, val, cfg, device, folder, done, means, epoch, t0, states)
+    return FitResult(done.best_epoch, done.best_score, done.history, done.train_time)
