@@ -122,24 +122,26 @@ def _fill_missing_splits(splits: dict[str, Split], cfg: DataConfig, notes: list[
     return splits, made
 
 
-def load_data(cfg: DataConfig) -> DataBundle:
-    """Read ``cfg.source``, make the splits, apply limited-data subsampling and check labels."""
-    src = cfg.source
-    found = read_source(cfg)
-    splits, class_names, notes = found.splits, found.class_names, list(found.notes)
+def _checked_files(splits: dict[str, Split], cfg: DataConfig, notes: list[str]) -> tuple[dict[str, Split], dict]:
+    """Every file checked (headers, pixel-data lengths) and one file of each kind decoded, so a broken file or a
+    missing codec stops now, before any training, not mid-training or at test time; returns the splits (without the
+    files ``data.skip_bad_images`` leaves out) and the DICOM summary."""
     decoding = DicomDecoding(cfg.dicom_window, cfg.dicom_frames)
     for s in splits.values():
         s.dicom = decoding
-    # every file checked (headers, pixel-data lengths), one file of each kind decoded: a broken file or a missing
-    # codec stops now, before any training, not mid-training or at test time
     every = [p for s in splits.values() for p in (s.paths or [])]
     names = dict(zip(every, relative_names(every), strict=True))
-    splits = {name: check_files(s, f"{src} ({name})", cfg.skip_bad_images, notes, names) for name, s in splits.items()}
+    splits = {n: check_files(s, f"{cfg.source} ({n})", cfg.skip_bad_images, notes, names) for n, s in splits.items()}
     dicom = dicom_summary([p for s in splits.values() for p in (s.paths or [])], decoding)
     if dicom:
         notes.append(f"DICOM: {dicom['files']} files, window {decoding.window}, {dicom['photometric']}")
-    splits, made = _fill_missing_splits(splits, cfg, notes)
+    return splits, dicom
 
+
+def _class_names(splits: dict[str, Split], cfg: DataConfig, found: Optional[list[str]]) -> list[str]:
+    """The class names (``data.class_names``, else the source's, else numbers), after checking that every split has
+    images and the training split every class."""
+    src = cfg.source
     num_classes = int(max(s.labels.max() for s in splits.values() if len(s)) + 1)
     if cfg.class_names is not None:
         if len(cfg.class_names) < num_classes:
@@ -147,47 +149,62 @@ def load_data(cfg: DataConfig) -> DataBundle:
                 f"data.class_names has {len(cfg.class_names)} names but the labels go up to {num_classes - 1}; "
                 f"give {num_classes} names or leave data.class_names unset"
             )
-        class_names = list(cfg.class_names)
-    elif class_names is None:
-        class_names = [str(i) for i in range(num_classes)]
+        names = list(cfg.class_names)
+    else:
+        names = found if found is not None else [str(i) for i in range(num_classes)]
     for name, s in splits.items():
         if len(s) == 0:
             raise DataError(f"{src}: the {name} split is empty (too few images or patients to hold it out)")
     present = np.unique(splits["train"].labels)
     if len(present) < 2:
-        only = class_names[int(present[0])] if len(present) else "-"
+        only = names[int(present[0])] if len(present) else "-"
         raise DataError(
             f"{src}: the training split holds one class only ({only}); a classifier needs images of at least two "
             "classes"
         )
-    missing = sorted(set(range(len(class_names))) - set(present.tolist()))
+    missing = sorted(set(range(len(names))) - set(present.tolist()))
     if missing:
-        raise DataError(f"{src}: classes {[class_names[i] for i in missing]} have no training images")
+        raise DataError(f"{src}: classes {[names[i] for i in missing]} have no training images")
+    return names
 
-    before = len(splits["train"])
+
+def _limited(full_train: Split, cfg: DataConfig, notes: list[str]) -> tuple[Split, Optional[UnlabelledPool]]:
+    """The limited-data training subset (``data.fraction`` / ``data.k_per_class``) and, with
+    ``data.unlabelled=rest``, the images it leaves out as the unlabelled pool."""
+    before = len(full_train)
     subset_seed = cfg.split_seed if cfg.subset_seed is None else cfg.subset_seed
-    sel = subsample(splits["train"].labels, cfg.fraction, cfg.k_per_class, subset_seed)
-    full_train = splits["train"]
-    splits["train"] = full_train.take(sel)
+    sel = subsample(full_train.labels, cfg.fraction, cfg.k_per_class, subset_seed)
     if len(sel) != before:
         notes.append(f"limited data: {len(sel)} of {before} training images")
-    unlabelled = None
-    if cfg.unlabelled == "rest":
-        rest = np.setdiff1d(np.arange(before), sel)
-        if len(rest):
-            unlabelled = UnlabelledPool(full_train.take(rest).unlabelled(), full_train, sel, rest)
-            notes.append(f"unlabelled: the other {len(rest)} training images, labels hidden (data.unlabelled=rest)")
-        else:
-            notes.append("data.unlabelled=rest: every training image is labelled, so there are no unlabelled images")
+    if cfg.unlabelled != "rest":
+        return full_train.take(sel), None
+    rest = np.setdiff1d(np.arange(before), sel)
+    if not len(rest):
+        notes.append("data.unlabelled=rest: every training image is labelled, so there are no unlabelled images")
+        return full_train.take(sel), None
+    notes.append(f"unlabelled: the other {len(rest)} training images, labels hidden (data.unlabelled=rest)")
+    return full_train.take(sel), UnlabelledPool(full_train.take(rest).unlabelled(), full_train, sel, rest)
 
-    train = splits["train"]
+
+def _channels_and_size(train: Split, cfg: DataConfig) -> tuple[int, tuple[int, int]]:
+    """Image channels and load size: the arrays' own for in-memory data, else RGB at 224 px unless set."""
     if train.images is not None:
         channels = train.images.shape[-1] if cfg.channels == "auto" else int(cfg.channels)
         native = train.images.shape[1:3]
-        load_size = (cfg.load_size, cfg.load_size) if cfg.load_size else (int(native[0]), int(native[1]))
-    else:
-        channels = 3 if cfg.channels == "auto" else int(cfg.channels)
-        load_size = (cfg.load_size or 224,) * 2
+        return channels, (cfg.load_size, cfg.load_size) if cfg.load_size else (int(native[0]), int(native[1]))
+    return 3 if cfg.channels == "auto" else int(cfg.channels), (cfg.load_size or 224,) * 2
+
+
+def load_data(cfg: DataConfig) -> DataBundle:
+    """Read ``cfg.source``, check every file, make the splits, check the labels, apply limited-data subsampling and
+    gather the unlabelled images."""
+    found = read_source(cfg)
+    notes = list(found.notes)
+    splits, dicom = _checked_files(found.splits, cfg, notes)
+    splits, made = _fill_missing_splits(splits, cfg, notes)
+    class_names = _class_names(splits, cfg, found.class_names)
+    train, unlabelled = _limited(splits["train"], cfg, notes)
+    channels, load_size = _channels_and_size(train, cfg)
     if cfg.unlabelled not in ("none", "rest"):
         unlabelled = read_unlabelled_folder(Path(cfg.unlabelled).expanduser(), train, channels, load_size, cfg, notes)
     return DataBundle(
@@ -197,7 +214,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
         class_names=class_names,
         channels=channels,
         load_size=load_size,
-        source=src,
+        source=cfg.source,
         notes=notes,
         unlabelled=unlabelled,
         dicom=dicom,
