@@ -183,7 +183,7 @@ def build_optimizer(method: Method, cfg: TrainConfig, steps_per_epoch: int):
         # the fused kernel: on a CPU the per-tensor loop cost a resnet18 step ~140 ms against ~30 ms fused (a fifth
         # of the whole step); results differ from the loop's in the last bits only
         fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-        opt = torch.optim.AdamW(groups, lr=cfg.lr, fused=fused or None)
+        opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=cfg.lr, fused=fused or None)
     else:
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
     total = cfg.epochs * steps_per_epoch
@@ -275,7 +275,7 @@ def _train_round(
     sampler.set_epoch(epoch)  # the shuffle depends on (seed, epoch) only, so a resumed epoch sees the same order
     plan = sampler.plan()
     sums: dict[str, float] = {}
-    n_seen = 0
+    n_seen = 0.0
     # a bar on a terminal, else a log line with rate and time left every 30 s of a long round (rank 0 only)
     desc = f"{method.name} round {epoch + 1}/{cfg.epochs}"
     steps = progress(loader, desc, len(plan), "step", every_tenth=False) if main else loader

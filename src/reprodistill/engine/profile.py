@@ -50,7 +50,7 @@ def latency_ms(fn, x: torch.Tensor, repeats: int = 20, warmup: int = 3, budget_s
             sync()
             if time.perf_counter() - start > budget_s / 4:  # a slow model: one warm-up is enough
                 break
-        start, times = time.perf_counter(), []
+        start, times = time.perf_counter(), list[float]()
         while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start < budget_s):
             t = time.perf_counter()
             fn(x)

@@ -224,8 +224,8 @@ class RunDir:
         """results.csv (one row per method) and results.md (the table, majority row, flags and reference)."""
         write_csv(self.results_csv, (r.row() for r in res.results), RESULT_COLUMNS)
         majority = majority_metrics(
-            np.bincount(data.train.labels, minlength=data.num_classes),
-            np.bincount(data.test.labels, minlength=data.num_classes),
+            np.bincount(data.train.labels, minlength=data.num_classes).tolist(),
+            np.bincount(data.test.labels, minlength=data.num_classes).tolist(),
         )
         md = [
             f"# reprodistill run {self.path.name}",

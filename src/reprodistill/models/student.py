@@ -33,7 +33,7 @@ class Student(nn.Module):
         self.model = cast(TimmModel, model)  # a timm model, or anything with its four calls (tests' tiny CNNs)
         self.spec = spec
         # what forward_head(pre_logits=True) returns: for MobileNetV3 that is after conv_head (1024, not 576)
-        self.feature_dim = getattr(model, "head_hidden_size", None) or model.num_features
+        self.feature_dim: int = int(getattr(model, "head_hidden_size", None) or self.model.num_features)
 
     @property
     def head(self) -> nn.Module:
