@@ -43,6 +43,7 @@ class ImageDataset(Dataset):
         """Image ``i`` as uint8 [H,W,C] at the dataset's size and channel count."""
         if self.split.paths is not None:
             return load_image_file(self.split.paths[i], self.channels, self.size, self.split.dicom)
+        assert self.split.images is not None  # a split holds paths or images
         arr = self.split.images[i]
         if arr.shape[:2] != self.size:
             mode = "L" if arr.shape[-1] == 1 else "RGB"

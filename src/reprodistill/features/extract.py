@@ -46,4 +46,4 @@ def extract_features(
             out = torch.empty(len(dataset), *f.shape[1:])
         out[pos : pos + len(f)] = f
         pos += len(f)
-    return out
+    return out if out is not None else torch.empty(0)  # an empty dataset

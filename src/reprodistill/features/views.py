@@ -9,7 +9,7 @@ FM features of that same view. The student's usual on-the-fly augmentation is re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sized, cast
 
 import torch
 from torch.utils.data import Dataset
@@ -35,10 +35,10 @@ class AugmentedView(Dataset):
 
     def __init__(self, dataset: Dataset, k: int, shift: int, flip: bool) -> None:
         self.dataset, self.shift = dataset, shift
-        self.dy, self.dx, self.flip = view_params(len(dataset), k, shift, flip)
+        self.dy, self.dx, self.flip = view_params(len(cast(Sized, dataset)), k, shift, flip)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(cast(Sized, self.dataset))
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item = dict(self.dataset[i])
