@@ -121,7 +121,7 @@ def test_ray_launcher_contract_with_fake_gpus(tmp_path):
     """The same contract under Ray core with 2 fake GPUs: 4 cells of 1 GPU each, never more than 2 at once, never
     two on one GPU id."""
     ray = pytest.importorskip("ray", reason='the ray extra: pip install -e ".[ray]"')
-    from reprodistill.bench.ray_launcher import RayLauncher
+    from reprodistill.bench.launchers.ray_tasks import RayLauncher
 
     script = tmp_path / "fake_cell.py"
     script.write_text(FAKE_CELL)
@@ -169,3 +169,58 @@ def test_a_cell_found_held_by_another_process_is_not_counted_as_trained_here(tmp
     jobs = [CellJob(f, [], (f / "result.json").is_file) for f in (mine, held)]
     trained: set = set()
     assert run_cells(jobs, Launcher(), trained=trained) == [] and trained == {mine}
+
+
+def test_a_new_launcher_is_one_class_and_appears_in_the_cli(tmp_path):
+    """A toy launcher registered here, with one option of its own, is among `reprodistill bench --launcher`'s
+    choices, its flag parses into its options, the bench builds it from them and it runs cells; the registry's
+    checks apply to it (no fraction of a GPU, no --no-wait) without any other file knowing it."""
+    from dataclasses import dataclass, field
+
+    from reprodistill.bench.launchers import LAUNCHERS, Launcher, build_launcher, launch_options, register_launcher
+    from reprodistill.cli import _parser
+    from reprodistill.errors import ReprodistillError
+
+    @dataclass
+    class ToyOptions:
+        toy_label: str = field(default="plain", metadata={"help": "toy: written into each cell"})
+
+    @register_launcher("toy")
+    @dataclass
+    class ToyLauncher(Launcher):
+        label: str = "plain"
+        help = "runs each cell by writing its result"
+        Options = ToyOptions
+
+        @classmethod
+        def create(cls, options, gpus_per_cell, bench_dir):
+            return cls(options.toy_label)
+
+        def launch(self, jobs):
+            for j in jobs:
+                (j.folder / "result.json").write_text(json.dumps({"label": self.label}))
+            return {j.folder: 0 for j in jobs}
+
+    try:
+        parser = _parser()
+        args = parser.parse_args(["bench", "--launcher", "toy", "--toy-label", "shiny"])
+        assert "toy: runs each cell" in parser._subparsers._group_actions[0].choices["bench"].format_help()
+        launcher = build_launcher(launch_options(args), tmp_path)
+        assert isinstance(launcher, ToyLauncher) and launcher.label == "shiny"
+        folders = [tmp_path / f"c{i}" for i in range(2)]
+        for f in folders:
+            f.mkdir()
+        jobs = [CellJob(f, [], (f / "result.json").is_file) for f in folders]
+        trained: set = set()
+        assert run_cells(jobs, launcher, trained=trained) == [] and trained == set(folders)
+        assert json.loads((folders[0] / "result.json").read_text()) == {"label": "shiny"}
+        with pytest.raises(ReprodistillError, match="a fraction of a GPU needs --launcher"):
+            build_launcher(launch_options(parser.parse_args(["bench", "--launcher", "toy", "--gpus-per-cell", "0.5"])),
+                           tmp_path)  # fmt: skip
+        with pytest.raises(ReprodistillError, match="--no-wait needs --launcher submitit"):
+            build_launcher(launch_options(parser.parse_args(["bench", "--launcher", "toy", "--no-wait"])), tmp_path)
+        with pytest.raises(ValueError, match="already belong to another launcher"):
+            register_launcher("toy-again")(type("Again", (ToyLauncher,), {}))
+    finally:
+        LAUNCHERS.unregister("toy")
+    assert "toy" not in LAUNCHERS

@@ -17,7 +17,7 @@ def test_the_job_array_carries_its_bound_gpus_time_limit_and_partition(tmp_path)
     from submitit.core.core import Job
     from submitit.slurm.test_slurm import mocked_slurm
 
-    from reprodistill.bench.submitit_launcher import CellTask, SubmititLauncher
+    from reprodistill.bench.launchers.submitit_array import CellTask, SubmititLauncher
 
     launcher = SubmititLauncher(tmp_path / "submitit", "slurm", timeout_min=90, partition="gpu", gpus_per_cell=2,
                                 setup=["source .venv/bin/activate"], array_parallelism=3)  # fmt: skip
@@ -55,12 +55,12 @@ def _tiny_cells(tmp_path: Path, breast_path: Path, seeds: list[int]):
 @pytest.mark.slow
 def test_debug_executor_runs_real_cells_and_a_preempted_cell_resumes(tmp_path, breast_path, monkeypatch):
     from reprodistill.bench import run_bench
-    from reprodistill.bench.grid import LaunchOptions
-    from reprodistill.bench.submitit_launcher import CellTask
+    from reprodistill.bench.launchers import LaunchOptions
+    from reprodistill.bench.launchers.submitit_array import CellTask
 
     cfg = _tiny_cells(tmp_path, breast_path, [0])
     res = run_bench(cfg, tmp_path / "bench", plots=False,
-                    launch=LaunchOptions("submitit", cluster="debug", gpus_per_cell=0))  # fmt: skip
+                    launch=LaunchOptions("submitit", gpus_per_cell=0, options={"cluster": "debug"}))  # fmt: skip
     assert res.cells_run == 2 and len(res.rows) == 2
     reference = json.loads(
         (tmp_path / "bench" / "cells" / "kd" / "frac1-seed0" / "kd" / "test_metrics.json").read_text()
@@ -134,21 +134,23 @@ def test_a_submitted_record_holds_its_cell_while_the_job_is_queued(tmp_path, mon
 @pytest.mark.slow
 def test_no_wait_submits_and_a_later_bench_collects_without_submitting_again(tmp_path, breast_path):
     from reprodistill.bench import run_bench
-    from reprodistill.bench.grid import LaunchOptions
+    from reprodistill.bench.launchers import LaunchOptions
     from reprodistill.errors import ReprodistillError
 
     cfg = _tiny_cells(tmp_path, breast_path, [0])
     bench = tmp_path / "bench"
     with pytest.raises(ReprodistillError, match="--no-wait needs --launcher submitit"):
         run_bench(cfg, bench, plots=False, launch=LaunchOptions("processes", no_wait=True))
-    launch = LaunchOptions("submitit", cluster="local", gpus_per_cell=0, no_wait=True)
+    launch = LaunchOptions("submitit", gpus_per_cell=0, no_wait=True, options={"cluster": "local"})
     first = run_bench(cfg, bench, plots=False, launch=launch)
     assert first.cells_pending == 2 and first.rows == [] and not (bench / "results.csv").exists()
     jobs = {json.loads(p.read_text())["job_id"] for p in bench.glob("cells/*/*/submitted.json")}
     assert len(jobs) == 2
     again = run_bench(cfg, bench, plots=False, launch=launch)  # while they run: nothing is submitted twice
     assert again.cells_pending + again.cells_kept == 2
-    collect = run_bench(cfg, bench, plots=False, launch=LaunchOptions("submitit", cluster="local", gpus_per_cell=0))
+    collect = run_bench(
+        cfg, bench, plots=False, launch=LaunchOptions("submitit", gpus_per_cell=0, options={"cluster": "local"})
+    )
     assert len(collect.rows) == 2 and (bench / "results.csv").is_file()
     assert {p.name for p in (bench / "submitit").glob("[0-9]*")} == jobs  # the two first jobs only
     for cell in bench.glob("cells/*/*"):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from reprodistill.bench.launchers import add_launcher_arguments
 from reprodistill.config import load_config, preset_names, to_dict
 from reprodistill.errors import ReprodistillError
 
@@ -91,32 +92,9 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument(
                 "--dir", type=Path, help="bench folder (default: <out_dir>/bench-<name>; rerunning resumes it)"
             )
-            s.add_argument(
-                "--launcher",
-                choices=["local", "processes", "submitit", "ray"],
-                default="local",
-                help="local: cells one after another in this process (default); processes: a pool of --workers "
-                "subprocesses (`reprodistill cell <folder>` each), every running cell with its own GPU ids; "
-                'submitit: one SLURM job array (pip install -e ".[slurm]"), preempted cells requeued and resumed; '
-                'ray: Ray tasks (pip install -e ".[ray]"), --gpus-per-cell may be a fraction',
-            )
-            s.add_argument("--ray-address", help="ray: the Ray cluster to join (default: a local Ray)")
-            s.add_argument("--slurm-time", type=int, default=120, help="submitit: time limit per cell, minutes")
-            s.add_argument("--slurm-partition", help="submitit: the SLURM partition")
-            s.add_argument("--slurm-setup", action="append", default=[], help="submitit: a shell line run before "
-                           "each cell (repeatable), e.g. 'source .venv/bin/activate'")  # fmt: skip
-            s.add_argument("--no-wait", action="store_true", help="submitit: submit the unfinished cells and return; "
-                           "the same command later waits for the queued ones and writes the report")  # fmt: skip
-            s.add_argument("--submitit-cluster", default="auto", choices=["auto", "slurm", "local", "debug"],
-                           help="submitit: auto = SLURM when present; local / debug run without SLURM")  # fmt: skip
-            s.add_argument("--workers", type=int, default=1, help="cells at once with --launcher processes")
+            add_launcher_arguments(s)
             s.add_argument(
                 "--gpus-per-cell", type=float, default=1, help="GPUs per cell (>1: the cell runs under torchrun)"
-            )
-            s.add_argument(
-                "--gpus",
-                help="GPU ids of the pool, e.g. 0,1,2,3 (default: $CUDA_VISIBLE_DEVICES or every GPU); repeat an id "
-                "to let two cells share that GPU (0,0)",
             )
         if name == "config":
             continue
@@ -235,17 +213,13 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _bench(cfg, args: argparse.Namespace) -> int:
     from reprodistill.bench import run_bench
-    from reprodistill.bench.grid import LaunchOptions
+    from reprodistill.bench.launchers import launch_options
     from reprodistill.bench.report import results_markdown
     from reprodistill.bench.verdict import verdict_markdown
     from reprodistill.engine import distributed
 
     retest = args.retest
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
-    launch = LaunchOptions(args.launcher, args.workers, args.gpus_per_cell, gpus, args.submitit_cluster,
-                           args.slurm_time, args.slurm_partition, args.slurm_setup, args.ray_address,
-                           args.no_wait)  # fmt: skip
-    res = run_bench(cfg, args.dir, retest=retest, launch=launch)
+    res = run_bench(cfg, args.dir, retest=retest, launch=launch_options(args))
     if not distributed.is_main():
         return 0
     if res.cells_pending:

@@ -40,6 +40,10 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; valid names: {', '.join(sorted(self._entries))}"
             ) from None
 
+    def unregister(self, name: str) -> None:
+        """Remove an entry (tests that register a toy one clean up with it)."""
+        del self._entries[name]
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 

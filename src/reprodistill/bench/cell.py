@@ -11,17 +11,17 @@ from typing import Optional
 
 import yaml
 
+from reprodistill.bench.launchers.base import LEFT_TO_ANOTHER
 from reprodistill.config import RunConfig, from_dict, to_dict
 from reprodistill.errors import ReprodistillError
 from reprodistill.models.teacher import Teacher
 from reprodistill.util.checkpoint import write_text
 from reprodistill.util.heartbeat_lock import HeartbeatLock
 
+__all__ = ["LEFT_TO_ANOTHER", "run_cell", "write_cell_config"]
+
 log = logging.getLogger("reprodistill")
 CELL_CONFIG = "cell.yaml"
-# Exit status of `reprodistill cell` when another live process holds the cell (it trained nothing): launchers count
-# only exit 0 as a cell trained here.
-LEFT_TO_ANOTHER = 3
 
 
 def write_cell_config(cell_dir: Path, cfg: RunConfig) -> None:

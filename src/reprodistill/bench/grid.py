@@ -18,7 +18,17 @@ from typing import Optional
 import yaml
 
 from reprodistill.bench.cell import run_cell, write_cell_config
-from reprodistill.bench.launchers import CellJob, Launcher, ProcessLauncher, cell_command, cell_holder, run_cells
+from reprodistill.bench.launchers import (
+    LAUNCHERS,
+    CellJob,
+    Launcher,
+    LaunchOptions,
+    ProcessLauncher,
+    build_launcher,
+    cell_command,
+    cell_holder,
+    run_cells,
+)
 from reprodistill.bench.rows import RESULT_COLUMNS, BenchRow, read_row
 from reprodistill.config import (
     BenchConfig,
@@ -100,24 +110,6 @@ def write_results_csv(path: Path, rows: list[BenchRow]) -> None:
     write_csv(path, [r.csv_row() for r in rows], RESULT_COLUMNS)
 
 
-@dataclass
-class LaunchOptions:
-    """How the cells run: ``local`` (one after another in this process, sharing one loaded FM) or ``processes``
-    (a pool of ``workers`` subprocesses, ``gpus_per_cell`` GPU ids each; see :mod:`reprodistill.bench.launchers`)."""
-
-    launcher: str = "local"
-    workers: int = 1
-    gpus_per_cell: float = 1  # ray: fractions allowed (0.5: two cells per GPU); the others: a whole number
-    gpus: Optional[list[str]] = None  # the pool's GPU ids (None: the visible ones); a repeated id is shared
-    # submitit: the cluster ('auto': SLURM when present), time limit per cell, partition, setup lines
-    cluster: str = "auto"
-    timeout_min: int = 120
-    partition: Optional[str] = None
-    setup: list[str] = field(default_factory=list)
-    ray_address: Optional[str] = None  # ray: the cluster to join (None: a local Ray)
-    no_wait: bool = False  # submitit: submit the unfinished cells and return; the same bench later collects
-
-
 def run_bench(
     cfg: RunConfig,
     bench_dir: Optional[Path] = None,
@@ -135,12 +127,8 @@ def run_bench(
     cfg = expand_budgets(cfg)
     check_config(cfg)
     bench_dir = Path(bench_dir) if bench_dir else default_bench_dir(cfg)
-    if launch.launcher not in LAUNCHERS:
-        raise ReprodistillError(f"--launcher {launch.launcher!r}: choose one of {list(LAUNCHERS)}")
+    LAUNCHERS.get(launch.launcher)  # an unknown name stops here, listing the registered ones
     return _run_bench(cfg, bench_dir, plots, retest, launch)
-
-
-LAUNCHERS = ("local", "processes", "submitit", "ray")
 
 
 def _run_jobs(jobs: list[CellJob], launcher: Launcher) -> int:
@@ -155,30 +143,11 @@ def _run_jobs(jobs: list[CellJob], launcher: Launcher) -> int:
 
 
 def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: LaunchOptions, res: BenchResult) -> None:
-    """Every unfinished cell as its own process (a pool, or SLURM tasks), from its folder, counted in ``res``. With
-    ``no_wait`` the cells nobody runs yet are submitted and the unfinished ones counted as pending at once."""
-    g = launch.gpus_per_cell
-    if launch.no_wait and (launch.launcher != "submitit" or launch.cluster == "debug"):
-        raise ReprodistillError(
-            "--no-wait needs --launcher submitit on SLURM (or --submitit-cluster local): the other launchers' cells "
-            "stop with the bench process; run without --no-wait"
-        )
-    if launch.launcher != "ray" and g != int(g):
-        raise ReprodistillError(f"--gpus-per-cell {g}: a fraction of a GPU needs --launcher ray")
-    if launch.launcher == "submitit":
-        from reprodistill.bench.submitit_launcher import SubmititLauncher
-
-        cluster = None if launch.cluster == "auto" else launch.cluster
-        launcher: Launcher = SubmititLauncher(bench_dir / "submitit", cluster, launch.timeout_min, launch.partition,
-                                              int(g), setup=launch.setup)  # fmt: skip
-    elif launch.launcher == "ray":
-        from reprodistill.bench.ray_launcher import RayLauncher
-
-        launcher = RayLauncher(g, address=launch.ray_address)
-    else:
-        launcher = ProcessLauncher(launch.workers, int(g), launch.gpus)
-    # GPUs one cell's command spreads over with torchrun; submitit gives each GPU its own task instead
-    command_gpus = 1 if launch.launcher == "submitit" else int(g)
+    """Every unfinished cell as its own process (a pool, or scheduler tasks), from its folder, counted in ``res``.
+    With ``no_wait`` the cells nobody runs yet are submitted and the unfinished ones counted as pending at once."""
+    launcher = build_launcher(launch, bench_dir)
+    # GPUs one cell's command spreads over with torchrun (a launcher may start one task per GPU itself instead)
+    command_gpus = int(launch.gpus_per_cell) if launcher.torchrun_cells else 1
     jobs = []
     for cell in cells:
         folder, done = bench_dir / "cells" / cell.folder, cell.result_path(bench_dir)
@@ -190,7 +159,7 @@ def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: L
     if launch.no_wait:
         free = [j for j in jobs if cell_holder(j.folder) is None]  # not running and not queued from before
         if free:
-            launcher.submit(free)  # type: ignore[attr-defined]
+            launcher.submit(free)
         res.cells_pending = len(jobs)
         return
     res.cells_run = _run_jobs(jobs, launcher)
@@ -254,7 +223,7 @@ def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool, launc
         len(cfg.bench.fractions),
         len(cfg.bench.seeds),
     )
-    if launch.launcher != "local" and not retest:
+    if not LAUNCHERS.get(launch.launcher).in_process and not retest:
         _run_processes(cfg, cells, bench_dir, launch, res)
         if res.cells_pending:
             log.info("bench: %d cells submitted or still queued; %d finished. Run the same command again to collect "

@@ -14,11 +14,9 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
-from reprodistill.bench.cell import LEFT_TO_ANOTHER
-from reprodistill.bench.launchers import CellJob
-from reprodistill.bench.submitted import write_record
+from reprodistill.bench.launchers.base import LEFT_TO_ANOTHER, CellJob, Launcher, register_launcher
 from reprodistill.util.optional import require
 
 log = logging.getLogger("reprodistill")
@@ -57,9 +55,35 @@ class CellTask(_Requeueable):  # type: ignore[misc]
 
 
 @dataclass
-class SubmititLauncher:
+class SubmititOptions:
+    cluster: str = field(
+        default="auto",
+        metadata={"flag": "--submitit-cluster", "choices": ["auto", "slurm", "local", "debug"],
+                  "help": "submitit: auto = SLURM when present; local / debug run without SLURM"},
+    )  # fmt: skip
+    timeout_min: int = field(default=120, metadata={"flag": "--slurm-time", "help": "submitit: time limit per cell, "
+                                                     "minutes"})  # fmt: skip
+    partition: Optional[str] = field(default=None, metadata={"flag": "--slurm-partition",
+                                                               "help": "submitit: the SLURM partition"})  # fmt: skip
+    setup: list[str] = field(
+        default_factory=list,
+        metadata={"flag": "--slurm-setup", "help": "submitit: a shell line run before each cell (repeatable), e.g. "
+                  "'source .venv/bin/activate'"},
+    )  # fmt: skip
+
+
+@register_launcher("submitit")
+@dataclass
+class SubmititLauncher(Launcher):
     """One submitit job array over the cells (``cluster``: None = SLURM when present, else local; 'debug', 'local',
     'slurm')."""
+
+    help: ClassVar[str] = (
+        'one SLURM job array (pip install -e ".[slurm]"), preempted cells requeued and resumed; --no-wait submits '
+        "and returns"
+    )
+    Options: ClassVar[type] = SubmititOptions
+    torchrun_cells: ClassVar[bool] = False  # a cell of G GPUs is G SLURM tasks (torch.distributed from SLURM's env)
 
     folder: Path
     cluster: Optional[str] = None
@@ -88,9 +112,21 @@ class SubmititLauncher:
         ex.update_parameters(**params)
         return ex
 
+    @classmethod
+    def create(cls, options: Any, gpus_per_cell: float, bench_dir: Path) -> Launcher:
+        cluster = None if options.cluster == "auto" else options.cluster
+        return cls(bench_dir / "submitit", cluster, options.timeout_min, options.partition, int(gpus_per_cell),
+                   setup=list(options.setup))  # fmt: skip
+
+    @classmethod
+    def submits(cls, options: Any) -> bool:
+        return options.cluster != "debug"  # the debug executor runs the cells in this process
+
     def submit(self, jobs: list[CellJob]) -> list[Any]:
         """Submit the cells (one job array) without waiting; each cell's folder gets its submitted record, so a
         later bench waits for a queued cell instead of submitting it again. Returns submitit's jobs."""
+        from reprodistill.bench.submitted import write_record  # torch (via util.checkpoint) only when submitting
+
         ex = self.executor()
         with ex.batch():
             submitted = [ex.submit(CellTask(j.folder)) for j in jobs]

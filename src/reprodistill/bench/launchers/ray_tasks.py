@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
-from reprodistill.bench.launchers import CellJob
+from reprodistill.bench.launchers.base import CellJob, Launcher, register_launcher
 from reprodistill.util.optional import require
 
 log = logging.getLogger("reprodistill")
@@ -34,7 +34,15 @@ def run_cell_command(argv: list[str], folder: str, threads: int) -> int:
 
 
 @dataclass
-class RayLauncher:
+class RayOptions:
+    address: Optional[str] = field(
+        default=None, metadata={"flag": "--ray-address", "help": "ray: the Ray cluster to join (default: a local Ray)"}
+    )
+
+
+@register_launcher("ray")
+@dataclass
+class RayLauncher(Launcher):
     """Every job as a Ray task needing ``num_gpus`` GPUs and ``num_cpus`` CPUs; connects to ``address`` (None: start
     or join a local Ray), or uses ``init`` arguments (tests fake GPUs with ``{'num_gpus': 2}``)."""
 
@@ -42,6 +50,14 @@ class RayLauncher:
     num_cpus: float = 1.0
     address: Optional[str] = None
     init: Optional[dict[str, Any]] = None
+
+    help: ClassVar[str] = 'Ray tasks (pip install -e ".[ray]"), --gpus-per-cell may be a fraction'
+    Options: ClassVar[type] = RayOptions
+    fractional_gpus: ClassVar[bool] = True
+
+    @classmethod
+    def create(cls, options: Any, gpus_per_cell: float, bench_dir: Path) -> Launcher:
+        return cls(gpus_per_cell, address=options.address)
 
     def launch(self, jobs: list[CellJob]) -> dict[Path, int]:
         ray = _ray()
