@@ -121,3 +121,37 @@ def test_each_loss_weight_reaches_the_loss(teachers, name):
         value = getattr(defaults, w)
         changed = _step(*_build(name, teacher, **{w: 2 * value if value else 1.0}))
         assert changed.loss.item() != pytest.approx(base_out.loss.item(), rel=1e-6), f"{name}: {w} has no effect"
+
+
+def test_a_new_method_is_one_class_it_trains_and_the_verdict_counts_its_family(teachers):
+    """A toy method registered here (one class: its name, family and forward) passes the contract step, and bench
+    rows read from cell folders as trained by it land on reprodistill's side of the verdict; no other file names
+    it."""
+    from pathlib import Path
+
+    from reprodistill.bench.rows import read_row
+    from reprodistill.bench.verdict import verdict_markdown
+    from reprodistill.methods import Method, check_config, register_method
+
+    @register_method("toy_transfer")
+    class ToyTransfer(Method):
+        family = "transfer"
+
+        def forward(self, batch):
+            z = self.student(self.student_input(batch))
+            return StepOutput.weighted(z, {"ce": self.task_loss(z, batch["label"])}, {})
+
+    try:
+        check_config(RunConfig(methods=["toy_transfer", "student"]))
+        method, batch = _build("toy_transfer", teachers["cnn"])
+        out = _step(method, batch)
+        out.loss.backward()
+        assert torch.isfinite(out.loss) and method.student.head.weight.grad.abs().sum() > 0
+        golden = Path(__file__).parent / "data" / "golden_bench" / "cells"
+        cells = (("toy", "toy_transfer", "rd/frac0.1-seed{}/rd"),
+                 ("fixmatch-unl", "fixmatch", "fixmatch-unl/frac0.1-seed{}/fixmatch"))  # fmt: skip
+        rows = [read_row(name, 0.1, s, base, golden / where.format(s)) for s in range(3) for name, base, where in cells]
+        assert {r.family for r in rows if r.method == "toy"} == {"transfer"}
+        assert "reprodistill's best `toy`" in verdict_markdown(rows, ["fixmatch-unl", "toy"])
+    finally:
+        METHODS.unregister("toy_transfer")
