@@ -196,3 +196,58 @@ def test_kd_on_the_strong_view_of_unlabelled_images(teachers):
     expected = kd_loss(torch.cat([z[:4], z[8:]]), z_t, 4.0)
     assert out.parts["kd"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert "consistency" not in out.parts
+
+
+def test_teacher_share_follows_the_branch_against_the_student_on_validation(teachers, monkeypatch):
+    """teacher_share=val: after a validation round the teacher's share is 0.5 + (branch - student metric) / (2
+    margin), clipped to [0, 1] (balanced accuracy where both AUCs saturate); the unlabelled rows' KD terms are
+    weighted by it, the labelled ones not, FixMatch's term by 1 - share; the share is checkpointed."""
+    import numpy as np
+
+    from reprodistill.data.dataset import ImageDataset
+    from reprodistill.data.sources import UNLABELLED, Split
+    from reprodistill.distill import kd_loss, kd_rows
+    from reprodistill.features.fm_pass import FMPass
+    from reprodistill.features.split import FeatureSplit
+    from reprodistill.util.metrics import classification_metrics
+
+    teacher = teachers["cnn"]
+    images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
+    ds = ImageDataset(Split(labels=np.array([0, 1] * 4), images=images), 1, (28, 28))
+    feats = FMPass(teacher, torch.device("cpu"), batch_size=8).features(ds, "pooled")
+    torch.manual_seed(0)
+    student = create_student(StudentConfig(name="resnet10t"), 2, (28, 28))
+    ctx = MethodContext(cfg=RunConfig(methods=["rd"]), num_classes=2, student=student, teacher=teacher)
+    with pytest.raises(ValueError, match="consistency_weight > 0"):
+        build_method("rd", ctx, teacher_share="val")
+    m = build_method("rd", ctx, teacher_share="val", consistency_weight=2.0, consistency_threshold=0.0,
+                     share_margin=0.1, phi_input_dropout=0.0)  # fmt: skip
+    m.prepare(FeatureSplit(ds, feats), torch.device("cpu"), val=FeatureSplit(ds, feats))
+    assert float(m.teacher_share) == 1.0 and "teacher_share" in m.state_dict()
+    with torch.no_grad():
+        z_val = m.student.head(m.phi.eval()(feats))
+    m.train()
+    branch = classification_metrics(torch.log_softmax(z_val, -1).numpy(), ds.split.labels)
+    m.after_validation({"auc": branch["auc"] - 0.04, "balanced_accuracy": 0.0})  # branch ahead by 0.04
+    assert float(m.teacher_share) == pytest.approx(0.7)
+    m.after_validation({"auc": branch["auc"] + 0.3, "balanced_accuracy": 0.0})
+    assert float(m.teacher_share) == 0.0
+    m.teacher_share.fill_(0.25)
+    labels = torch.tensor([0, 1, 0, 1, UNLABELLED, UNLABELLED, UNLABELLED, UNLABELLED])
+    batch = {"image": torch.from_numpy(images).permute(0, 3, 1, 2), "label": labels, "index": torch.arange(8),
+             "teacher_features": feats}  # fmt: skip
+    batch["image_strong"] = m.input_views["strong"](batch["image"], torch.Generator().manual_seed(0))
+    m.eval()  # deterministic BatchNorm
+    out = m(batch)
+    rows = kd_rows(out.logits, out.aux["teacher_logits"], 4.0)
+    expected = (rows[:4].sum() + 0.25 * rows[4:].sum()) / 8
+    assert out.parts["kd"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out.weights["consistency"] == pytest.approx(2.0 * 0.75) and out.logged["teacher_share"] == 0.25
+    assert rows.mean().item() == pytest.approx(kd_loss(out.logits, out.aux["teacher_logits"]).item(), rel=1e-5)
+    # where both AUCs saturate, balanced accuracy decides
+    monkeypatch.setattr("reprodistill.methods.rd.classification_metrics",
+                        lambda *a: {"auc": 0.995, "balanced_accuracy": 0.90})  # fmt: skip
+    m.after_validation({"auc": 0.999, "balanced_accuracy": 0.85})
+    assert float(m.teacher_share) == pytest.approx(0.75)
+    m.after_validation({"auc": 0.98, "balanced_accuracy": 0.85})  # the student has not saturated: AUC, 0.015 apart
+    assert float(m.teacher_share) == pytest.approx(0.5 + 0.015 / 0.2)

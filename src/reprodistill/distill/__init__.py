@@ -15,7 +15,7 @@ from reprodistill.distill.consistency import (
 )
 from reprodistill.distill.dkd import dkd_loss, dkd_parts
 from reprodistill.distill.fitnet import fitnet_loss, match_size
-from reprodistill.distill.kd import kd_loss
+from reprodistill.distill.kd import kd_loss, kd_rows
 from reprodistill.distill.rkd import rkd_angle_loss, rkd_distance_loss, rkd_loss
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "flexmatch_class_thresholds",
     "fitnet_loss",
     "kd_loss",
+    "kd_rows",
     "linear_rampup",
     "match_size",
     "mixup_pairs",

@@ -325,6 +325,7 @@ def _end_round(
         "epoch_time_s": time.perf_counter() - t0,
     }
     done.history.append(row)
+    method.after_validation(val_metrics)
     score = round_score(val_metrics, cfg.select_metric, epoch + 1)  # the same on every rank: val is gathered
     if score > done.best_score:
         done.best_score, done.best_epoch = score, epoch + 1

@@ -214,6 +214,11 @@ class Method(nn.Module):
         """Called by the loop before each training epoch (0-based; also the first epoch of a resumed run), in
         training mode: e.g. re-fit a label mapping with the current prompt."""
 
+    def after_validation(self, metrics: dict[str, Any]) -> None:
+        """Called by the loop after each round's validation with the deployed model's validation metrics (the same
+        on every rank), before the round's checkpoint is written: e.g. re-weigh a loss term by what validation
+        shows. State it sets for later rounds belongs in a buffer, so a resumed run continues identically."""
+
     def after_step(self) -> None:
         """Called by the loop after every optimiser step (e.g. to update an EMA copy of the student)."""
 
