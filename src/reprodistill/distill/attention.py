@@ -20,5 +20,5 @@ def attention_map(fmap: torch.Tensor, p: float = 2.0) -> torch.Tensor:
 
 def at_loss(student_map: torch.Tensor, teacher_map: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     """``mean((a_s - a_t)^2)`` with the teacher map resized to the student's spatial size first."""
-    t = match_size(teacher_map.float(), tuple(student_map.shape[-2:]))
+    t = match_size(teacher_map.float(), (student_map.shape[-2], student_map.shape[-1]))
     return (attention_map(student_map, p) - attention_map(t, p)).pow(2).mean()

@@ -20,5 +20,5 @@ def match_size(teacher_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
 
 def fitnet_loss(regressed: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
     """Mean squared error between the regressed student map and the teacher map, resized to the student's size."""
-    target = match_size(teacher_map.float(), tuple(regressed.shape[-2:]))
+    target = match_size(teacher_map.float(), (regressed.shape[-2], regressed.shape[-1]))
     return F.mse_loss(regressed.float(), target)

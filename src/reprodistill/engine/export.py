@@ -71,7 +71,7 @@ def _pick_method(folder: RunDir, method: Optional[str]) -> str:
         )
     if metric == "auc":  # a saturated AUC no longer separates: balanced accuracy does (SATURATED_AUC)
         metric = separating_metric(metric, max(float(r["val_auc"]) for r in rows))
-    best = max(rows, key=lambda r: selection_score(r[f"val_{metric}"], metric))
+    best = max(rows, key=lambda r: selection_score(float(r[f"val_{metric}"]), metric))
     log.info("export: %s has the best validation %s of the student methods", best["method"], metric)
     return best["method"]
 

@@ -135,7 +135,7 @@ def _run(
         kind = kinds[method_cls]
         batches_read = bool(kind) and method_cls.reads_batch_features
         online = None
-        if batches_read and cfg.teacher.features == "online":
+        if batches_read and cfg.teacher.features == "online" and teacher is not None:
             online = teacher.features if kind == "pooled" else teacher.feature_maps
         mixed = (data, pool, cfg.data.unlabelled_share) if pool is not None and method_cls.uses_unlabelled else None
         splits = method_splits(datasets, features.get(kind) if kind else None, online, mixed, batches_read)
@@ -181,7 +181,7 @@ def _teacher_features(
         return {}
     fm, out = FMPass.from_config(teacher, cfg, device), {}
     for kind, batches_read in kinds.items():
-        t0, timings = time.perf_counter(), {}
+        t0, timings = time.perf_counter(), dict[str, float]()
         if not distributed.is_main():
             distributed.barrier()
         out[kind] = kind_features(fm, datasets, data, pool, kind, cfg, timings, views=batches_read)

@@ -5,22 +5,30 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol, cast
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from reprodistill.data.dataset import ImageDataset
 from reprodistill.models.teacher import Teacher
 from reprodistill.util.progress import progress
 
 FEATURE_KINDS = ("pooled", "map")
 
 
+class ImageItems(Protocol):
+    """What an FM pass reads: a sized dataset of ``{'image': uint8 [C,H,W], ...}`` items (an
+    :class:`~reprodistill.data.dataset.ImageDataset`, or an augmented view of one)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]: ...
+
+
 @torch.inference_mode()
 def extract_features(
     teacher: Teacher,
-    dataset: ImageDataset,
+    dataset: ImageItems,
     batch_size: int,
     device: torch.device,
     kind: str = "pooled",
@@ -38,7 +46,9 @@ def extract_features(
         if kind not in FEATURE_KINDS:
             raise ValueError(f"unknown teacher feature kind {kind!r}; use one of {FEATURE_KINDS}")
         fn = teacher.features if kind == "pooled" else teacher.feature_maps
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader: DataLoader = DataLoader(
+        cast(Dataset, dataset), batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
     out, pos = None, 0
     for batch in progress(loader, desc):
         f = fn(batch["image"].to(device)).cpu()

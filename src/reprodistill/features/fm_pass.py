@@ -15,7 +15,7 @@ import torch
 from reprodistill.config import RunConfig
 from reprodistill.data.dataset import ImageDataset
 from reprodistill.features.cache import cached_features
-from reprodistill.features.extract import extract_features
+from reprodistill.features.extract import ImageItems, extract_features
 from reprodistill.models.teacher import Teacher
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
@@ -36,7 +36,7 @@ class FMPass:
         return cls(teacher, device, cfg.teacher.batch_size, cfg.train.num_workers, cfg.teacher.cache_dir)
 
     def features(
-        self, dataset: ImageDataset, kind: str = "pooled", desc: str = "", fn: Optional[FeatureFn] = None
+        self, dataset: ImageItems, kind: str = "pooled", desc: str = "", fn: Optional[FeatureFn] = None
     ) -> torch.Tensor:
         """FM outputs of every image of ``dataset`` in order (float32, CPU): ``kind`` 'pooled' or 'map', or any
         function ``fn`` of a uint8 image batch (e.g. a prompted FM's logits; ``kind`` then only names it)."""
@@ -59,7 +59,7 @@ class FMPass:
         fn: Optional[FeatureFn] = None,
         timings: Optional[dict[str, float]] = None,
         view: str = "fixed",
-        source: Optional[ImageDataset] = None,
+        source: Optional[ImageItems] = None,
         desc: str = "",
     ) -> torch.Tensor:
         """:meth:`features` through the on-disk cache (fp16), keyed by FM, ``dataset``, ``kind`` and ``view``.

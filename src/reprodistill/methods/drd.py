@@ -95,7 +95,9 @@ class DeepReprogrammingDistillation(Method):
         ins, outs = self.staged.probe_shapes(self.student)
         shapes = outs if options.stage_target == "output" else ins
         c_t = self.teacher.spatial_map_shape("drd")[0]
-        self.projectors = nn.ModuleList(MapProjector(c_t, shapes[i][0], shapes[i][1:]) for i in self.stage_ids)
+        self.projectors = nn.ModuleList(
+            MapProjector(c_t, shapes[i][0], (shapes[i][1], shapes[i][2])) for i in self.stage_ids
+        )
 
     def forward(self, batch: Batch) -> StepOutput:
         o = self.options

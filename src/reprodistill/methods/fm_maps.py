@@ -29,7 +29,7 @@ class FeatureMapDistillation(ProbedFMDistillation):
         self.student_map_shape = shapes[self.stage]
         self.teacher_channels = c_t
 
-    def _pick_stage(self, shapes: list[tuple[int, int, int]], stage: Optional[int]) -> int:
+    def _pick_stage(self, shapes: list[tuple[int, ...]], stage: Optional[int]) -> int:
         if stage is not None:
             if not 0 <= stage < len(shapes):
                 raise ConfigError(

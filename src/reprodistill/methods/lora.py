@@ -24,6 +24,7 @@ from torch import nn
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Batch, MethodContext, register_method
 from reprodistill.methods.fm_adapt import FMAdaptation
+from reprodistill.models.teacher import Teacher
 from reprodistill.peft import inject_lora
 from reprodistill.peft.trunk import last_stage_boundary, stage_inputs
 from reprodistill.reprogram.probe import batchnorm_head
@@ -42,6 +43,10 @@ class LoRAOptions:
 @register_method("lora")
 class LoRAProbe(FMAdaptation):
     Options = LoRAOptions
+    # the adapted FM copy and its adapted stage: plain attributes, not submodules (their frozen weights stay out of
+    # checkpoints)
+    fm: Teacher
+    stage: Optional[nn.Module]
 
     def __init__(self, ctx: MethodContext, options: LoRAOptions) -> None:
         super().__init__(ctx, options)
@@ -80,6 +85,7 @@ class LoRAProbe(FMAdaptation):
     def train_logits(self, batch: Batch) -> torch.Tensor:
         if self.trunk_train is None:
             return self.logits(batch["image"])
+        assert self.stage is not None  # the trunk cache is filled only where the adapted stage is known
         x = self.trunk_train[batch["index"].cpu()].to(batch["label"].device).float()
         if x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)  # the FMs here run channels_last on CPU

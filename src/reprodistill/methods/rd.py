@@ -92,6 +92,7 @@ class ReprogrammingDistillation(Method):
     uses_unlabelled = True  # CE terms skip unlabelled images; KD and CKA use them all
     Options = RDOptions
     loss_weights = ("teacher_ce_weight", "student_ce_weight", "kd_weight", "cka_weight", "consistency_weight")
+    teacher_share: torch.Tensor  # a buffer (teacher_share=val only)
 
     def __init__(self, ctx: MethodContext, options: RDOptions) -> None:
         super().__init__(ctx, options)

@@ -159,7 +159,8 @@ class TaskDrivenModelReprogramming(Method):
             "format": STAGE1_FORMAT,
         }
         key = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:32]
-        return resolve_cache_dir(cfg.teacher.cache_dir) / f"tdmr-stage1-{key}.pt"
+        folder = resolve_cache_dir(cfg.teacher.cache_dir)
+        return None if folder is None else folder / f"tdmr-stage1-{key}.pt"
 
     def _stage1_state(self) -> dict[str, Any]:
         return {"modules": [m.state_dict() for m in self.reprogrammed.parts()], "proxy_train": self.proxy_train,

@@ -54,7 +54,7 @@ class VisualPromptMethod(FMAdaptation):
         else:
             d = teacher.feature_dim
             self.head = batchnorm_head(d, ctx.num_classes)
-        self._train_split = None
+        self._train_split: Optional[FeatureSplit] = None
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         x = self.prompt(images)
@@ -69,6 +69,7 @@ class VisualPromptMethod(FMAdaptation):
 
     def remap(self, device: torch.device) -> None:
         """Recompute the label mapping from the prompted FM's predictions on the training split."""
+        assert self._train_split is not None, "remap runs after prepare()"
         ds = self._train_split.dataset
         fn = lambda x: self.teacher.logits(self.prompt(x)).float()  # noqa: E731
         logits = self.fm_pass(device).features(ds, desc="visual prompt label map", fn=fn)

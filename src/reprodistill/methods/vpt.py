@@ -28,7 +28,7 @@ class VPTOptions:
     mode: Literal["shallow", "deep"] = "shallow"
 
 
-def _vit(teacher: Any) -> nn.Module:
+def _vit(teacher: Any) -> Any:  # a timm VisionTransformer, duck-typed
     model = getattr(teacher, "model", None)
     needed = ("patch_embed", "_pos_embed", "blocks", "norm", "forward_head", "num_prefix_tokens")
     if model is None or not all(hasattr(model, a) for a in needed):

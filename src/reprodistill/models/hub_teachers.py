@@ -163,13 +163,15 @@ class HFTeacher(Teacher):
         if h.ndim == 4:
             return h.mean(dim=(-2, -1))
         if self.embedding == "mean":
+            if not self.patch:
+                raise ConfigError(f"{self.name}: teacher.embedding=mean needs the patch size, which its config lacks")
             p = self.patch if isinstance(self.patch, int) else self.patch[0]
             n = (x.shape[-2] // p) * (x.shape[-1] // p)
             return h[:, -n:].mean(dim=1)
         return h[:, 0]  # the class token of the last layer
 
 
-def _embedding(cfg: TeacherConfig, allowed: tuple[str, str]) -> str:
+def _embedding(cfg: TeacherConfig, allowed: tuple[str, ...]) -> str:
     """``teacher.embedding`` for this teacher kind ('auto' = the first of ``allowed``)."""
     if cfg.embedding == "auto":
         return allowed[0]
@@ -188,8 +190,8 @@ def _processor_size(proc) -> int:
             continue
         get = value.get if isinstance(value, dict) else lambda k, v=value: getattr(v, k, None)
         for key in ("height", "shortest_edge", "width"):
-            if get(key):
-                return int(get(key))
+            if found := get(key):
+                return int(found)
         if isinstance(value, int):
             return value
     return 224

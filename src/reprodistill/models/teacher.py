@@ -137,6 +137,13 @@ class Teacher(nn.Module):
         """pooled features (:meth:`pool`) -> the FM's own class scores, or None for a headless model."""
         return None
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores of the FM's own head for a preprocessed batch (label-mapping methods)."""
+        head = self.class_head()
+        if head is None:
+            raise ConfigError(f"{self.name} has no class head of its own; use a method with a trained head")
+        return head(self.pool(self.forward_map(x)))
+
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images [B,C,H,W] -> the teacher's input tensor."""
         return preprocess(images, self.spec)
@@ -153,7 +160,7 @@ class Teacher(nn.Module):
         if self.autocast_dtype is not None:
             self.identity = f"{self.identity}|{precision}"
         if compile:
-            self.forward_map = torch.compile(self.forward_map)  # instance attribute shadows the method
+            self.forward_map = torch.compile(self.forward_map)  # type: ignore[method-assign]  # the instance's own
         return self
 
     def _run(self, fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:

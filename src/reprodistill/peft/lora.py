@@ -22,8 +22,11 @@ class LoRAConv2d(nn.Module):
     def __init__(self, base: nn.Conv2d, rank: int, alpha: float) -> None:
         super().__init__()
         self.base, self.scale = base, alpha / rank
-        self.lora_a = nn.Conv2d(base.in_channels, rank, base.kernel_size, base.stride, base.padding, base.dilation,
-                                bias=False)  # fmt: skip
+        # torch types a built Conv2d's sizes as tuple[int, ...]; a 2-d convolution's are pairs
+        pair = lambda t: (int(t[0]), int(t[1]))  # noqa: E731
+        padding = base.padding if isinstance(base.padding, str) else pair(base.padding)
+        self.lora_a = nn.Conv2d(base.in_channels, rank, pair(base.kernel_size), pair(base.stride), padding,
+                                pair(base.dilation), bias=False)  # fmt: skip
         self.lora_b = nn.Conv2d(rank, base.out_channels, 1, bias=False)
         nn.init.kaiming_uniform_(self.lora_a.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_b.weight)
@@ -65,14 +68,17 @@ def default_targets(model: nn.Module) -> str:
     raise ConfigError("cannot guess which FM layers get LoRA; set method_options.lora.target=<regex of layer names>")
 
 
-def inject_lora(model: nn.Module, rank: int = 8, alpha: float = 16.0, target: Optional[str] = None) -> list[nn.Module]:
+def inject_lora(
+    model: nn.Module, rank: int = 8, alpha: float = 16.0, target: Optional[str] = None
+) -> list[LoRAConv2d | LoRALinear]:
     """Replace every Conv2d / Linear whose name matches ``target`` (a regex searched in the dotted name) by its
     LoRA wrapper; returns the wrappers. Grouped convolutions (depthwise) are left alone."""
     pattern = re.compile(target or default_targets(model))
-    wrapped = []
+    wrapped: list[LoRAConv2d | LoRALinear] = []
     for name, module in list(model.named_modules()):
         if not pattern.search(name):
             continue
+        new: LoRAConv2d | LoRALinear
         if isinstance(module, nn.Conv2d) and module.groups == 1:
             new = LoRAConv2d(module, rank, alpha)
         elif isinstance(module, nn.Linear):

@@ -29,7 +29,7 @@ class MapProjector(nn.Module):
         x = self.reduce(fmap)
         if tuple(x.shape[-2:]) != self.size:
             if x.shape[-2] >= self.size[0] and x.shape[-1] >= self.size[1]:
-                x = F.adaptive_avg_pool2d(x, self.size)
+                x = F.adaptive_avg_pool2d(x, (self.size[0], self.size[1]))
             else:
                 x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
         return self.refine(x)

@@ -68,6 +68,7 @@ class VisualPrompt(nn.Module):
     @property
     def scale(self) -> torch.Tensor:
         """The image's share of the canvas side, in [MIN_SCALE, 1] (learnable resize only)."""
+        assert self.scale_logit is not None, "learnable_resize is off: the image keeps its size"
         return self.MIN_SCALE + (1 - self.MIN_SCALE) * torch.sigmoid(self.scale_logit)
 
     def _place(self, images: torch.Tensor) -> torch.Tensor:

@@ -120,6 +120,11 @@ class ReprogrammedFM(nn.Module):
         z = self.projection(f_t)
         return z, self.classifier(f_t if self.label_mapped else z)
 
+    def _map_labels(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """(Re-)fit the label mapping of the FM's own head to the features under the current prompt."""
+        assert isinstance(self.classifier, MappedHead)
+        self.classifier.fit(features, labels)
+
     def freeze(self) -> None:
         for m in self.parts():
             m.eval()
@@ -157,11 +162,14 @@ class ReprogrammedFM(nn.Module):
         need_warm = budget.head_epochs or self.label_mapped
         warm = fixed if fixed is not None else self.prompted_features(dataset, fm) if need_warm else None
         if self.label_mapped:  # FLM / first ILM mapping, and the proxy space's statistics, from the initial prompt
-            self.classifier.fit(warm, labels)
+            assert warm is not None and isinstance(self.projection, nn.BatchNorm1d)
+            self._map_labels(warm, labels)
+            assert self.projection.running_mean is not None and self.projection.running_var is not None
             self.projection.running_mean.copy_(warm.mean(0))
             self.projection.running_var.copy_(warm.var(0))
         # warm-up of projection + classifier on the features under the initial prompt (no FM backward)
         for _ in range(budget.head_epochs if not self.label_mapped else 0):
+            assert warm is not None
             for idx in torch.randperm(n, generator=gen).split(budget.batch_size):
                 if len(idx) >= 2:  # BatchNorm needs two samples
                     self._step(opt, loss_fn, warm[idx], labels[idx].to(device))
@@ -175,7 +183,7 @@ class ReprogrammedFM(nn.Module):
                    unit="step", leave=False, disable=None)  # fmt: skip
         for epoch in range(budget.epochs):
             if self.label_mapped and self.label_map == "iterative" and epoch > 0 and self.steps < max_steps:
-                self.classifier.fit(self.prompted_features(dataset, fm), labels)  # ILM: re-map with this prompt
+                self._map_labels(self.prompted_features(dataset, fm), labels)  # ILM: re-map with this prompt
             for idx in torch.randperm(n, generator=gen).split(budget.batch_size):
                 if self.steps >= max_steps:
                     break
