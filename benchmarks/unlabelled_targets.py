@@ -10,6 +10,7 @@ records on the batch:
 
     python benchmarks/unlabelled_targets.py                          # BreastMNIST 10%, seed 0, 300 steps
     python benchmarks/unlabelled_targets.py data.source=medmnist:pneumoniamnist train.steps=600
+    python benchmarks/unlabelled_targets.py method_options.rd.teacher_share=val   # the combined method
 
 Prints one line per recorded step and the means over the second half of training.
 """
@@ -83,6 +84,8 @@ def main() -> int:
         both = confident & (teacher != pseudo)
         row["disagree_share"] = float(both.float().mean())
         row["disagree_teacher_right"] = float((teacher[both] == true[both]).float().mean()) if both.any() else np.nan
+        if "teacher_share" in out.logged:  # rd teacher_share=val: the teacher's share of the unlabelled images
+            row["teacher_share"] = out.logged["teacher_share"]
         rows.append(row)
         print("  ".join(f"{k} {v:.3f}" if k != "step" else f"step {int(v)}" for k, v in row.items()), flush=True)
         return out
