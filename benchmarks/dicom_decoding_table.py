@@ -28,7 +28,7 @@ def main() -> None:
     args = ap.parse_args()
     decoding = DicomDecoding(args.window, args.frames)
     base = Path(pydicom.__file__).parent / "data" / "test_files"
-    print(f"pydicom {pydicom.__version__}; data.dicom_window={decoding.window}, data.dicom_frames={decoding.frames}\n")
+    print(f"pydicom {pydicom.__version__}; data.dicom.window={decoding.window}, data.dicom.frames={decoding.frames}\n")
     print("| file | modality, photometric, transfer syntax | stored | modality range | window | inverted | outcome |")
     print("|---|---|---|---|---|---|---|")
     for name in FILES:

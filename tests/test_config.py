@@ -56,3 +56,13 @@ def test_unknown_preset_and_bad_yaml(tmp_path):
         load_config(str(bad))
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_flat_format_keys_of_earlier_versions_still_load(caplog):
+    """data.dicom_window / data.csv_* (flat keys before the format sections) load into data.dicom / data.csv, with
+    a warning naming the new key, so older configs and run folders still run."""
+    from reprodistill.config import load_config
+
+    cfg = load_config("default", ["data.dicom_window=lung", "data.csv_label_column=finding", "data.csv.rows=max"])
+    assert cfg.data.dicom.window == "lung" and cfg.data.csv.label_column == "finding" and cfg.data.csv.rows == "max"
+    assert "data.dicom_window is now data.dicom.window" in caplog.text

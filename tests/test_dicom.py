@@ -3,6 +3,7 @@ hand computations, MONOCHROME1 inversion, colour, multi-frame policies, missing 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -97,9 +98,9 @@ def test_multi_frame_files_follow_the_declared_policy():
     path = bundled("examples_ybr_color.dcm")  # 30 frames
     middle, info = read_dicom(path)  # the default: the middle frame
     assert info.frame == 15 and np.array_equal(middle, pixel_array(path, index=15))
-    with pytest.raises(DataError, match="multi-frame DICOM \\(30 frames\\); set data.dicom_frames"):
+    with pytest.raises(DataError, match="multi-frame DICOM \\(30 frames\\); set data.dicom.frames"):
         read_dicom(path, DicomDecoding(frames="refuse"))
-    with pytest.raises(DataError, match="dicom_frames"):
+    with pytest.raises(DataError, match="data.dicom.frames"):
         DicomDecoding(frames="all")
     with pytest.raises(DataError, match="centre,width"):
         DicomDecoding(window="wide")
@@ -143,13 +144,13 @@ FAKE_PHI = {"PatientName": "Doe^Archibald", "PatientID": "PHI-7731-XZ", "Patient
 
 
 def test_a_folder_of_dicom_files_is_a_data_source(tmp_path):
-    from reprodistill.config import DataConfig
+    from reprodistill.config import DataConfig, DicomConfig
     from reprodistill.data import load_data
     from reprodistill.data.dataset import ImageDataset
 
     folder = _dicom_folder(tmp_path / "scans")
     (tmp_path / "scans" / "plain" / "notes.txt").write_text("not an image")
-    data = load_data(DataConfig(source=str(folder), load_size=64, dicom_window="soft_tissue"))
+    data = load_data(DataConfig(source=str(folder), load_size=64, dicom=DicomConfig(window="soft_tissue")))
     assert data.class_names == ["dense", "plain"] and sum(map(len, (data.train, data.val, data.test))) == 24
     assert data.dicom["files"] == 24 and data.dicom["modality"] == {"CT": 24}
     assert data.dicom["decoding"] == {"window": "soft_tissue", "frames": "middle"}
@@ -188,7 +189,7 @@ def test_dicom_folder_distill_export_predict_as_a_user_would(tmp_path):
     cli = [sys.executable, "-m", "reprodistill"]
     env_run = dict(cwd=tmp_path, capture_output=True, text=True, timeout=600)
     proc = subprocess.run([*cli, "distill", f"data.source={folder}", "methods=[student]", "student.name=resnet10t",
-                           "data.load_size=32", "data.dicom_window=soft_tissue", "train.epochs=1", "train.steps=3",
+                           "data.load_size=32", "data.dicom.window=soft_tissue", "train.epochs=1", "train.steps=3",
                            "train.batch_size=8", "--run-dir", "run"], **env_run)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads((tmp_path / "run" / "data.json").read_text())
@@ -269,7 +270,7 @@ def _uids(folder: Path) -> dict[str, tuple[str, str]]:
 def test_label_tables_keyed_by_uid_or_stem_with_several_rows_per_image(tmp_path):
     """SIIM style (ImageId = SOPInstanceUID, " EncodedPixels", one row per mask) and RSNA style (patientId = file
     stem, one row per box): rows per image merged by the declared rule, conflicts stop with the rule to choose."""
-    from reprodistill.config import DataConfig
+    from reprodistill.config import CsvConfig, DataConfig
     from reprodistill.data import load_data
 
     folder = _dicom_folder(tmp_path / "scans", per_class=6)
@@ -279,7 +280,7 @@ def test_label_tables_keyed_by_uid_or_stem_with_several_rows_per_image(tmp_path)
         for box in range(2 if cls == "dense" else 1):  # two masks on the dense images
             lines.append(f"{uid},{box} 5,{int(cls == 'dense')}")
     (tmp_path / "siim.csv").write_text("\n".join(lines) + "\n")
-    cfg = DataConfig(source=str(tmp_path / "siim.csv"), csv_label_column="finding", csv_image_root=str(folder),
+    cfg = DataConfig(source=str(tmp_path / "siim.csv"), csv=CsvConfig(label_column="finding", image_root=str(folder)),
                      load_size=32)  # fmt: skip
     data = load_data(cfg)
     every = [*data.train.paths, *data.val.paths, *data.test.paths]
@@ -291,7 +292,7 @@ def test_label_tables_keyed_by_uid_or_stem_with_several_rows_per_image(tmp_path)
     rows = ["patientId,Target"] + [f"{Path(f).stem},{int(c == 'dense')}" for c, f in uids.values()]
     first = Path(next(f for c, f in uids.values() if c == "dense")).stem
     (tmp_path / "rsna.csv").write_text("\n".join([*rows, f"{first},0"]) + "\n")
-    stem = DataConfig(source=str(tmp_path / "rsna.csv"), csv_label_column="Target", csv_image_root=str(folder))
+    stem = DataConfig(source=str(tmp_path / "rsna.csv"), csv=CsvConfig(label_column="Target", image_root=str(folder)))
     (folder / "plain" / "copy").mkdir()
     shutil.copy(folder / "plain" / "plain1.dcm", folder / "plain" / "copy" / "plain1.dcm")
     # the files behind a shared key are named, relative to the image root
@@ -302,18 +303,18 @@ def test_label_tables_keyed_by_uid_or_stem_with_several_rows_per_image(tmp_path)
     ):
         load_data(stem)
     shutil.rmtree(folder / "plain" / "copy")
-    with pytest.raises(DataError, match="disagree on the label.*data.csv_rows=first, majority or max"):
+    with pytest.raises(DataError, match="disagree on the label.*data.csv.rows=first, majority or max"):
         load_data(stem)
-    data = load_data(DataConfig(**{**stem.__dict__, "csv_rows": "max"}))  # any positive reading counts
+    data = load_data(dataclasses.replace(stem, csv=dataclasses.replace(stem.csv, rows="max")))  # any positive reading
     assert sum(map(len, (data.train, data.val, data.test))) == 12
     (tmp_path / "bad.csv").write_text("ImageId,finding\n1.2.3.4.5.6,1\n")
     with pytest.raises(DataError, match="no DICOM file with the SOPInstanceUID '1.2.3.4.5.6'"):
-        load_data(DataConfig(source=str(tmp_path / "bad.csv"), csv_label_column="finding",
-                             csv_image_root=str(folder)))  # fmt: skip
+        load_data(DataConfig(source=str(tmp_path / "bad.csv"),
+                             csv=CsvConfig(label_column="finding", image_root=str(folder))))  # fmt: skip
 
 
 def test_patient_grouped_splits_never_split_a_patient(tmp_path):
-    from reprodistill.config import DataConfig
+    from reprodistill.config import CsvConfig, DataConfig
     from reprodistill.data import load_data
 
     folder = _dicom_folder(tmp_path / "scans", per_class=12)
@@ -321,7 +322,9 @@ def test_patient_grouped_splits_never_split_a_patient(tmp_path):
     for i, p in enumerate(sorted(q for q in folder.rglob("*") if q.is_file())):
         rows.append(f"{p},{p.parent.name},P{i // 3}")  # three images per patient
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
-    data = load_data(DataConfig(source=str(tmp_path / "t.csv"), csv_patient_column="patient", val_fraction=0.2))
+    data = load_data(
+        DataConfig(source=str(tmp_path / "t.csv"), csv=CsvConfig(patient_column="patient"), val_fraction=0.2)
+    )
     patient = {r.split(",")[0]: r.split(",")[2] for r in rows[1:]}
     sides = [{patient[p] for p in s.paths} for s in (data.train, data.val, data.test)]
     assert all(len(s) for s in sides) and not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
@@ -341,7 +344,7 @@ def test_a_run_from_a_label_table_keyed_by_sop_instance_uid(tmp_path):
     folder = _dicom_folder(tmp_path / "scans")
     lines = ["ImageId,label"] + [f"{uid},{cls}" for uid, (cls, _) in _uids(folder).items()]
     (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
-    cfg = load_config("default", [f"data.source={tmp_path / 'labels.csv'}", f"data.csv_image_root={folder}",
+    cfg = load_config("default", [f"data.source={tmp_path / 'labels.csv'}", f"data.csv.image_root={folder}",
                                   "methods=[student]", "student.name=resnet10t", "data.load_size=32",
                                   "train.epochs=1", "train.steps=2", "train.batch_size=8"])  # fmt: skip
     run(cfg, run_dir=tmp_path / "run")
@@ -415,8 +418,8 @@ def test_a_pacs_export_skips_non_images_stops_on_a_truncated_file_and_keeps_pati
     data = load_data(DataConfig(**{**cfg.__dict__, "skip_bad_images": True}))
     notes = "\n".join(data.notes)
     # the DICOMDIRs and the report are skipped and counted where the files are listed, the truncated file by cause
-    assert "plain: skipped 2 DICOM file(s) that hold no image (1 DICOMDIR, 1 structured report)" in notes
-    assert "dense: skipped 1 DICOM file(s) that hold no image (1 DICOMDIR)" in notes
+    assert "plain: skipped 2 file(s) that hold no image (1 DICOMDIR, 1 structured report)" in notes
+    assert "dense: skipped 1 file(s) that hold no image (1 DICOMDIR)" in notes
     assert "skipped 1 unusable image file(s) (data.skip_bad_images): 1 truncated pixel data" in notes
     assert sum(map(len, (data.train, data.val, data.test))) == 39  # 8 patients x 5 slices, less the truncated one
     # no patient on two sides, although the layout is class folders, and the log says what each split really got

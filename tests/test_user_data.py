@@ -143,3 +143,49 @@ def test_a_huge_image_gives_one_log_line_not_a_bare_warning(tmp_path, caplog, re
         Image.MAX_IMAGE_PIXELS = old
     assert "big.png: 9000x9000 pixels, very large" in caplog.text
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_a_new_image_format_is_one_class_and_every_reader_uses_it(tmp_path):
+    """A toy format registered here (suffix .toy: a text file holding one grey value) is found in a class-folder
+    data set, checked before training with its own cause, decoded by the data set, and named among the suffixes;
+    no other file knows it."""
+    from reprodistill.config import DataConfig
+    from reprodistill.data import load_data
+    from reprodistill.data.dataset import ImageDataset
+    from reprodistill.data.formats import FORMATS, ImageFormat, register_format
+    from reprodistill.data.image_files import image_suffixes
+    from reprodistill.errors import DataError
+
+    @register_format("toy")
+    class ToyFormat(ImageFormat):
+        suffixes = frozenset({".toy"})
+
+        @classmethod
+        def problem(cls, path):
+            return None if path.read_text().strip() else "is empty"
+
+        @classmethod
+        def decode(cls, path, settings):
+            return np.full((8, 8), int(path.read_text()), dtype=np.uint8), None
+
+    try:
+        values = {}
+        for c, base in (("a", 10), ("b", 200)):
+            (tmp_path / "set" / c).mkdir(parents=True)
+            for i in range(6):
+                (tmp_path / "set" / c / f"{i}.toy").write_text(str(base + i))
+                values[str(tmp_path / "set" / c / f"{i}.toy")] = base + i
+        cfg = DataConfig(source=str(tmp_path / "set"), load_size=8, channels=1, val_fraction=0.2, test_fraction=0.2)
+        data = load_data(cfg)
+        assert data.class_names == ["a", "b"] and len(data.train) + len(data.val) + len(data.test) == 12
+        item = ImageDataset(data.train, 1, (8, 8))[0]["image"]
+        assert item.shape == (1, 8, 8) and int(item[0, 0, 0]) == values[data.train.paths[0]]
+        assert ".toy" in image_suffixes()
+        (tmp_path / "set" / "a" / "bad.toy").write_text("")
+        with pytest.raises(DataError, match="a/bad.toy: is empty.*data.skip_bad_images=true"):
+            load_data(cfg)
+        with pytest.raises(ValueError, match="already belong to 'toy'"):
+            register_format("toy-again")(type("Again", (ToyFormat,), {}))
+    finally:
+        FORMATS.unregister("toy")
+    assert ".toy" not in image_suffixes()

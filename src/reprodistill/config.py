@@ -9,16 +9,48 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 import yaml
 
 from reprodistill.errors import ConfigError
+
+
+@dataclass
+class DicomConfig:
+    """How DICOM files (.dcm, .dicom, or no suffix with the DICM preamble) become images (``data.dicom.*``)."""
+
+    # The modality LUT is always applied, then this window: 'auto' (the file's VOI LUT / window centre-width, else
+    # min-max), 'file', 'minmax', a named window (lung, soft_tissue, bone, brain) or 'centre,width' in modality units
+    # ('-600,1500' HU). MONOCHROME1 is inverted after it. export records it, so predict decodes as training did.
+    window: str = "auto"
+    # Multi-frame DICOM files: use the 'first' or 'middle' frame, or 'refuse' them.
+    frames: Literal["first", "middle", "refuse"] = "middle"
+
+
+@dataclass
+class CsvConfig:
+    """Label tables (``data.source=<file>.csv``; ``data.csv.*``)."""
+
+    # The column naming each image (null: the first of path, Path, image, image_id, ImageId, patientId, dicom_id,
+    # file, filename) and what it holds: a 'path' (relative to the CSV or image_root), a file 'stem', a DICOM
+    # SOPInstanceUID ('uid'), or 'auto'.
+    key_column: Optional[str] = None
+    key: Literal["auto", "path", "stem", "uid"] = "auto"
+    label_column: str = "label"
+    # Folder searched for stems / UIDs and base of relative paths (null: the CSV's folder).
+    image_root: Optional[str] = None
+    # Several rows for one image (one per box or reader): 'agree' (an error if their labels differ), 'first',
+    # 'majority', or 'max' (any positive reading of a 0/1 finding counts).
+    rows: Literal["agree", "first", "majority", "max"] = "agree"
+    # A patient column: the val / test hold-outs made from the training split then never split a patient.
+    patient_column: Optional[str] = None
 
 
 @dataclass
@@ -61,26 +93,15 @@ class DataConfig:
     # split image by image (slices of one patient can then land in train and test, and test metrics measure
     # memorised patients).
     split_by_patient: bool = True
-    # DICOM files (.dcm, .dicom, or no suffix with the DICM preamble): the modality LUT is always applied, then this
-    # window: 'auto' (the file's VOI LUT / window centre-width, else min-max), 'file', 'minmax', a named window
-    # (lung, soft_tissue, bone, brain) or 'centre,width' in modality units ('-600,1500' HU). MONOCHROME1 is inverted
-    # after it. export records it, so predict decodes as training did.
-    dicom_window: str = "auto"
-    # Multi-frame DICOM files: use the 'first' or 'middle' frame, or 'refuse' them.
-    dicom_frames: Literal["first", "middle", "refuse"] = "middle"
-    # Label tables (data.source=<file>.csv). The column naming each image (null: the first of path, Path, image,
-    # image_id, ImageId, patientId, dicom_id, file, filename) and what it holds: a 'path' (relative to the CSV or
-    # csv_image_root), a file 'stem', a DICOM SOPInstanceUID ('uid'), or 'auto'.
-    csv_key_column: Optional[str] = None
-    csv_key: Literal["auto", "path", "stem", "uid"] = "auto"
-    csv_label_column: str = "label"
-    # Folder searched for stems / UIDs and base of relative paths (null: the CSV's folder).
-    csv_image_root: Optional[str] = None
-    # Several rows for one image (one per box or reader): 'agree' (an error if their labels differ), 'first',
-    # 'majority', or 'max' (any positive reading of a 0/1 finding counts).
-    csv_rows: Literal["agree", "first", "majority", "max"] = "agree"
-    # A patient column: the val / test hold-outs made from the training split then never split a patient.
-    csv_patient_column: Optional[str] = None
+    # Settings of one image format or source kind each, in sections of their own
+    dicom: DicomConfig = field(default_factory=DicomConfig)
+    csv: CsvConfig = field(default_factory=CsvConfig)
+    # flat keys of earlier versions -> where they live now (configs and run folders that use them still load)
+    RENAMED: ClassVar[dict[str, str]] = {
+        "dicom_window": "dicom.window", "dicom_frames": "dicom.frames", "csv_key_column": "csv.key_column",
+        "csv_key": "csv.key", "csv_label_column": "csv.label_column", "csv_image_root": "csv.image_root",
+        "csv_rows": "csv.rows", "csv_patient_column": "csv.patient_column",
+    }  # fmt: skip
 
 
 @dataclass
@@ -318,6 +339,7 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    data = _renamed(cls, data, where)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
@@ -325,6 +347,19 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {names}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where != "config" else k) for k, v in data.items()}
     return cls(**kwargs)
+
+
+def _renamed(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+    """``data`` with the keys ``cls.RENAMED`` lists moved to where they live now (a warning names the new key)."""
+    moves = {k: v for k, v in getattr(cls, "RENAMED", {}).items() if k in data}
+    if not moves:
+        return data
+    data = dict(data)
+    for old, new in moves.items():
+        section, key = new.split(".")
+        data[section] = {**(data.get(section) or {}), key: data.pop(old)}
+        logging.getLogger("reprodistill").warning("%s.%s is now %s.%s", where, old, where, new)
+    return data
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -20,13 +20,13 @@ from typing import Optional
 import numpy as np
 
 from reprodistill.data.dicom import is_dicom, probe_dicom
-from reprodistill.data.image_files import IMAGE_SUFFIXES, list_image_files
+from reprodistill.data.image_files import image_suffixes, list_image_files
 from reprodistill.data.types import Split
 from reprodistill.errors import DataError
 
 KEY_KINDS = ("auto", "path", "stem", "uid")
 ROW_RULES = ("agree", "first", "majority", "max")
-# key columns of well-known tables, tried in order when data.csv_key_column is not set
+# key columns of well-known tables, tried in order when data.csv.key_column is not set
 KNOWN_KEY_COLUMNS = ("path", "Path", "image", "image_id", "ImageId", "patientId", "dicom_id", "file", "filename")
 PATH_COLUMNS = ("path", "Path", "file", "filename")
 
@@ -69,7 +69,7 @@ class Table:
 
 def _column(columns: list[str], name: Optional[str]) -> Optional[str]:
     """The table's column called ``name``: the exact name, else the one column equal to it ignoring case (a `Label`
-    column for data.csv_label_column=label); None if neither."""
+    column for data.csv.label_column=label); None if neither."""
     if name is None or name in columns:
         return name if name in columns else None
     folded = [c for c in columns if c.lower() == name.lower()]
@@ -100,7 +100,7 @@ def _resolve_rows(label_rows: list[str], rule: str, where: str, key_column: str)
     if rule == "agree":
         raise DataError(
             f"{where}: {len(label_rows)} rows for one {key_column} disagree on the label ({sorted(set(label_rows))});"
-            " choose a rule: data.csv_rows=first, majority or max"
+            " choose a rule: data.csv.rows=first, majority or max"
         )
     if rule == "majority":
         counts = Counter(label_rows)
@@ -109,15 +109,15 @@ def _resolve_rows(label_rows: list[str], rule: str, where: str, key_column: str)
     try:  # max
         return max(label_rows, key=float)
     except ValueError:
-        raise DataError(f"{where}: data.csv_rows=max needs numeric labels, got {sorted(set(label_rows))}") from None
+        raise DataError(f"{where}: data.csv.rows=max needs numeric labels, got {sorted(set(label_rows))}") from None
 
 
 def read_table(path: Path, spec: TableSpec) -> Table:
     """Resolve every row of the CSV ``path`` to an image file, group rows per image and split (see TableSpec)."""
     if spec.key not in KEY_KINDS:
-        raise DataError(f"data.csv_key={spec.key!r}: choose one of {list(KEY_KINDS)}")
+        raise DataError(f"data.csv.key={spec.key!r}: choose one of {list(KEY_KINDS)}")
     if spec.rows not in ROW_RULES:
-        raise DataError(f"data.csv_rows={spec.rows!r}: choose one of {list(ROW_RULES)}")
+        raise DataError(f"data.csv.rows={spec.rows!r}: choose one of {list(ROW_RULES)}")
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
@@ -135,17 +135,17 @@ def read_table(path: Path, spec: TableSpec) -> Table:
         raise DataError(
             f"{path}: needs a key column ({spec.key_column or ' / '.join(KNOWN_KEY_COLUMNS)}) and the label column "
             f"{spec.label_column!r} (optional: split{', ' + spec.patient_column if spec.patient_column else ''}); "
-            f"got {columns or 'no rows'}. Name them with data.csv_key_column / data.csv_label_column"
+            f"got {columns or 'no rows'}. Name them with data.csv.key_column / data.csv.label_column"
         )
     if spec.patient_column and patient_col is None:
-        raise DataError(f"{path}: data.csv_patient_column={spec.patient_column!r} is not a column; got {columns}")
+        raise DataError(f"{path}: data.csv.patient_column={spec.patient_column!r} is not a column; got {columns}")
     root = Path(spec.image_root).expanduser() if spec.image_root else path.parent
     values = [r[key_col] for r in rows]
     kind = spec.key
     if kind == "auto":
         if all(_looks_like_uid(v) for v in values):
             kind = "uid"
-        elif key_col in PATH_COLUMNS or any("/" in v or "\\" in v or Path(v).suffix.lower() in IMAGE_SUFFIXES
+        elif key_col in PATH_COLUMNS or any("/" in v or "\\" in v or Path(v).suffix.lower() in image_suffixes()
                                              for v in values):  # fmt: skip
             kind = "path"
         else:
@@ -166,12 +166,12 @@ def read_table(path: Path, spec: TableSpec) -> Table:
             if found is not None and len(found) > 1:
                 files = ", ".join(os.path.relpath(f, root) for f in found[:5])
                 raise DataError(f"{path}:{line}: {v!r} (column {key_col}) names {len(found)} files under {root}: "
-                                f"{files}; remove the duplicates, key the table by path (data.csv_key=path) or give "
+                                f"{files}; remove the duplicates, key the table by path (data.csv.key=path) or give "
                                 "each file its own name")  # fmt: skip
             if found is None:
                 what = "file named" if kind == "stem" else "DICOM file with the SOPInstanceUID"
                 raise DataError(f"{path}:{line}: no {what} {v!r} (column {key_col}) under {root}; set data.csv_image_"
-                                "root to the image folder, or data.csv_key to what the column holds")  # fmt: skip
+                                "root to the image folder, or data.csv.key to what the column holds")  # fmt: skip
             file = found[0]
         per_image[(split, file)].append(line - 2)
     out = Table({}, {}, {}, [])
@@ -192,7 +192,7 @@ def read_table(path: Path, spec: TableSpec) -> Table:
     merged = len(rows) - len(per_image)
     out.notes.append(
         f"{path.name}: {len(rows)} rows keyed by {kind} ({key_col}) -> {len(per_image)} images"
-        + (f" ({merged} extra rows merged by data.csv_rows={spec.rows})" if merged else "")
+        + (f" ({merged} extra rows merged by data.csv.rows={spec.rows})" if merged else "")
     )
     return out
 

@@ -42,7 +42,7 @@ class ImageDataset(Dataset):
     def load(self, i: int) -> np.ndarray:
         """Image ``i`` as uint8 [H,W,C] at the dataset's size and channel count."""
         if self.split.paths is not None:
-            return load_image_file(self.split.paths[i], self.channels, self.size, self.split.dicom)
+            return load_image_file(self.split.paths[i], self.channels, self.size, self.split.decoding)
         assert self.split.images is not None  # a split holds paths or images
         arr = self.split.images[i]
         if arr.shape[:2] != self.size:

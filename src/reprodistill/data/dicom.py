@@ -54,7 +54,7 @@ class MissingCodecError(DataError):
 
 @dataclass(frozen=True)
 class DicomDecoding:
-    """How DICOM pixels become an image (``data.dicom_window`` / ``data.dicom_frames``; export records it so
+    """How DICOM pixels become an image (``data.dicom.window`` / ``data.dicom.frames``; export records it so
     ``predict`` decodes as training did).
 
     Attributes:
@@ -70,7 +70,7 @@ class DicomDecoding:
     def __post_init__(self) -> None:
         parse_window(self.window)
         if self.frames not in FRAME_POLICIES:
-            raise DataError(f"data.dicom_frames={self.frames!r}: choose one of {list(FRAME_POLICIES)}")
+            raise DataError(f"data.dicom.frames={self.frames!r}: choose one of {list(FRAME_POLICIES)}")
 
 
 def parse_window(text: str) -> Optional[tuple[float, float]]:
@@ -85,7 +85,7 @@ def parse_window(text: str) -> Optional[tuple[float, float]]:
         centre, width = math.nan, math.nan
     if not (math.isfinite(centre) and math.isfinite(width) and width > 0):
         raise DataError(
-            f"data.dicom_window={text!r}: use auto, file, minmax, one of {sorted(NAMED_WINDOWS)} or 'centre,width' "
+            f"data.dicom.window={text!r}: use auto, file, minmax, one of {sorted(NAMED_WINDOWS)} or 'centre,width' "
             "with width > 0 (e.g. '-600,1500' for a lung window in HU)"
         )
     return centre, width
@@ -209,8 +209,8 @@ def _grey(
         bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
         return np.clip(y / (2.0**bits - 1.0), 0.0, 1.0), "VOI LUT (file)", rng
     if not has_window:
-        raise DataError("data.dicom_window=file: this DICOM file has no VOI LUT and no window centre/width; use "
-                        "data.dicom_window=auto (min-max then), minmax or 'centre,width'")  # fmt: skip
+        raise DataError("data.dicom.window=file: this DICOM file has no VOI LUT and no window centre/width; use "
+                        "data.dicom.window=auto (min-max then), minmax or 'centre,width'")  # fmt: skip
     c, w = _first(ds.WindowCenter), _first(ds.WindowWidth)
     function = str(ds.get("VOILUTFunction", "LINEAR")).upper()
     return _window(x, c, w, function), f"{c:g},{w:g} (file{', ' + function if function != 'LINEAR' else ''})", rng
@@ -233,7 +233,7 @@ def _frame_index(ds: Any, policy: str, where: str) -> Optional[int]:
     if n <= 1:
         return None
     if policy == "refuse":
-        raise DataError(f"{where}: a multi-frame DICOM ({n} frames); set data.dicom_frames=first or middle")
+        raise DataError(f"{where}: a multi-frame DICOM ({n} frames); set data.dicom.frames=first or middle")
     return 0 if policy == "first" else n // 2
 
 
@@ -397,7 +397,7 @@ def read_dicom(path: str | Path, decoding: DicomDecoding = DicomDecoding()) -> t
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
         stored = str(arr.dtype)
         if arr.ndim == 3 and photometric.startswith(("MONOCHROME", "PALETTE")):
-            raise DataError(f"{where}: decoded to shape {arr.shape}, not one frame; set data.dicom_frames")
+            raise DataError(f"{where}: decoded to shape {arr.shape}, not one frame; set data.dicom.frames")
         if photometric.startswith("MONOCHROME"):
             grey, window, rng = _grey(ds, arr, decoding, frame)
             inverted = photometric == "MONOCHROME1" or str(ds.get("PresentationLUTShape", "")).upper() == "INVERSE"

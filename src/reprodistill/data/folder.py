@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from reprodistill.config import DataConfig
-from reprodistill.data.image_files import IMAGE_SUFFIXES, check_files, load_image_file, relative_names, scan_image_files
+from reprodistill.data.image_files import (
+    check_files,
+    image_suffixes,
+    load_image_file,
+    relative_names,
+    scan_image_files,
+)
 from reprodistill.data.types import UNLABELLED, Split, UnlabelledPool
 from reprodistill.errors import DataError
 
@@ -37,7 +43,7 @@ def read_image_folder(root: Path) -> tuple[dict[str, Split], list[str], list[str
         if extra:
             raise DataError(f"{folder}: class folders {extra} do not exist in the train split {class_names}")
         if not paths:
-            raise DataError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under the class folders")
+            raise DataError(f"{folder}: no image files ({', '.join(image_suffixes())}) under the class folders")
         splits[name] = Split(labels=np.asarray(labels, dtype=np.int64), paths=paths)
     return splits, class_names, notes
 
@@ -52,14 +58,14 @@ def read_unlabelled_folder(
     scan = scan_image_files(folder)
     files = [str(p) for p in scan.files]
     if not files:
-        raise DataError(f"data.unlabelled={folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under it")
+        raise DataError(f"data.unlabelled={folder}: no image files ({', '.join(image_suffixes())}) under it")
     if note := scan.note(f"data.unlabelled={folder}"):
         notes.append(note)
-    extra = Split(labels=np.full(len(files), UNLABELLED, dtype=np.int64), paths=files, dicom=train.dicom)
+    extra = Split(labels=np.full(len(files), UNLABELLED, dtype=np.int64), paths=files, decoding=train.decoding)
     names = dict(zip(files, relative_names(files), strict=True))
     extra = check_files(extra, f"data.unlabelled={folder}", cfg.skip_bad_images, notes, names)
     if train.images is not None:
-        images = np.stack([load_image_file(f, channels, load_size, extra.dicom) for f in extra.paths or []])
+        images = np.stack([load_image_file(f, channels, load_size, extra.decoding) for f in extra.paths or []])
         extra = Split(extra.labels, images=images)
     n_l, n_u = len(train), len(extra)
     notes.append(f"unlabelled: {n_u} images from {folder}")

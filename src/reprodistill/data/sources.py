@@ -18,9 +18,9 @@ import numpy as np
 
 from reprodistill.config import DataConfig
 from reprodistill.data.csv_table import TableSpec, read_csv
-from reprodistill.data.dicom import DicomDecoding, is_dicom, probe_dicom
+from reprodistill.data.dicom import is_dicom, probe_dicom
 from reprodistill.data.folder import read_image_folder, read_unlabelled_folder
-from reprodistill.data.image_files import check_files, dicom_summary, relative_names
+from reprodistill.data.image_files import check_files, format_settings, formats_summary, relative_names
 from reprodistill.data.npz import MEDMNIST_CLASS_NAMES, find_medmnist, read_npz
 from reprodistill.data.splits import grouped_split, stratified_split, subsample
 from reprodistill.data.types import UNLABELLED, DataBundle, Split, UnlabelledPool
@@ -38,43 +38,55 @@ class SourceRead:
     notes: list[str] = field(default_factory=list)
 
 
-def _npz(path: Path, cfg: DataConfig) -> SourceRead:
-    return SourceRead(read_npz(path))
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of ``data.source``: what it is (for messages), whether a source string is one, and its reader."""
+
+    what: str
+    accepts: Callable[[str], bool]
+    read: Callable[[str, DataConfig], SourceRead]
 
 
-def _folder(path: Path, cfg: DataConfig) -> SourceRead:
-    return SourceRead(*read_image_folder(path))
+def _path(src: str) -> Path:
+    return Path(src).expanduser()
 
 
-def _csv(path: Path, cfg: DataConfig) -> SourceRead:
-    spec = TableSpec(cfg.csv_key_column, cfg.csv_key, cfg.csv_label_column, cfg.csv_image_root, cfg.csv_rows,
-                     cfg.csv_patient_column)  # fmt: skip
-    return SourceRead(*read_csv(path, spec))
+def _medmnist(src: str, cfg: DataConfig) -> SourceRead:
+    flag = src.split(":", 1)[1]
+    path = find_medmnist(flag, cfg.root)  # the standard places, else a download from the official record
+    return SourceRead(read_npz(path), MEDMNIST_CLASS_NAMES.get(flag.lower()), [f"read {path}"])
 
 
-# (what it reads, does this path look like it, the reader)
-READERS: list[tuple[str, Callable[[Path], bool], Callable[[Path, DataConfig], SourceRead]]] = [
-    ("an image folder", lambda p: p.is_dir(), _folder),
-    ("a .npz file", lambda p: p.suffix.lower() == ".npz", _npz),
-    ("a CSV label table", lambda p: p.suffix.lower() == ".csv", _csv),
+def _csv(src: str, cfg: DataConfig) -> SourceRead:
+    c = cfg.csv
+    return SourceRead(*read_csv(_path(src), TableSpec(c.key_column, c.key, c.label_column, c.image_root, c.rows,
+                                                      c.patient_column)))  # fmt: skip
+
+
+# The kinds of data.source, tried in order; a new kind is a reader module and one entry here.
+READERS: list[SourceKind] = [
+    SourceKind("medmnist:<flag>", lambda s: s.startswith("medmnist:"), _medmnist),
+    SourceKind("an image folder", lambda s: _path(s).is_dir(), lambda s, cfg: SourceRead(*read_image_folder(_path(s)))),
+    SourceKind(
+        "a .npz file",
+        lambda s: _path(s).suffix.lower() == ".npz" and _path(s).is_file(),
+        lambda s, cfg: SourceRead(read_npz(_path(s))),
+    ),  # fmt: skip
+    SourceKind("a CSV label table", lambda s: _path(s).suffix.lower() == ".csv" and _path(s).is_file(), _csv),
 ]
 
 
 def read_source(cfg: DataConfig) -> SourceRead:
-    """The reader of ``cfg.source`` (medmnist:<flag> or a path), run."""
+    """The reader of ``cfg.source`` (the first kind in :data:`READERS` that accepts it), run."""
     src = cfg.source
-    if src.startswith("medmnist:"):
-        flag = src.split(":", 1)[1]
-        path = find_medmnist(flag, cfg.root)
-        return SourceRead(read_npz(path), MEDMNIST_CLASS_NAMES.get(flag.lower()), [f"read {path}"])
-    path = Path(src).expanduser()
-    kinds = ", ".join(what for what, _, _ in READERS)
+    for kind in READERS:
+        if kind.accepts(src):
+            return kind.read(src, cfg)
+    kinds = ", ".join(k.what for k in READERS)
+    path = _path(src)
     if not path.exists():
-        raise DataError(f"data.source {src!r} does not exist; give medmnist:<flag>, {kinds}")
-    for _, accepts, read in READERS:
-        if accepts(path):
-            return read(path, cfg)
-    raise DataError(f"{path}: unsupported file type {path.suffix!r}; give medmnist:<flag>, {kinds}")
+        raise DataError(f"data.source {src!r} does not exist; give {kinds}")
+    raise DataError(f"{path}: unsupported file type {path.suffix!r}; give {kinds}")
 
 
 def dicom_patient_groups(split: Split) -> Optional[list[str]]:
@@ -126,15 +138,15 @@ def _checked_files(splits: dict[str, Split], cfg: DataConfig, notes: list[str]) 
     """Every file checked (headers, pixel-data lengths) and one file of each kind decoded, so a broken file or a
     missing codec stops now, before any training, not mid-training or at test time; returns the splits (without the
     files ``data.skip_bad_images`` leaves out) and the DICOM summary."""
-    decoding = DicomDecoding(cfg.dicom_window, cfg.dicom_frames)
+    decoding = format_settings(cfg)
     for s in splits.values():
-        s.dicom = decoding
+        s.decoding = decoding
     every = [p for s in splits.values() for p in (s.paths or [])]
     names = dict(zip(every, relative_names(every), strict=True))
     splits = {n: check_files(s, f"{cfg.source} ({n})", cfg.skip_bad_images, notes, names) for n, s in splits.items()}
-    dicom = dicom_summary([p for s in splits.values() for p in (s.paths or [])], decoding)
+    dicom = formats_summary([p for s in splits.values() for p in (s.paths or [])], decoding).get("dicom", {})
     if dicom:
-        notes.append(f"DICOM: {dicom['files']} files, window {decoding.window}, {dicom['photometric']}")
+        notes.append(f"DICOM: {dicom['files']} files, window {cfg.dicom.window}, {dicom['photometric']}")
     return splits, dicom
 
 

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from reprodistill.data.dicom import DicomDecoding
 from reprodistill.errors import DataError
 
 # Label of an image used without its label (data.unlabelled); the training losses skip it.
@@ -17,14 +16,14 @@ UNLABELLED = -1
 
 @dataclass
 class Split:
-    """One split: labels plus either in-memory uint8 images [N,H,W,C] or image file paths (decoded with ``dicom``
-    where they are DICOM files)."""
+    """One split: labels plus either in-memory uint8 images [N,H,W,C] or image file paths (each decoded by its format
+    with ``decoding[format name]`` as its settings, e.g. the DICOM window)."""
 
     labels: np.ndarray
     images: Optional[np.ndarray] = None
     paths: Optional[list[str]] = None
-    dicom: DicomDecoding = field(default_factory=DicomDecoding)
-    # patient of each item (a label table's data.csv_patient_column): hold-outs never split one; kept in memory only
+    decoding: dict[str, Any] = field(default_factory=dict)
+    # patient of each item (a label table's data.csv.patient_column): hold-outs never split one; kept in memory only
     groups: Optional[list[str]] = None
 
     def __len__(self) -> int:
@@ -36,7 +35,7 @@ class Split:
             labels=self.labels[indices],
             images=None if self.images is None else self.images[indices],
             paths=None if self.paths is None else [self.paths[i] for i in indices],
-            dicom=self.dicom,
+            decoding=self.decoding,
             groups=None if self.groups is None else [self.groups[i] for i in indices],
         )
 
@@ -48,13 +47,13 @@ class Split:
             labels=np.concatenate([self.labels, other.labels]),
             images=None if self.images is None else np.concatenate([self.images, other.images]),
             paths=None if self.paths is None else [*self.paths, *(other.paths or [])],
-            dicom=self.dicom,
+            decoding=self.decoding,
             groups=None if self.groups is None or other.groups is None else [*self.groups, *other.groups],
         )
 
     def unlabelled(self) -> "Split":
         """The same images with every label hidden (:data:`UNLABELLED`), so no code path can read one."""
-        return Split(np.full(len(self.labels), UNLABELLED, dtype=np.int64), self.images, self.paths, self.dicom)
+        return Split(np.full(len(self.labels), UNLABELLED, dtype=np.int64), self.images, self.paths, self.decoding)
 
 
 @dataclass
@@ -82,7 +81,7 @@ class DataBundle:
     notes: list[str] = field(default_factory=list)
     # data.unlabelled=rest on a limited-data run: the left-out training images, labels hidden
     unlabelled: Optional[UnlabelledPool] = None
-    # how the DICOM files among the images were decoded (image_files.dicom_summary; empty without DICOM)
+    # how the DICOM files among the images were decoded (the DICOM format's summary; empty without DICOM)
     dicom: dict = field(default_factory=dict)
     # how val / test came to be: the source's own, or held out of train (by patient or stratified)
     splits_made: str = "official splits"

@@ -21,7 +21,7 @@ import yaml
 
 from reprodistill.config import RunConfig, StudentConfig, from_dict
 from reprodistill.data.dicom import DicomDecoding, MissingCodecError, is_dicom, read_header
-from reprodistill.data.image_files import IMAGE_SUFFIXES, load_image_file, scan_image_files
+from reprodistill.data.image_files import image_suffixes, load_image_file, scan_image_files
 from reprodistill.data.transforms import InputSpec, preprocess
 from reprodistill.engine.run_dir import RunDir
 from reprodistill.errors import DataError, ReprodistillError
@@ -224,7 +224,7 @@ def image_files(inputs: list[str], notes: Optional[list[str]] = None) -> list[Pa
         else:
             raise ReprodistillError(f"{p}: no such file or folder")
     if not files:
-        raise ReprodistillError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {inputs}")
+        raise ReprodistillError(f"no image files ({', '.join(image_suffixes())}) in {inputs}")
     return files
 
 
@@ -249,7 +249,7 @@ def predict_files(
     files = image_files(inputs, warnings)
     skipped = [] if skipped is None else skipped
     trained_dicom = config.get("dicom") or {}
-    decoding = DicomDecoding(**trained_dicom.get("decoding", {}))
+    decoding = {"dicom": DicomDecoding(**trained_dicom.get("decoding", {}))}  # as the training data were decoded
     rows = []
     for i in range(0, len(files), batch_size):
         chunk, arrays = [], []
