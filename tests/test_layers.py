@@ -16,7 +16,7 @@ LAYERS = {
     "config": 1,
     "data": 2,
     "models": 3,
-    "reprogram": 4, "distill": 4, "peft": 4,
+    "reprogram": 4, "losses": 4, "peft": 4,
     "features": 5,
     "methods": 6,
     "engine": 7,

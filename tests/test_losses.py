@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from reprodistill.distill import cka, cka_loss, kd_loss
+from reprodistill.losses import cka, cka_loss, kd_loss
 
 
 def test_linear_cka_hand_computed():
@@ -71,7 +71,7 @@ def test_kd_loss_hand_computed():
 
 
 # ---- KD baseline losses ----------------------------------------------------------------------------------------
-from reprodistill.distill import (  # noqa: E402
+from reprodistill.losses import (  # noqa: E402
     at_loss,
     dkd_loss,
     dkd_parts,
@@ -211,7 +211,7 @@ def test_rkd_of_a_batch_of_one_is_zero_not_nan():
 
 
 def test_fit_logit_scale_minimises_the_weighted_nll_and_never_sharpens():
-    from reprodistill.distill import fit_logit_scale
+    from reprodistill.losses import fit_logit_scale
 
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 3, (200,), generator=g)

@@ -103,7 +103,7 @@ def test_kd_target_probe_distils_the_solved_probe_not_the_branch(teachers):
     CKA still train; the default distils the reprogrammed branch."""
     from test_method_contract import _build, _step
 
-    from reprodistill.distill import kd_loss
+    from reprodistill.losses import kd_loss
 
     method, batch = _build("rd", teachers["cnn"], kd_target="probe")
     assert not any(p.requires_grad for p in method.probe.parameters())
@@ -123,7 +123,7 @@ def test_kd_target_probe_distils_the_solved_probe_not_the_branch(teachers):
 def test_validation_calibration_softens_the_branch_kd_target(rd_setup):
     """teacher_calibration=val: before each round the KD target is the branch's logits times the 1/T that fits the
     validation split; the deployed student and the branch's own CE are untouched."""
-    from reprodistill.distill import fit_logit_scale, kd_loss
+    from reprodistill.losses import fit_logit_scale, kd_loss
 
     ctx, batch = rd_setup
 
@@ -165,9 +165,9 @@ def test_kd_on_the_strong_view_of_unlabelled_images(teachers):
     from reprodistill.config import RunConfig, StudentConfig
     from reprodistill.data.dataset import ImageDataset
     from reprodistill.data.sources import UNLABELLED, Split
-    from reprodistill.distill import kd_loss
     from reprodistill.features.fm_pass import FMPass
     from reprodistill.features.split import FeatureSplit
+    from reprodistill.losses import kd_loss
     from reprodistill.methods import MethodContext
     from reprodistill.models import create_student
 
@@ -206,9 +206,9 @@ def test_teacher_share_follows_the_branch_against_the_student_on_validation(teac
 
     from reprodistill.data.dataset import ImageDataset
     from reprodistill.data.sources import UNLABELLED, Split
-    from reprodistill.distill import kd_loss, kd_rows
     from reprodistill.features.fm_pass import FMPass
     from reprodistill.features.split import FeatureSplit
+    from reprodistill.losses import kd_loss, kd_rows
     from reprodistill.util.metrics import classification_metrics
 
     teacher = teachers["cnn"]

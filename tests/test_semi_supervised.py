@@ -20,7 +20,9 @@ from reprodistill.data import ImageDataset
 from reprodistill.data.randaugment import OPS, cutout, rand_augment
 from reprodistill.data.sources import UNLABELLED, Split
 from reprodistill.data.transforms import ExtraView, InputSpec, preprocess
-from reprodistill.distill import (
+from reprodistill.engine.loop import evaluate, fit, seed_everything
+from reprodistill.features.split import FeatureSplit
+from reprodistill.losses import (
     fixmatch_loss,
     flexmatch_class_thresholds,
     linear_rampup,
@@ -30,8 +32,6 @@ from reprodistill.distill import (
     sigmoid_rampup,
     softmax_mse,
 )
-from reprodistill.engine.loop import evaluate, fit, seed_everything
-from reprodistill.features.split import FeatureSplit
 from reprodistill.methods import MethodContext
 from reprodistill.methods.mean_teacher import ema_update
 from reprodistill.models.student import Student

@@ -172,8 +172,8 @@ def test_retest_reproduces_stored_metrics_and_keeps_training_figures(small_npz, 
 def test_calibration_fits_the_validation_loss_and_leaves_ranking_metrics_alone():
     """The deployed model's temperature minimises the class-weighted validation CE; applied to test it changes the
     loss only (AUC and argmax metrics are invariant to a positive scale)."""
-    from reprodistill.distill import scaled_nll
     from reprodistill.engine.loop import calibration, metrics_of
+    from reprodistill.losses import scaled_nll
 
     g = torch.Generator().manual_seed(0)
 

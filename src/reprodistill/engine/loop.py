@@ -17,13 +17,13 @@ from torch.utils.data import DataLoader, Subset
 
 from reprodistill.config import TrainConfig
 from reprodistill.data.transforms import augment
-from reprodistill.distill import fit_logit_scale, scaled_nll
 from reprodistill.engine import distributed
 from reprodistill.engine.budget import BudgetLog
 from reprodistill.engine.distributed import GlobalBatchSampler, MixedBatchSampler, shard_indices
 from reprodistill.engine.run_dir import MethodDir
 from reprodistill.errors import ReprodistillError
 from reprodistill.features.split import FeatureSplit
+from reprodistill.losses import fit_logit_scale, scaled_nll
 from reprodistill.methods.base import Method, StepOutput
 from reprodistill.util.checkpoint import load_checkpoint, save_checkpoint, write_csv
 from reprodistill.util.metrics import SCALAR_METRICS, classification_metrics, round_score

@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from reprodistill.distill import at_loss
+from reprodistill.losses import at_loss
 from reprodistill.methods.base import Batch, register_method
 from reprodistill.methods.fm_maps import FeatureMapDistillation
 

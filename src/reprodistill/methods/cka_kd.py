@@ -10,7 +10,7 @@ from typing import Literal
 
 import torch
 
-from reprodistill.distill import cka_loss
+from reprodistill.losses import cka_loss
 from reprodistill.methods.base import Batch, register_method
 from reprodistill.methods.fm_kd import ProbedFMDistillation
 

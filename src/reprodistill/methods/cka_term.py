@@ -8,7 +8,7 @@ from typing import Literal
 
 import torch
 
-from reprodistill.distill import cka_loss
+from reprodistill.losses import cka_loss
 
 
 @dataclass

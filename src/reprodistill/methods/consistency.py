@@ -18,7 +18,7 @@ import torch
 from reprodistill.config import TrainConfig
 from reprodistill.data.sources import UNLABELLED
 from reprodistill.data.transforms import ExtraView, preprocess
-from reprodistill.distill import fixmatch_loss
+from reprodistill.losses import fixmatch_loss
 from reprodistill.models.student import Student
 
 Batch = dict[str, torch.Tensor]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from reprodistill.distill import dkd_parts
+from reprodistill.losses import dkd_parts
 from reprodistill.methods.base import Batch, register_method
 from reprodistill.methods.fm_kd import ProbedFMDistillation
 

@@ -32,8 +32,8 @@ from typing import Iterator, Literal, Optional
 import torch
 from torch import nn
 
-from reprodistill.distill import kd_loss
 from reprodistill.errors import ConfigError
+from reprodistill.losses import kd_loss
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
 from reprodistill.methods.cka_term import CKAOptions
 from reprodistill.models.stages import staged

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from reprodistill.distill import fitnet_loss
+from reprodistill.losses import fitnet_loss
 from reprodistill.methods.base import Batch, MethodContext, register_method
 from reprodistill.methods.fm_maps import FeatureMapDistillation
 

@@ -21,8 +21,8 @@ from typing import Optional
 import torch
 
 from reprodistill.data.sources import UNLABELLED
-from reprodistill.distill import fixmatch_loss, flexmatch_class_thresholds
 from reprodistill.features.split import FeatureSplit
+from reprodistill.losses import fixmatch_loss, flexmatch_class_thresholds
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
 from reprodistill.methods.consistency import StrongViewConsistency
 from reprodistill.methods.fixmatch import FixMatchOptions

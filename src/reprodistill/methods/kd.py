@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from reprodistill.distill import kd_loss
+from reprodistill.losses import kd_loss
 from reprodistill.methods.base import Batch, register_method
 from reprodistill.methods.consistency import ConsistencyOptions
 from reprodistill.methods.fm_kd import ProbedFMDistillation

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from reprodistill.data.transforms import ExtraView, preprocess
-from reprodistill.distill import sigmoid_rampup, softmax_mse
+from reprodistill.losses import sigmoid_rampup, softmax_mse
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
 
 

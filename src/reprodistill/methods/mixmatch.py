@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from reprodistill.data.sources import UNLABELLED
 from reprodistill.data.transforms import ExtraView, preprocess
-from reprodistill.distill import linear_rampup, mixup_pairs, probability_mse, sharpen
+from reprodistill.losses import linear_rampup, mixup_pairs, probability_mse, sharpen
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
 
 

@@ -24,8 +24,8 @@ from typing import Any, Literal, Optional
 import torch
 
 from reprodistill.data.sources import UNLABELLED
-from reprodistill.distill import fit_logit_scale, kd_loss, kd_rows
 from reprodistill.features.split import FeatureSplit, split_teacher_features
+from reprodistill.losses import fit_logit_scale, kd_loss, kd_rows
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
 from reprodistill.methods.cka_term import CKAOptions
 from reprodistill.methods.consistency import (

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from reprodistill.distill import rkd_angle_loss, rkd_distance_loss
+from reprodistill.losses import rkd_angle_loss, rkd_distance_loss
 from reprodistill.methods.base import Batch, register_method
 from reprodistill.methods.fm_kd import ProbedFMDistillation
 

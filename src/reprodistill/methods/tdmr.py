@@ -52,9 +52,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Subset
 
-from reprodistill.distill import kd_loss
 from reprodistill.features.cache import cache_key, resolve_cache_dir
 from reprodistill.features.split import FeatureSplit
+from reprodistill.losses import kd_loss
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
 from reprodistill.reprogram.reprogrammed_fm import ReprogrammedFM, Stage1Budget, ValidationSet
 from reprodistill.util.checkpoint import load_checkpoint, save_checkpoint

@@ -1,9 +1,9 @@
 """Distillation losses, one per module."""
 
-from reprodistill.distill.attention import at_loss, attention_map
-from reprodistill.distill.calibration import fit_logit_scale, scaled_nll
-from reprodistill.distill.cka import cka, cka_loss
-from reprodistill.distill.consistency import (
+from reprodistill.losses.attention import at_loss, attention_map
+from reprodistill.losses.calibration import fit_logit_scale, scaled_nll
+from reprodistill.losses.cka import cka, cka_loss
+from reprodistill.losses.consistency import (
     fixmatch_loss,
     flexmatch_class_thresholds,
     linear_rampup,
@@ -13,10 +13,10 @@ from reprodistill.distill.consistency import (
     sigmoid_rampup,
     softmax_mse,
 )
-from reprodistill.distill.dkd import dkd_loss, dkd_parts
-from reprodistill.distill.fitnet import fitnet_loss, match_size
-from reprodistill.distill.kd import kd_loss, kd_rows
-from reprodistill.distill.rkd import rkd_angle_loss, rkd_distance_loss, rkd_loss
+from reprodistill.losses.dkd import dkd_loss, dkd_parts
+from reprodistill.losses.fitnet import fitnet_loss, match_size
+from reprodistill.losses.kd import kd_loss, kd_rows
+from reprodistill.losses.rkd import rkd_angle_loss, rkd_distance_loss, rkd_loss
 
 __all__ = [
     "at_loss",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from reprodistill.distill.fitnet import match_size
+from reprodistill.losses.fitnet import match_size
 
 
 def attention_map(fmap: torch.Tensor, p: float = 2.0) -> torch.Tensor:
