@@ -20,6 +20,7 @@ import os
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -71,6 +72,14 @@ def _parser() -> argparse.ArgumentParser:
 
     p.add_argument("--version", action="version", version=f"reprodistill {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    _config_commands(sub)
+    _tool_commands(sub)
+    return p
+
+
+def _config_commands(sub: Any) -> None:
+    """distill, bench and config: the commands that read a preset or YAML file plus overrides."""
+    raw = argparse.RawDescriptionHelpFormatter
     for name, (help_, what, examples, default) in SUBCOMMANDS.items():
         s = sub.add_parser(
             name,
@@ -105,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
             "training (e.g. after a metrics fix); "
             + ("needs --run-dir" if name == "distill" else "unfinished cells train as usual"),
         )
+
+
+def _tool_commands(sub: Any) -> None:
+    """export, predict, list, cell and cache: the commands that work on what runs left behind."""
+    raw = argparse.RawDescriptionHelpFormatter
     e = sub.add_parser(
         "export",
         help="write a run's student as safetensors + config.json + ONNX (checked)",
@@ -148,7 +162,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("action", choices=["list", "clear"], help="list entries with sizes, or delete them all")
     c.add_argument("--dir", help="cache folder (default: the teacher.cache_dir default)")
-    return p
 
 
 def _cache(args: argparse.Namespace) -> int:
@@ -241,6 +254,48 @@ def _bench(cfg, args: argparse.Namespace) -> int:
     return 0
 
 
+def _list(args: argparse.Namespace) -> int:
+    from reprodistill.methods import METHODS
+    from reprodistill.models import TEACHERS
+
+    print("methods: ", ", ".join(METHODS.names()))
+    for name in METHODS.names():
+        if METHODS.get(name).caveat:
+            print(f"  {name}: {METHODS.get(name).caveat}")
+    print("teachers:", ", ".join(TEACHERS.names()), "+ any timm name, hf-hub:<repo>, or a checkpoint file")
+    print("presets: ", ", ".join(preset_names()))
+    return 0
+
+
+def _cell(args: argparse.Namespace) -> int:
+    from reprodistill.bench.cell import LEFT_TO_ANOTHER, run_cell
+    from reprodistill.engine.environment import setup_logging
+
+    setup_logging(args.folder)
+    return 0 if run_cell(args.folder) else LEFT_TO_ANOTHER
+
+
+def _distill(cfg: Any, args: argparse.Namespace) -> int:
+    from reprodistill.engine import distributed
+    from reprodistill.engine.run import retest_run, run
+
+    if (args.resume or args.retest) and not args.run_dir:
+        flag = "--resume" if args.resume else "--retest"
+        raise ReprodistillError(f"{flag} needs --run-dir <existing run folder>")
+    if args.retest:  # the run's own config.yaml says what it trained; overrides would not apply
+        if args.overrides:
+            raise ReprodistillError("--retest uses the run's stored config: drop the overrides")
+        result = retest_run(args.run_dir)
+    else:
+        result = run(cfg, run_dir=args.run_dir, resume=args.resume)
+    if not distributed.is_main():  # under torchrun, rank 0 reports
+        return 0
+    print()
+    print((result.run_dir / "results.md").read_text().rstrip())  # table, majority row, flags, reference
+    print(f"\nwall time {result.wall_time_s:.0f} s; run folder: {result.run_dir}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     # Overrides (key=value) may stand anywhere among the options, so collect them from the unknown arguments.
@@ -250,56 +305,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(bad or extra)} (overrides look like section.key=value)")
     args.overrides = extra
     try:
-        if args.command == "list":
-            from reprodistill.methods import METHODS
-            from reprodistill.models import TEACHERS
-
-            print("methods: ", ", ".join(METHODS.names()))
-            for name in METHODS.names():
-                if METHODS.get(name).caveat:
-                    print(f"  {name}: {METHODS.get(name).caveat}")
-            print("teachers:", ", ".join(TEACHERS.names()), "+ any timm name, hf-hub:<repo>, or a checkpoint file")
-            print("presets: ", ", ".join(preset_names()))
-            return 0
-        if args.command == "export":
-            return _export(args)
-        if args.command == "predict":
-            return _predict(args)
-        if args.command == "cache":
-            return _cache(args)
-        if args.command == "cell":
-            from reprodistill.bench.cell import LEFT_TO_ANOTHER, run_cell
-            from reprodistill.engine.environment import setup_logging
-
-            setup_logging(args.folder)
-            return 0 if run_cell(args.folder) else LEFT_TO_ANOTHER
+        tools = {"list": _list, "export": _export, "predict": _predict, "cache": _cache, "cell": _cell}
+        if args.command in tools:
+            return tools[args.command](args)
         from reprodistill.methods import check_config
 
         cfg = check_config(load_config(args.config, args.overrides))
         if args.command == "config":
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
             return 0
-        from reprodistill.engine import distributed
-
-        if args.command == "bench":
-            return _bench(cfg, args)
-        if (args.resume or args.retest) and not args.run_dir:
-            flag = "--resume" if args.resume else "--retest"
-            raise ReprodistillError(f"{flag} needs --run-dir <existing run folder>")
-        from reprodistill.engine.run import retest_run, run
-
-        if args.retest:  # the run's own config.yaml says what it trained; overrides would not apply
-            if args.overrides:
-                raise ReprodistillError("--retest uses the run's stored config: drop the overrides")
-            result = retest_run(args.run_dir)
-        else:
-            result = run(cfg, run_dir=args.run_dir, resume=args.resume)
-        if not distributed.is_main():  # under torchrun, rank 0 reports
-            return 0
-        print()
-        print((result.run_dir / "results.md").read_text().rstrip())  # table, majority row, flags, reference
-        print(f"\nwall time {result.wall_time_s:.0f} s; run folder: {result.run_dir}")
-        return 0
+        return _bench(cfg, args) if args.command == "bench" else _distill(cfg, args)
     except ReprodistillError as e:
         from reprodistill.engine.environment import log_to_file
 

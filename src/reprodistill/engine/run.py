@@ -88,23 +88,7 @@ def _run(
     resume = retesting or folder.holds_same_run(cfg) or resume
     distributed.barrier()  # every rank has read the old config before rank 0 rewrites it
     methods = [METHODS.get(m) for m in cfg.methods]
-    if main:  # before any expensive work: a read-only cache found after the FM pass would lose that work
-        cache = resolve_cache_dir(cfg.teacher.cache_dir)
-        if cache is not None and cfg.teacher.features == "cached" and any(m.uses_teacher for m in methods):
-            check_writable(cache, CACHE_SETTING)
-        if retesting:
-            folder.write_retest(environment(cfg))
-        else:
-            folder.start(cfg, environment(cfg))
-    distributed.barrier()
-    setup_logging(folder.path)
-    log.info(
-        "run folder %s%s",
-        folder.path,
-        " (re-testing stored checkpoints)" if retesting else " (resuming: finished epochs are kept)" if resume else "",
-    )
-    if distributed.world_size() > 1:
-        log.info("distributed: %d processes, %s", distributed.world_size(), device)
+    _open_folder(cfg, folder, methods, retesting, resume, device)
     data = _load(cfg, folder)
     datasets = {s: ImageDataset(getattr(data, s), data.channels, data.load_size) for s in ("train", "val", "test")}
     pool = unlabelled_pool(data, [m.name for m in methods if m.uses_unlabelled], cfg)
@@ -148,6 +132,30 @@ def _run(
     if main:
         folder.write_results(result, data, cfg.train.select_metric)
     return result
+
+
+def _open_folder(
+    cfg: RunConfig, folder: RunDir, methods: list[type[Method]], retesting: bool, resume: bool, device: torch.device
+) -> None:
+    """Rank 0 checks that the feature cache can be written (before any expensive work: a read-only cache found after
+    the FM pass would lose that work) and records the run, or the re-test, in its folder; every rank logs there."""
+    if distributed.is_main():
+        cache = resolve_cache_dir(cfg.teacher.cache_dir)
+        if cache is not None and cfg.teacher.features == "cached" and any(m.uses_teacher for m in methods):
+            check_writable(cache, CACHE_SETTING)
+        if retesting:
+            folder.write_retest(environment(cfg))
+        else:
+            folder.start(cfg, environment(cfg))
+    distributed.barrier()
+    setup_logging(folder.path)
+    log.info(
+        "run folder %s%s",
+        folder.path,
+        " (re-testing stored checkpoints)" if retesting else " (resuming: finished epochs are kept)" if resume else "",
+    )
+    if distributed.world_size() > 1:
+        log.info("distributed: %d processes, %s", distributed.world_size(), device)
 
 
 def _load(cfg: RunConfig, folder: RunDir) -> DataBundle:
