@@ -214,55 +214,24 @@ def write_report(
     command: Optional[str] = None,
 ) -> Path:
     """Write report.md and plots/*.png into ``bench_dir``; returns the report path."""
-    from reprodistill.engine.environment import git_sha
-
     plots = bench_dir / "plots"
     plots.mkdir(exist_ok=True)
     methods = list(cfg.methods)
-    plots_module.plot_accuracy_vs_cost(plots / "accuracy_vs_cost.png", rows, methods)
-    plots_module.plot_accuracy_vs_fraction(plots / "accuracy_vs_fraction.png", rows, methods)
-    plots_module.plot_size_latency(plots / "student_vs_fm_size_latency.png", rows)
-    plots_module.plot_training_curves(plots / "training_curves.png", rows, methods)
-    plots_module.plot_auc_vs_budget(plots / "auc_vs_budget.png", rows)  # with a budget axis only
     best = best_student_cell(rows, cfg.train.select_metric)
-    if best:
-        plots_module.plot_confusion(plots / "confusion_best_student.png", best, class_names(rows))
-    fm_rows = _branch_rows(rows)
-    select = cfg.train.select_metric
-    compute_s = sum(r.value("transfer_s") for r in rows if math.isfinite(r.value("transfer_s")))
-    lines = [
-        f"# reprodistill bench: {cfg.name or 'bench'}",
-        "",
-        f"Data `{cfg.data.source}`; teacher `{cfg.teacher.name}`; student `{cfg.student.name}`; {_budget(cfg)}, "
-        f"{cfg.train.optimizer} lr {cfg.train.lr}, class weights {cfg.train.class_weights}; seeds {cfg.bench.seeds}; "
-        f"fractions {cfg.bench.fractions} (a fraction's subset is drawn per seed; val and test are fixed). "
-        "Test metrics of the deployed model, mean ± sample std over seeds. Transfer cost = the method's training time "
-        "+ the FM feature pass its cached features needed + its preparation (probe fit, stage 1).",
-        "",
-        f"Reported checkpoint: each cell's best.pt, {selection_rule_text(select)}"
-        "; the test split never chooses anything. The confusion matrix below, `export` and `predict` use the same "
-        "rule. A row flagged ONE-CLASS predicts (nearly) one class for the whole test split: a degenerate predictor, "
-        "not a result; the majority-class row shows what such a row is worth.",
-        "",
-        "## Verdict",
-        "",
-        verdict_markdown(rows, methods)
-        or "No method recorded a validation AUC: nothing to choose from (cells from an older version).",
-        "",
-        "Every choice above is made on the validation split; the test split only measures it. ✓ the paired 95% "
-        "interval lies above 0, ✗ below.",
-        "",
-        "## Results",
-        "",
-        results_markdown(rows, methods),
-    ]
+    _write_plots(plots, rows, methods, best)
+    lines = [*_intro(cfg), "## Verdict", "",
+             verdict_markdown(rows, methods)
+             or "No method recorded a validation AUC: nothing to choose from (cells from an older version).", "",
+             "Every choice above is made on the validation split; the test split only measures it. ✓ the paired 95% "
+             "interval lies above 0, ✗ below.", "",
+             "## Results", "", results_markdown(rows, methods)]  # fmt: skip
     variants = [f"`{name}` = {v}" for name, v in cfg.bench.variants.items() if name in methods]
     if variants:
         lines += ["Variants: " + "; ".join(variants) + ".", ""]
     ref = published_line(cfg.data.source)
     if ref:
         lines += [ref, ""]
-    paired = paired_markdown(rows, methods)
+    paired, fm_rows = paired_markdown(rows, methods), _branch_rows(rows)
     if paired:
         lines += ["## Paired comparisons", "", paired]
     if fm_rows:
@@ -273,8 +242,50 @@ def write_report(
     convergence = convergence_markdown(rows, methods)
     if convergence:
         lines += ["## Convergence", "", convergence, ""]
+    lines += _provenance(rows, wall_time_s, cells_run, command, best is not None)
+    path = bench_dir / "report.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _write_plots(plots: Path, rows: list[BenchRow], methods: list[str], best: Optional[BenchRow]) -> None:
+    plots_module.plot_accuracy_vs_cost(plots / "accuracy_vs_cost.png", rows, methods)
+    plots_module.plot_accuracy_vs_fraction(plots / "accuracy_vs_fraction.png", rows, methods)
+    plots_module.plot_size_latency(plots / "student_vs_fm_size_latency.png", rows)
+    plots_module.plot_training_curves(plots / "training_curves.png", rows, methods)
+    plots_module.plot_auc_vs_budget(plots / "auc_vs_budget.png", rows)  # with a budget axis only
+    if best:
+        plots_module.plot_confusion(plots / "confusion_best_student.png", best, class_names(rows))
+
+
+def _intro(cfg: RunConfig) -> list[str]:
+    """What the bench trained and which checkpoint each cell reports."""
+    return [
+        f"# reprodistill bench: {cfg.name or 'bench'}",
+        "",
+        f"Data `{cfg.data.source}`; teacher `{cfg.teacher.name}`; student `{cfg.student.name}`; {_budget(cfg)}, "
+        f"{cfg.train.optimizer} lr {cfg.train.lr}, class weights {cfg.train.class_weights}; seeds {cfg.bench.seeds}; "
+        f"fractions {cfg.bench.fractions} (a fraction's subset is drawn per seed; val and test are fixed). "
+        "Test metrics of the deployed model, mean ± sample std over seeds. Transfer cost = the method's training time "
+        "+ the FM feature pass its cached features needed + its preparation (probe fit, stage 1).",
+        "",
+        f"Reported checkpoint: each cell's best.pt, {selection_rule_text(cfg.train.select_metric)}"
+        "; the test split never chooses anything. The confusion matrix below, `export` and `predict` use the same "
+        "rule. A row flagged ONE-CLASS predicts (nearly) one class for the whole test split: a degenerate predictor, "
+        "not a result; the majority-class row shows what such a row is worth.",
+        "",
+    ]
+
+
+def _provenance(
+    rows: list[BenchRow], wall_time_s: float, cells_run: Optional[int], command: Optional[str], confusion: bool
+) -> list[str]:
+    """The report's "How this was made": command, commits, machine, time, and the plots."""
+    from reprodistill.engine.environment import git_sha
+
+    compute_s = sum(r.value("transfer_s") for r in rows if math.isfinite(r.value("transfer_s")))
     kept = cells_trained_here(cells_run, len(rows))
-    lines += [
+    lines = [
         "## How this was made",
         "",
         f"- Command: `{command or 'reprodistill bench'}`",
@@ -289,11 +300,9 @@ def write_report(
         "![student vs FM](plots/student_vs_fm_size_latency.png)",
         "![training curves](plots/training_curves.png)",
     ]
-    if best:
+    if confusion:
         lines.append("![confusion matrix of the best student](plots/confusion_best_student.png)")
-    path = bench_dir / "report.md"
-    write_text(path, "\n".join(lines) + "\n")
-    return path
+    return lines
 
 
 def cells_trained_here(cells_run: Optional[int], cells: int) -> str:

@@ -112,20 +112,58 @@ def _resolve_rows(label_rows: list[str], rule: str, where: str, key_column: str)
         raise DataError(f"{where}: data.csv.rows=max needs numeric labels, got {sorted(set(label_rows))}") from None
 
 
+def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(column names, rows) of a CSV, names and values stripped (SIIM's column is " EncodedPixels"); surplus values
+    (key None) dropped."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: cannot read CSV ({e})") from None
+    columns = [c.strip() for c in (rows[0].keys() if rows else []) if c is not None]
+    return columns, [{k.strip(): v.strip() if isinstance(v, str) else "" for k, v in r.items() if k is not None}
+                     for r in rows]  # fmt: skip
+
+
+def _key_kind(key_col: str, values: list[str]) -> str:
+    """What a key column holds when ``data.csv.key=auto``: DICOM UIDs, paths, or file stems."""
+    if all(_looks_like_uid(v) for v in values):
+        return "uid"
+    if key_col in PATH_COLUMNS or any(
+        "/" in v or "\\" in v or Path(v).suffix.lower() in image_suffixes() for v in values
+    ):
+        return "path"
+    return "stem"
+
+
+def _file_of(value: str, kind: str, root: Path, index: dict[str, list[str]], where: str, key_col: str) -> str:
+    """The image file one row's key names (a path under ``root``, or the one file ``index`` has for a stem / UID)."""
+    if kind == "path":
+        p = Path(value) if Path(value).is_absolute() else root / value
+        if not p.is_file():
+            raise DataError(f"{where}: image file {p} does not exist")
+        return str(p)
+    found = index.get(value)
+    if found is not None and len(found) > 1:
+        files = ", ".join(os.path.relpath(f, root) for f in found[:5])
+        raise DataError(
+            f"{where}: {value!r} (column {key_col}) names {len(found)} files under {root}: {files}; remove the "
+            "duplicates, key the table by path (data.csv.key=path) or give each file its own name"
+        )
+    if found is None:
+        what = "file named" if kind == "stem" else "DICOM file with the SOPInstanceUID"
+        raise DataError(f"{where}: no {what} {value!r} (column {key_col}) under {root}; set data.csv.image_root to the "
+                        "image folder, or data.csv.key to what the column holds")  # fmt: skip
+    return found[0]
+
+
 def read_table(path: Path, spec: TableSpec) -> Table:
     """Resolve every row of the CSV ``path`` to an image file, group rows per image and split (see TableSpec)."""
     if spec.key not in KEY_KINDS:
         raise DataError(f"data.csv.key={spec.key!r}: choose one of {list(KEY_KINDS)}")
     if spec.rows not in ROW_RULES:
         raise DataError(f"data.csv.rows={spec.rows!r}: choose one of {list(ROW_RULES)}")
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: cannot read CSV ({e})") from None
-    # stripped names and values (SIIM's column is " EncodedPixels"); surplus values (key None) are dropped
-    columns = [c.strip() for c in (rows[0].keys() if rows else []) if c is not None]
-    rows = [{k.strip(): v.strip() if isinstance(v, str) else "" for k, v in r.items() if k is not None} for r in rows]
+    columns, rows = _read_rows(path)
     key_col = _column(columns, spec.key_column) if spec.key_column else next(
         (col for c in KNOWN_KEY_COLUMNS if (col := _column(columns, c))), None)  # fmt: skip
     label_col = _column(columns, spec.label_column)
@@ -141,39 +179,14 @@ def read_table(path: Path, spec: TableSpec) -> Table:
         raise DataError(f"{path}: data.csv.patient_column={spec.patient_column!r} is not a column; got {columns}")
     root = Path(spec.image_root).expanduser() if spec.image_root else path.parent
     values = [r[key_col] for r in rows]
-    kind = spec.key
-    if kind == "auto":
-        if all(_looks_like_uid(v) for v in values):
-            kind = "uid"
-        elif key_col in PATH_COLUMNS or any("/" in v or "\\" in v or Path(v).suffix.lower() in image_suffixes()
-                                             for v in values):  # fmt: skip
-            kind = "path"
-        else:
-            kind = "stem"
+    kind = spec.key if spec.key != "auto" else _key_kind(key_col, values)
     index = _index_by(root, kind) if kind in ("stem", "uid") else {}
     per_image: dict[tuple[str, str], list[int]] = defaultdict(list)  # (split, file) -> row numbers
     for line, (r, v) in enumerate(zip(rows, values), start=2):
         split = (r.get(split_col) if split_col else None) or "train"
         if split not in ("train", "val", "test"):
             raise DataError(f"{path}:{line}: split {split!r} must be train, val or test")
-        if kind == "path":
-            p = Path(v) if Path(v).is_absolute() else root / v
-            if not p.is_file():
-                raise DataError(f"{path}:{line}: image file {p} does not exist")
-            file = str(p)
-        else:
-            found = index.get(v)
-            if found is not None and len(found) > 1:
-                files = ", ".join(os.path.relpath(f, root) for f in found[:5])
-                raise DataError(f"{path}:{line}: {v!r} (column {key_col}) names {len(found)} files under {root}: "
-                                f"{files}; remove the duplicates, key the table by path (data.csv.key=path) or give "
-                                "each file its own name")  # fmt: skip
-            if found is None:
-                what = "file named" if kind == "stem" else "DICOM file with the SOPInstanceUID"
-                raise DataError(f"{path}:{line}: no {what} {v!r} (column {key_col}) under {root}; set data.csv_image_"
-                                "root to the image folder, or data.csv.key to what the column holds")  # fmt: skip
-            file = found[0]
-        per_image[(split, file)].append(line - 2)
+        per_image[(split, _file_of(v, kind, root, index, f"{path}:{line}", key_col))].append(line - 2)
     out = Table({}, {}, {}, [])
     groups: dict[str, list[str]] = {}
     for (split, file), lines in per_image.items():

@@ -76,10 +76,9 @@ class RDOptions(ConsistencyOptions, CKAOptions):
     # images against the student (AUC; balanced accuracy where both exceed 0.99),
     # s = clip(0.5 + (m_branch - m_student) / (2 share_margin), 0, 1), and the unlabelled KD term is weighted s, the
     # FixMatch term (1 - s) consistency_weight (s = 1 before the first round). Why: with both at fixed weights the
-    # branch's near-hard targets make the student confident on most unlabelled images (FixMatch's mask rate 0.8-0.9
-    # against ~0.55 alone, BreastMNIST 10%), so the 0.95 threshold no longer filters and the pseudo-labels only echo
-    # a teacher no more accurate than the student (benchmarks/unlabelled_targets.py, docs/results.md "the combined
-    # method"). Labelled images keep their KD term.
+    # branch's near-hard targets make the student confident on most unlabelled images, so FixMatch's threshold no
+    # longer filters and its pseudo-labels only echo a teacher no more accurate than the student (measured with
+    # benchmarks/unlabelled_targets.py: docs/measured.md, "the combined method"). Labelled images keep their KD term.
     teacher_share: Literal["fixed", "val"] = "fixed"
     share_margin: float = 0.05
 
