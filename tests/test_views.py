@@ -62,3 +62,48 @@ def test_run_with_cached_views(tmp_path, small_npz):
     again = run(load_config("default", over), run_dir=tmp_path / "run2")
     assert again.teacher_feature_time_s < 0.5 * res.teacher_feature_time_s + 1.0  # all views came from the cache
     assert again.results[0].test["auc"] == pytest.approx(r.test["auc"])
+
+
+def test_strong_views_are_fixed_per_view_and_image_and_match_their_features(train_ds, tiny_teacher):
+    """teacher.view_augment=strong: view k >= 1 is RandAugment + Cutout after the shift / flip, the same in every
+    run, view 0 stays the image; a sampled batch shows the student exactly the strong view whose FM features it
+    gets (the teacher scores the view the student sees)."""
+    from reprodistill.features.views import ViewAugment
+
+    how = ViewAugment(2, True, strong=True)
+    a, b = AugmentedView(train_ds, 1, 2, True, how), AugmentedView(train_ds, 1, 2, True, how)
+    weak = AugmentedView(train_ds, 1, 2, True)
+    assert all(torch.equal(a[i]["image"], b[i]["image"]) for i in range(8))
+    assert sum(not torch.equal(a[i]["image"], weak[i]["image"]) for i in range(8)) >= 7  # RandAugment + Cutout
+    assert torch.equal(AugmentedView(train_ds, 0, 2, True, how)[3]["image"], train_ds[3]["image"])
+    teacher = tiny_teacher(32)
+    feats = [extract_features(teacher, AugmentedView(train_ds, k, 2, True, how), 32, torch.device("cpu"))
+             for k in range(3)]  # fmt: skip
+    size = tuple(train_ds[0]["image"].shape[-2:])
+    views = CachedViews(feats, 2, True, how, size)
+    index = torch.arange(12)
+    raw = torch.stack([train_ds[i]["image"] for i in range(12)])
+    images, f = views.sample(raw, index, torch.Generator().manual_seed(0))
+    assert torch.allclose(teacher.features(images), f, atol=1e-4)
+
+
+def test_views_of_a_subset_keep_the_augmentation_the_fm_saw(train_ds):
+    """With unlabelled images the views are drawn for the whole training split and then split into labelled /
+    labelled + unlabelled orders: each image must keep its own view (it used to get the view drawn for its new
+    position, so the student saw another shift than the one the FM's features were of)."""
+    from reprodistill.features.views import ViewAugment
+
+    n = 16
+    how = ViewAugment(2, True, strong=True)
+    split = torch.utils.data.Subset(train_ds, range(n))  # the "whole training split" of this test
+    # "features" = the view images themselves, so a mismatch between image and features shows
+    feats = [torch.stack([AugmentedView(split, k, 2, True, how)[i]["image"] for i in range(n)]).float()
+             for k in range(3)]  # fmt: skip
+    size = tuple(train_ds[0]["image"].shape[-2:])
+    every = CachedViews(feats, 2, True, how, size)
+    order = torch.tensor([5, 11, 0, 3, 15, 8, 1, 2, 4, 6, 7, 9, 10, 12, 13, 14])  # labelled first, then the rest
+    mixed = every.subset(order)
+    raw = torch.stack([train_ds[int(i)]["image"] for i in order])
+    for seed in range(3):
+        images, f = mixed.sample(raw, torch.arange(n), torch.Generator().manual_seed(seed))
+        assert torch.equal(images.float(), f)

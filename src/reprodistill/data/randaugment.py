@@ -12,6 +12,7 @@ batch (as :func:`reprodistill.data.transforms.augment`), so a data-parallel slic
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -163,6 +164,45 @@ def cutout(x: torch.Tensor, size: float, cy: torch.Tensor, cx: torch.Tensor, fil
     return torch.where(inside.unsqueeze(1), torch.full_like(x, fill), x)
 
 
+@dataclass
+class RandAugmentDraw:
+    """The random choices of :func:`rand_augment` for n images: ops [n, n_ops], their magnitudes and signs, and
+    the Cutout centres; drawn once, they can be applied again (a cached strong view)."""
+
+    choice: torch.Tensor
+    mag: torch.Tensor
+    sign: torch.Tensor
+    cy: torch.Tensor
+    cx: torch.Tensor
+
+    def rows(self, index: torch.Tensor | slice) -> "RandAugmentDraw":
+        return RandAugmentDraw(self.choice[index], self.mag[index], self.sign[index], self.cy[index], self.cx[index])
+
+
+def draw_rand_augment(
+    n: int, n_ops: int, size: tuple[int, int], generator: torch.Generator | None = None
+) -> RandAugmentDraw:
+    """The choices of :func:`rand_augment` for ``n`` images of ``size`` (h, w), in its order of draws."""
+    choice = torch.randint(0, len(OPS), (n, n_ops), generator=generator)
+    mag = torch.rand(n, n_ops, generator=generator)
+    sign = torch.rand(n, n_ops, generator=generator) < 0.5
+    cy = torch.randint(0, size[0], (n,), generator=generator)
+    cx = torch.randint(0, size[1], (n,), generator=generator)
+    return RandAugmentDraw(choice, mag, sign, cy, cx)
+
+
+def apply_rand_augment(images: torch.Tensor, draw: RandAugmentDraw, cutout_size: float = 0.5) -> torch.Tensor:
+    """A uint8 [B,C,H,W] batch under the drawn ops (row i: ``draw`` row i) and Cutout; uint8 out."""
+    names = list(OPS)
+    x = images.float().div(255.0)
+    for j in range(draw.choice.shape[1]):
+        for k in draw.choice[:, j].unique().tolist():
+            rows = draw.choice[:, j] == k
+            x[rows] = OPS[names[k]](x[rows], draw.mag[rows, j].to(x.device), draw.sign[rows, j].to(x.device))
+    x = cutout(x, cutout_size, draw.cy.to(x.device), draw.cx.to(x.device))
+    return torch.round(x.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+
+
 def rand_augment(
     images: torch.Tensor,
     n_ops: int = 2,
@@ -176,17 +216,5 @@ def rand_augment(
 
     Draws are made for ``total`` images (default B) and rows ``offset:offset+B`` are used."""
     b, _, h, w = images.shape
-    n = total or b
-    names = list(OPS)
-    choice = torch.randint(0, len(names), (n, n_ops), generator=generator)[offset : offset + b]
-    mag = torch.rand(n, n_ops, generator=generator)[offset : offset + b]
-    sign = (torch.rand(n, n_ops, generator=generator) < 0.5)[offset : offset + b]
-    cy = torch.randint(0, h, (n,), generator=generator)[offset : offset + b]
-    cx = torch.randint(0, w, (n,), generator=generator)[offset : offset + b]
-    x = images.float().div(255.0)
-    for j in range(n_ops):
-        for k in choice[:, j].unique().tolist():
-            rows = choice[:, j] == k
-            x[rows] = OPS[names[k]](x[rows], mag[rows, j].to(x.device), sign[rows, j].to(x.device))
-    x = cutout(x, cutout_size, cy.to(x.device), cx.to(x.device))
-    return torch.round(x.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+    draw = draw_rand_augment(total or b, n_ops, (h, w), generator).rows(slice(offset, offset + b))
+    return apply_rand_augment(images, draw, cutout_size)

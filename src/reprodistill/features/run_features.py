@@ -14,7 +14,7 @@ from reprodistill.data.dataset import ImageDataset
 from reprodistill.data.sources import DataBundle, UnlabelledPool
 from reprodistill.features.fm_pass import FMPass
 from reprodistill.features.split import FeatureSplit
-from reprodistill.features.views import AugmentedView, CachedViews, view_id
+from reprodistill.features.views import AugmentedView, CachedViews, ViewAugment, view_id
 from reprodistill.models.teacher import Teacher
 from reprodistill.models.teacher_factory import create_teacher
 
@@ -53,15 +53,20 @@ def _fixed_and_views(
 ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
     """Fixed-view features of every split and (with ``views``) the ``teacher.views - 1`` extra augmented views of
     the train split."""
-    shift, flip = cfg.train.augment_shift, cfg.train.augment_flip
+    shift, flip, how = cfg.train.augment_shift, cfg.train.augment_flip, view_augment(cfg)
 
     def get(name: str, ds: ImageDataset, k: int = 0) -> torch.Tensor:
         label = name if k == 0 else f"{name}-view{k}"
-        source = None if k == 0 else AugmentedView(ds, k, shift, flip)
-        return fm.cached(ds, kind, label, timings=timings, view=view_id(k, shift, flip), source=source)
+        source = None if k == 0 else AugmentedView(ds, k, shift, flip, how)
+        return fm.cached(ds, kind, label, timings=timings, view=view_id(k, shift, flip, how), source=source)
 
     feats = {name: get(name, ds) for name, ds in datasets.items()}
     return feats, [get("train", datasets["train"], k) for k in range(1, cfg.teacher.views if views else 1)]
+
+
+def view_augment(cfg: RunConfig) -> ViewAugment:
+    """How the run's cached views 1..K-1 are made (``teacher.view_augment``)."""
+    return ViewAugment(cfg.train.augment_shift, cfg.train.augment_flip, cfg.teacher.view_augment == "strong")
 
 
 def kind_features(
@@ -80,20 +85,25 @@ def kind_features(
     With unlabelled images the FM pass covers the whole training split once (one cache entry, shared by every
     fraction and seed) and is sliced into the labelled ('train') and 'unlabelled' parts.
     """
-    shift, flip = cfg.train.augment_shift, cfg.train.augment_flip
+    shift, flip, how = cfg.train.augment_shift, cfg.train.augment_flip, view_augment(cfg)
+
+    def bank(features: list[torch.Tensor]) -> CachedViews:
+        return CachedViews(features, shift, flip, how, data.load_size)
+
     if pool is None:
         feats, extra = _fixed_and_views(fm, datasets, kind, cfg, timings, views)
-        return KindFeatures(feats, CachedViews([feats["train"], *extra], shift, flip) if extra else None)
+        return KindFeatures(feats, bank([feats["train"], *extra]) if extra else None)
     full = {**datasets, "train": ImageDataset(pool.full_train, data.channels, data.load_size)}
     feats, extra = _fixed_and_views(fm, full, kind, cfg, timings, views)
-    every = [feats["train"], *extra]
-    labelled = [v[pool.labelled_index] for v in every]
-    unlabelled = [v[pool.unlabelled_index] for v in every]
-    feats["train"], feats["unlabelled"] = labelled[0], unlabelled[0]
+    whole = feats["train"]
+    feats["train"], feats["unlabelled"] = whole[pool.labelled_index], whole[pool.unlabelled_index]
     if not extra:
         return KindFeatures(feats)
-    mixed = [torch.cat(pair) for pair in zip(labelled, unlabelled)]
-    return KindFeatures(feats, CachedViews(labelled, shift, flip), CachedViews(mixed, shift, flip))
+    # the views were drawn for the whole training split in its order: their features and augmentations are taken
+    # together, so each image keeps the view the FM saw
+    every = bank([whole, *extra])
+    lab, unl = torch.as_tensor(pool.labelled_index), torch.as_tensor(pool.unlabelled_index)
+    return KindFeatures(feats, every.subset(lab), every.subset(torch.cat([lab, unl])))
 
 
 def method_splits(
