@@ -66,3 +66,13 @@ def test_flat_format_keys_of_earlier_versions_still_load(caplog):
     cfg = load_config("default", ["data.dicom_window=lung", "data.csv_label_column=finding", "data.csv.rows=max"])
     assert cfg.data.dicom.window == "lung" and cfg.data.csv.label_column == "finding" and cfg.data.csv.rows == "max"
     assert "data.dicom_window is now data.dicom.window" in caplog.text
+
+
+def test_a_bench_variant_may_set_the_cached_views_but_not_the_fm():
+    from reprodistill.config import apply_variant_sections, load_config
+
+    cfg = load_config("breast-bench", ["methods=[rd-unl-cv]"])
+    variant = apply_variant_sections(cfg, "rd-unl-cv")
+    assert (variant.teacher.views, variant.teacher.view_augment, variant.teacher.name) == (8, "strong", "merlin")
+    with pytest.raises(ConfigError, match="would change the FM"):
+        load_config("breast-bench", ["methods=[x]", "bench.variants.x={method: rd, teacher: {name: other}}"])

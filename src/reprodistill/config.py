@@ -406,15 +406,23 @@ def expand_budgets(cfg: RunConfig) -> RunConfig:
     return out
 
 
-# Config sections a bench variant may override (the teacher is shared by every cell of a bench, so not it), e.g. the
-# pretrained student row: {lite0-pre: {method: student, student: {name: efficientnet_lite0, pretrained: true}}}.
-VARIANT_SECTIONS = ("data", "train", "student")
+# Config sections a bench variant may override, e.g. the pretrained student row: {lite0-pre: {method: student,
+# student: {name: efficientnet_lite0, pretrained: true}}}. The FM is shared by every cell of a bench, so of the
+# teacher section only what does not change the FM: its cached views (consistent teaching).
+VARIANT_SECTIONS = ("data", "train", "student", "teacher")
+TEACHER_VARIANT_KEYS = ("views", "view_augment")
 
 
 def apply_variant_sections(cfg: RunConfig, name: str) -> RunConfig:
-    """``cfg`` with the ``data`` / ``train`` / ``student`` overrides of variant ``name`` applied (in place; checked
-    types)."""
+    """``cfg`` with the ``data`` / ``train`` / ``student`` (and cached-view ``teacher``) overrides of variant ``name``
+    applied (in place; checked types)."""
     v = cfg.bench.variants.get(name) or {}
+    fm_keys = sorted(set(v.get("teacher") or {}) - set(TEACHER_VARIANT_KEYS))
+    if fm_keys:
+        raise ConfigError(
+            f"bench.variants.{name}.teacher: {fm_keys} would change the FM, which every cell of a bench shares; a "
+            f"variant may set {list(TEACHER_VARIANT_KEYS)} only (run another bench per FM)"
+        )
     for section in VARIANT_SECTIONS:
         if v.get(section):
             current = getattr(cfg, section)
