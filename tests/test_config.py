@@ -76,3 +76,23 @@ def test_a_bench_variant_may_set_the_cached_views_but_not_the_fm():
     assert (variant.teacher.views, variant.teacher.view_augment, variant.teacher.name) == (8, "strong", "merlin")
     with pytest.raises(ConfigError, match="would change the FM"):
         load_config("breast-bench", ["methods=[x]", "bench.variants.x={method: rd, teacher: {name: other}}"])
+
+
+def test_a_run_folder_written_with_the_flat_keys_still_resumes(tmp_path):
+    """A run folder whose config.yaml has data.dicom_window / data.csv_* (before the format sections) holds the same
+    run as today's config with the same values: it resumes instead of stopping on 'a different config'."""
+    import yaml
+
+    from reprodistill.config import to_dict
+    from reprodistill.engine.run_dir import RunDir
+
+    cfg = load_config("default", ["data.dicom.window=lung"])
+    old = to_dict(cfg)
+    dicom, csv = old["data"].pop("dicom"), old["data"].pop("csv")
+    old["data"] |= {f"dicom_{k}": v for k, v in dicom.items()} | {f"csv_{k}": v for k, v in csv.items()}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    (tmp_path / "student").mkdir()
+    (tmp_path / "student" / "metrics.csv").write_text("epoch\n1\n")
+    assert RunDir(tmp_path).holds_same_run(cfg)
+    with pytest.raises(Exception, match="different config.*data.dicom.window"):
+        RunDir(tmp_path).holds_same_run(load_config("default", ["data.dicom.window=bone"]))

@@ -352,7 +352,7 @@ def from_dict(cls: type, data: Any, where: str = "config") -> Any:
     return cls(**kwargs)
 
 
-def _renamed(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+def _renamed(cls: type, data: dict[str, Any], where: str, warn: bool = True) -> dict[str, Any]:
     """``data`` with the keys ``cls.RENAMED`` lists moved to where they live now (a warning names the new key)."""
     moves = {k: v for k, v in getattr(cls, "RENAMED", {}).items() if k in data}
     if not moves:
@@ -361,8 +361,19 @@ def _renamed(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
     for old, new in moves.items():
         section, key = new.split(".")
         data[section] = {**(data.get(section) or {}), key: data.pop(old)}
-        logging.getLogger("reprodistill").warning("%s.%s is now %s.%s", where, old, where, new)
+        if warn:
+            logging.getLogger("reprodistill").warning("%s.%s is now %s.%s", where, old, where, new)
     return data
+
+
+def current_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored run config (config.yaml of a run folder) with the keys of earlier versions where they live now, so
+    it compares with today's config key by key."""
+    out = dict(data)
+    for f in dataclasses.fields(RunConfig):
+        if isinstance(out.get(f.name), dict) and isinstance(f.default_factory, type):  # type: ignore[misc]
+            out[f.name] = _renamed(f.default_factory, out[f.name], f.name, warn=False)
+    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

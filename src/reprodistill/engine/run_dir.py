@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 import yaml
 
-from reprodistill.config import RunConfig, to_dict
+from reprodistill.config import RunConfig, current_keys, to_dict
 from reprodistill.data.image_files import relative_names
 from reprodistill.data.sources import DataBundle
 from reprodistill.engine.profile import peak_rss_mb
@@ -128,7 +128,7 @@ class RunDir:
             return False
         if not self.trained_anything():  # e.g. stopped by a data check: nothing to keep, so any config may start
             return False
-        old, new = _flatten(yaml.safe_load(self.config.read_text())), _flatten(to_dict(cfg))
+        old, new = _flatten(current_keys(yaml.safe_load(self.config.read_text()))), _flatten(to_dict(cfg))
         defaults = _flatten(to_dict(RunConfig()))
         # a key added to reprodistill after the run started is no change if this run leaves it at its default
         changed = sorted(
