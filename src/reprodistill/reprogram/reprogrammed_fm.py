@@ -161,18 +161,8 @@ class ReprogrammedFM(nn.Module):
             m.train()
         need_warm = budget.head_epochs or self.label_mapped
         warm = fixed if fixed is not None else self.prompted_features(dataset, fm) if need_warm else None
-        if self.label_mapped:  # FLM / first ILM mapping, and the proxy space's statistics, from the initial prompt
-            assert warm is not None and isinstance(self.projection, nn.BatchNorm1d)
-            self._map_labels(warm, labels)
-            assert self.projection.running_mean is not None and self.projection.running_var is not None
-            self.projection.running_mean.copy_(warm.mean(0))
-            self.projection.running_var.copy_(warm.var(0))
-        # warm-up of projection + classifier on the features under the initial prompt (no FM backward)
-        for _ in range(budget.head_epochs if not self.label_mapped else 0):
-            assert warm is not None
-            for idx in torch.randperm(n, generator=gen).split(budget.batch_size):
-                if len(idx) >= 2:  # BatchNorm needs two samples
-                    self._step(opt, loss_fn, warm[idx], labels[idx].to(device))
+        if warm is not None:
+            self._warm_up(warm, labels, opt, loss_fn, budget, gen)
         self.curve = []
         best = self._record(val, fm, loss_fn, 0)
         max_steps = budget.max_steps if budget.max_steps is not None else float("inf")
@@ -209,6 +199,29 @@ class ReprogrammedFM(nn.Module):
                      "curve)", kept["epoch"], budget.epochs, kept["steps"], kept["val_auc"])  # fmt: skip
         self.freeze()
         return fixed if fixed is not None else self.prompted_features(dataset, fm)
+
+    def _warm_up(
+        self,
+        warm: torch.Tensor,
+        labels: torch.Tensor,
+        opt: Optional[torch.optim.Optimizer],
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        budget: Stage1Budget,
+        gen: torch.Generator,
+    ) -> None:
+        """Before any prompt step, on the features under the initial prompt (no FM backward): the label mapping and
+        the proxy space's statistics (label-mapped), or ``budget.head_epochs`` of projection + classifier."""
+        if self.label_mapped:  # FLM / first ILM mapping
+            assert isinstance(self.projection, nn.BatchNorm1d)
+            self._map_labels(warm, labels)
+            assert self.projection.running_mean is not None and self.projection.running_var is not None
+            self.projection.running_mean.copy_(warm.mean(0))
+            self.projection.running_var.copy_(warm.var(0))
+            return
+        for _ in range(budget.head_epochs):
+            for idx in torch.randperm(len(warm), generator=gen).split(budget.batch_size):
+                if len(idx) >= 2:  # BatchNorm needs two samples
+                    self._step(opt, loss_fn, warm[idx], labels[idx].to(warm.device))
 
     def _record(
         self,
