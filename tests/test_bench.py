@@ -152,8 +152,10 @@ def test_bench_variants_may_override_data_and_train_keys():
         load_config(
             "breast-bench", ["methods=[kd-unl]", "bench.variants={kd-unl: {method: kd, data: {unlabelled: x}}}"]
         )
-    with pytest.raises(ConfigError, match="must look like"):
+    with pytest.raises(ConfigError, match="would change the FM"):  # the FM is shared: only its cached views vary
         load_config("breast-bench", ["methods=[kd-t]", "bench.variants={kd-t: {method: kd, teacher: {name: x}}}"])
+    with pytest.raises(ConfigError, match="must look like"):
+        load_config("breast-bench", ["methods=[kd-t]", "bench.variants={kd-t: {method: kd, model: {name: x}}}"])
 
 
 def test_budget_axis_makes_one_row_per_method_and_budget():
