@@ -129,9 +129,8 @@ def _key_kind(key_col: str, values: list[str]) -> str:
     """What a key column holds when ``data.csv.key=auto``: DICOM UIDs, paths, or file stems."""
     if all(_looks_like_uid(v) for v in values):
         return "uid"
-    if key_col in PATH_COLUMNS or any(
-        "/" in v or "\\" in v or Path(v).suffix.lower() in image_suffixes() for v in values
-    ):
+    suffixes = set(image_suffixes())  # once, not per row
+    if key_col in PATH_COLUMNS or any("/" in v or "\\" in v or Path(v).suffix.lower() in suffixes for v in values):
         return "path"
     return "stem"
 
