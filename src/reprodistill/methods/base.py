@@ -156,6 +156,8 @@ class Method(nn.Module):
         # What prepare() cost in seconds when its work was first done; a prepare that loads stored work sets it
         # (else the engine times the call), so a method's transfer cost does not vanish on a cache hit.
         self.prepare_s: Optional[float] = None
+        # Validation rows prepare() recorded (e.g. the teacher heads it chose among), for prepare_curve.csv.
+        self.prepare_rows: list[dict[str, Any]] = []
         # Other augmented views of each training image the loop adds to every batch as ``image_<name>`` (built by the
         # data layer, e.g. FixMatch's strong view); the method only declares them.
         self.input_views: dict[str, ExtraView] = {}
@@ -183,12 +185,12 @@ class Method(nn.Module):
         Must be deterministic: a resumed run calls it again before loading its checkpoint.
         """
 
-    def prepare_curve(self) -> list[dict[str, float]]:
+    def prepare_curve(self) -> list[dict[str, Any]]:
         """Validation rows that :meth:`prepare` recorded while it trained something (e.g. TDMR's stage 1: one row
         after its head warm-up and each joint epoch), so a user can see whether its budget converged; the engine
         writes them to the method folder's ``prepare_curve.csv``. Empty for a method whose preparation trains
         nothing on the shared loop's behalf."""
-        return []
+        return self.prepare_rows
 
     def fm_pass(self, device: torch.device) -> FMPass:
         """Passes of this method's frozen FM over whole data sets, with the run's batch size, workers and cache."""

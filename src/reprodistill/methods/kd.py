@@ -1,4 +1,5 @@
-"""`kd`: Hinton KD (T=4) from the linearly probed FM: ``CE + w * T^2 KL(p_t || p_s)``."""
+"""`kd`: Hinton KD (T=4) from the linearly probed FM: ``CE + w * T^2 KL(p_t || p_s)``; ``teacher_head`` may learn the
+probe from the unlabelled images too (self-training, label propagation, their ensemble: methods/probe_fit.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from reprodistill.losses import kd_loss
 from reprodistill.methods.base import Batch, register_method
 from reprodistill.methods.consistency import ConsistencyOptions
 from reprodistill.methods.fm_kd import ProbedFMDistillation
+from reprodistill.methods.probe_fit import TeacherHeadOptions
 
 
 @dataclass
-class KDOptions(ConsistencyOptions):
+class KDOptions(ConsistencyOptions, TeacherHeadOptions):
     weight: float = 1.0
     temperature: float = 4.0
 

@@ -5,7 +5,8 @@ fixed-view train features, standardised with their exact statistics, full-batch 
 run's class weights, and the L2 penalty chosen on the validation split
 (:func:`~reprodistill.reprogram.probe.fit_linear_probe`, the same fitter as the KD baselines' teacher probe). A
 baseline trained with SGD on a BatchNorm's running statistics is weaker than this for reasons that have nothing to
-do with the FM, and every "beats the probe" claim would be void against it.
+do with the FM, and every "beats the probe" claim would be void against it. With ``data.unlabelled``,
+``teacher_head`` learns the head from the unlabelled images' features too (methods/probe_fit.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 from reprodistill.data.transforms import InputSpec
 from reprodistill.features.split import FeatureSplit
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
-from reprodistill.methods.probe_fit import fit_probe
+from reprodistill.methods.probe_fit import TeacherHeadOptions, fit_probe
 from reprodistill.reprogram.probe import StandardisedLinear
 
 
@@ -30,6 +31,8 @@ class LinearProbe(Method):
     uses_teacher = True
     teacher_features = "pooled"
     loop_training = False
+    uses_unlabelled = True  # read by the teacher_head option only; the probe's own fit skips them
+    Options = TeacherHeadOptions
 
     def __init__(self, ctx: MethodContext, options: Any) -> None:
         super().__init__(ctx, options)

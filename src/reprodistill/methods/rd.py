@@ -34,14 +34,14 @@ from reprodistill.methods.consistency import (
     optional_consistency,
     student_features,
 )
-from reprodistill.methods.probe_fit import fit_probe
+from reprodistill.methods.probe_fit import TeacherHeadOptions, fit_probe
 from reprodistill.reprogram import FeatureReprogrammer
 from reprodistill.reprogram.probe import StandardisedLinear
 from reprodistill.util.metrics import SATURATED_AUC, classification_metrics
 
 
 @dataclass
-class RDOptions(ConsistencyOptions, CKAOptions):
+class RDOptions(ConsistencyOptions, CKAOptions, TeacherHeadOptions):  # teacher_head: with kd_target=probe
     teacher_ce_weight: float = 1.0
     student_ce_weight: float = 1.0
     kd_weight: float = 1.0
@@ -103,6 +103,9 @@ class ReprogrammingDistillation(Method):
             options.phi_dropout,
             options.phi_input_dropout,
         )
+        if options.teacher_head != "probe" and options.kd_target != "probe":
+            raise ValueError(f"rd: teacher_head={options.teacher_head} chooses the probe RD distils with "
+                             "kd_target=probe; set it, or drop teacher_head")  # fmt: skip
         if options.kd_target == "probe":
             self.probe = StandardisedLinear(self.teacher.feature_dim, ctx.num_classes).requires_grad_(False)
         # 1/T of the branch's KD target; recomputed from the weights before every round, so not checkpointed. A

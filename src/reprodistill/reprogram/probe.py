@@ -79,12 +79,22 @@ def _lbfgs(
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(probe.linear(z), y, weight=w) + l2 * probe.linear.weight.pow(2).sum()
+        loss = _cross_entropy(probe.linear(z), y, w) + l2 * probe.linear.weight.pow(2).sum()
         loss.backward()
         return loss
 
     with torch.enable_grad():
         opt.step(closure)
+
+
+def _cross_entropy(logits: torch.Tensor, y: torch.Tensor, w: Optional[torch.Tensor]) -> torch.Tensor:
+    """Class-weighted cross-entropy of labels [N], or of class distributions [N, K] (soft targets, e.g. propagated
+    labels), normalised like the hard-label one: by the summed weight of the targets (so one-hot rows give the
+    same value as their labels)."""
+    if y.ndim == 1:
+        return F.cross_entropy(logits, y, weight=w)
+    mass = y if w is None else y * w
+    return -(mass * logits.log_softmax(-1)).sum() / mass.sum()
 
 
 def fit_linear_probe(
@@ -96,7 +106,8 @@ def fit_linear_probe(
     steps: int = 500,
     val: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> StandardisedLinear:
-    """Multinomial logistic regression on standardised features (full-batch L-BFGS to convergence, zero init).
+    """Multinomial logistic regression on standardised features (full-batch L-BFGS to convergence, zero init);
+    ``labels`` are class indices [N] or class distributions [N, K].
 
     Deterministic (no random init, no minibatches), so a resumed run refits the same probe. With several ``l2``
     values and ``val`` = (features, labels), the one with the lowest (class-weighted) validation cross-entropy is
