@@ -232,7 +232,8 @@ def test_teacher_share_follows_the_branch_against_the_student_on_validation(teac
     assert float(m.teacher_share) == pytest.approx(0.7)
     m.after_validation({"auc": branch["auc"] + 0.3, "balanced_accuracy": 0.0})
     assert float(m.teacher_share) == 0.0
-    m.teacher_share.fill_(0.25)
+    m.teacher_share.fill_(0.25)  # as a resumed run's checkpoint sets it; the loop then starts a round
+    m.on_epoch_start(0)
     labels = torch.tensor([0, 1, 0, 1, UNLABELLED, UNLABELLED, UNLABELLED, UNLABELLED])
     batch = {"image": torch.from_numpy(images).permute(0, 3, 1, 2), "label": labels, "index": torch.arange(8),
              "teacher_features": feats}  # fmt: skip

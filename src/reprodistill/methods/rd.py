@@ -126,6 +126,7 @@ class ReprogrammingDistillation(Method):
                                  "consistency_weight > 0 (e.g. 1)")  # fmt: skip
             # the teacher's share of the unlabelled images, set after each validation round (checkpointed)
             self.register_buffer("teacher_share", torch.tensor(1.0))
+        self._share = 1.0  # the buffer's value as a host float (teacher_share=val), so a step reads it without a sync
 
     def prepare(self, train: FeatureSplit, device: torch.device, val: Optional[FeatureSplit] = None) -> None:
         if self.options.kd_target == "probe":
@@ -141,6 +142,8 @@ class ReprogrammingDistillation(Method):
             self._calibration = self._val
 
     def on_epoch_start(self, epoch: int) -> None:
+        if self.options.teacher_share == "val":  # the buffer (a resumed run's too) read once a round, not every step
+            self._share = float(self.teacher_share)
         if self._calibration is None:
             return
         z_t, labels = self._branch_on_val()
@@ -153,7 +156,8 @@ class ReprogrammingDistillation(Method):
         branch = classification_metrics(torch.log_softmax(z_t.float(), -1).cpu().numpy(), labels.cpu().numpy())
         key = "balanced_accuracy" if min(branch["auc"], metrics["auc"]) >= SATURATED_AUC else "auc"
         gap = float(branch[key]) - float(metrics[key])
-        self.teacher_share.fill_(min(1.0, max(0.0, 0.5 + gap / (2 * self.options.share_margin))))
+        self._share = min(1.0, max(0.0, 0.5 + gap / (2 * self.options.share_margin)))
+        self.teacher_share.fill_(self._share)
 
     def _branch_on_val(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(the reprogrammed branch's validation logits as it predicts, without input dropout; the labels)."""
@@ -187,7 +191,7 @@ class ReprogrammingDistillation(Method):
         if o.kd_student_view == "strong" and strong is not None:  # unlabelled rows: their strong views' logits
             kd_student, target = torch.cat([z_s[~unl], strong]), torch.cat([target[~unl], target[unl]])
             unl = torch.cat([unl[~unl], unl[unl]])
-        share = float(self.teacher_share) if o.teacher_share == "val" else 1.0
+        share = self._share
         parts = {
             "ce_teacher": self.task_loss(z_t, y),
             "ce_student": self.task_loss(z_s, y),
