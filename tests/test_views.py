@@ -107,3 +107,86 @@ def test_views_of_a_subset_keep_the_augmentation_the_fm_saw(train_ds):
     for seed in range(3):
         images, f = mixed.sample(raw, torch.arange(n), torch.Generator().manual_seed(seed))
         assert torch.equal(images.float(), f)
+
+
+def test_mixed_views_mix_each_unlabelled_image_with_an_unlabelled_partner_by_hand(train_ds):
+    """teacher.view_augment=mixup: view k >= 1 of a mixable (unlabelled) image is round(w * its weak view + (1 - w) *
+    its partner under the same shift / flip), partner among the mixable images, w in (0, 1), both fixed per view
+    and image; labelled images keep their weak view; the cache key names the mixable set."""
+    from reprodistill.data.transforms import apply_augment
+    from reprodistill.features.views import ViewAugment, view_id
+
+    n = 16
+    split = torch.utils.data.Subset(train_ds, range(n))
+    mixable = torch.arange(8, 16)
+    how = ViewAugment(2, True, mix=True)
+    view = AugmentedView(split, 1, 2, True, how, mixable)
+    weak = AugmentedView(split, 1, 2, True)
+    p = view.params
+    assert p.partner is not None and p.weight is not None
+    for i in range(8):
+        assert torch.equal(view[i]["image"], weak[i]["image"])
+    assert set(p.partner[8:].tolist()) == set(range(8, 16)) and (p.partner[8:] != torch.arange(8, 16)).sum() >= 6
+    assert bool(((p.weight[8:] > 0) & (p.weight[8:] < 1)).all())
+    for i in range(8, 16):
+        j, w = int(p.partner[i]), float(p.weight[i])
+        shifted = [apply_augment(split[t]["image"][None], 2, p.dy[i : i + 1], p.dx[i : i + 1], p.mask[i : i + 1])[0]
+                   for t in (i, j)]  # fmt: skip
+        expected = (w * shifted[0].float() + (1 - w) * shifted[1].float()).round().clamp(0, 255).to(torch.uint8)
+        assert torch.equal(view[i]["image"], expected)
+    again = AugmentedView(split, 1, 2, True, how, mixable)
+    assert all(torch.equal(view[i]["image"], again[i]["image"]) for i in range(n))
+    keys = {view_id(1, 2, True, how, m) for m in (mixable, torch.arange(4, 16))}
+    assert len(keys) == 2 and view_id(1, 2, True) not in keys
+
+
+def test_mixed_views_of_a_subset_show_the_student_the_mixture_the_fm_saw(train_ds):
+    from reprodistill.features.views import ViewAugment
+
+    n = 16
+    how = ViewAugment(2, True, mix=True)
+    split = torch.utils.data.Subset(train_ds, range(n))
+    mixable = torch.tensor([0, 2, 3, 5, 7, 9, 12, 14])
+    feats = [torch.stack([AugmentedView(split, k, 2, True, how, mixable)[i]["image"] for i in range(n)]).float()
+             for k in range(4)]  # fmt: skip
+    size = tuple(train_ds[0]["image"].shape[-2:])
+    with pytest.raises(ValueError, match="source"):
+        CachedViews(feats, 2, True, how, size, mixable=mixable)
+    every = CachedViews(feats, 2, True, how, size, source=split, mixable=mixable)
+    order = torch.tensor([1, 4, 6, 8, 10, 11, 13, 15, 0, 2, 3, 5, 7, 9, 12, 14])  # labelled first, then the rest
+    mixed = every.subset(order)
+    raw = torch.stack([train_ds[int(i)]["image"] for i in order])
+    for seed in range(3):
+        images, f = mixed.sample(raw, torch.arange(n), torch.Generator().manual_seed(seed))
+        assert torch.equal(images.float(), f)
+
+
+@pytest.mark.slow
+def test_run_with_mixed_views_of_the_unlabelled_images(tmp_path, small_npz):
+    import timm
+
+    from reprodistill.config import load_config
+    from reprodistill.engine.run import run
+
+    torch.manual_seed(0)
+    torch.save(timm.create_model("resnet10t", num_classes=0).state_dict(), tmp_path / "fm.pt")
+    over = [
+        f"data.source={small_npz}", "methods=[rd]", "student.name=resnet10t", f"teacher.name={tmp_path / 'fm.pt'}",
+        "teacher.arch=resnet10t", "teacher.image_size=32", f"teacher.cache_dir={tmp_path / 'cache'}",
+        "teacher.views=2", "teacher.view_augment=mixup", "data.fraction=0.5", "data.unlabelled=rest",
+        "train.epochs=1", "train.steps=null", "train.batch_size=16",
+    ]  # fmt: skip
+    r = run(load_config("default", over), run_dir=tmp_path / "run").results[0]
+    assert np.isfinite(r.test["auc"])
+    metas = [p.read_text() for p in (tmp_path / "cache").glob("*.json")]
+    assert sum("-mixU01-" in m for m in metas) == 1  # the one mixed view of the training split
+
+
+def test_mixup_views_need_unlabelled_images():
+    from reprodistill.config import load_config
+    from reprodistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.unlabelled"):
+        load_config("default", ["teacher.view_augment=mixup", "teacher.views=4"])
+    with pytest.raises(ConfigError, match="teacher.views"):
+        load_config("default", ["teacher.view_augment=mixup", "data.unlabelled=rest"])

@@ -136,9 +136,11 @@ class TeacherConfig:
     # split runs K times (view 0 fixed, views 1..K-1 shifted/flipped by train.augment_*), and each training image
     # shows the student one of its K views at random, with the FM features of that view.
     views: int = 1
-    # How views 1..K-1 are made: 'weak' (the shift / flip of train.augment_*) or 'strong' (RandAugment + Cutout after
-    # it, FixMatch's strong view, fixed per view and image so the FM's features of it are cached).
-    view_augment: Literal["weak", "strong"] = "weak"
+    # How views 1..K-1 are made: 'weak' (the shift / flip of train.augment_*), 'strong' (RandAugment + Cutout after
+    # it, FixMatch's strong view, fixed per view and image so the FM's features of it are cached) or 'mixup' (weak,
+    # and each unlabelled image mixed with another unlabelled one, partner and weight ~ U(0, 1) fixed per view and
+    # image: Beyer et al.'s function matching; labelled images' views stay unmixed; needs data.unlabelled).
+    view_augment: Literal["weak", "strong", "mixup"] = "weak"
     # 'cached': one FM pass per image (fixed view), reused every epoch; 'online': run the FM on every augmented
     # training batch (the student's view; FM cost every step, as in plain KD).
     features: Literal["cached", "online"] = "cached"
@@ -467,9 +469,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"train.lr must be > 0, got {t.lr}")
     if cfg.teacher.views < 1:
         raise ConfigError(f"teacher.views must be >= 1 (1 = the fixed view only), got {cfg.teacher.views}")
-    if cfg.teacher.view_augment == "strong" and cfg.teacher.views < 2:
-        raise ConfigError("teacher.view_augment=strong augments the cached views 1..K-1: set teacher.views=K >= 2 "
-                          "(e.g. 8)")  # fmt: skip
+    if cfg.teacher.view_augment != "weak" and cfg.teacher.views < 2:
+        raise ConfigError(f"teacher.view_augment={cfg.teacher.view_augment} augments the cached views 1..K-1: set "
+                          "teacher.views=K >= 2 (e.g. 8)")  # fmt: skip
+    if cfg.teacher.view_augment == "mixup" and cfg.data.unlabelled == "none":
+        raise ConfigError("teacher.view_augment=mixup mixes the unlabelled images' views (a labelled image's label "
+                          "would not hold for a mixture): set data.unlabelled (e.g. rest)")  # fmt: skip
     b = cfg.bench
     if not b.seeds or not b.fractions:
         raise ConfigError("bench.seeds and bench.fractions need at least one value each, e.g. bench.seeds=[0,1,2]")

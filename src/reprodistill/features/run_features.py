@@ -49,16 +49,23 @@ class KindFeatures:
 
 
 def _fixed_and_views(
-    fm: FMPass, datasets: dict[str, ImageDataset], kind: str, cfg: RunConfig, timings: dict[str, float], views: bool
+    fm: FMPass,
+    datasets: dict[str, ImageDataset],
+    kind: str,
+    cfg: RunConfig,
+    timings: dict[str, float],
+    views: bool,
+    mixable: Optional[torch.Tensor] = None,
 ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
     """Fixed-view features of every split and (with ``views``) the ``teacher.views - 1`` extra augmented views of
-    the train split."""
+    the train split (``mixable``: the train images a mixed view may mix)."""
     shift, flip, how = cfg.train.augment_shift, cfg.train.augment_flip, view_augment(cfg)
 
     def get(name: str, ds: ImageDataset, k: int = 0) -> torch.Tensor:
         label = name if k == 0 else f"{name}-view{k}"
-        source = None if k == 0 else AugmentedView(ds, k, shift, flip, how)
-        return fm.cached(ds, kind, label, timings=timings, view=view_id(k, shift, flip, how), source=source)
+        source = None if k == 0 else AugmentedView(ds, k, shift, flip, how, mixable)
+        view = view_id(k, shift, flip, how, mixable)
+        return fm.cached(ds, kind, label, timings=timings, view=view, source=source)
 
     feats = {name: get(name, ds) for name, ds in datasets.items()}
     return feats, [get("train", datasets["train"], k) for k in range(1, cfg.teacher.views if views else 1)]
@@ -66,7 +73,8 @@ def _fixed_and_views(
 
 def view_augment(cfg: RunConfig) -> ViewAugment:
     """How the run's cached views 1..K-1 are made (``teacher.view_augment``)."""
-    return ViewAugment(cfg.train.augment_shift, cfg.train.augment_flip, cfg.teacher.view_augment == "strong")
+    how = cfg.teacher.view_augment
+    return ViewAugment(cfg.train.augment_shift, cfg.train.augment_flip, how == "strong", mix=how == "mixup")
 
 
 def kind_features(
@@ -87,21 +95,20 @@ def kind_features(
     """
     shift, flip, how = cfg.train.augment_shift, cfg.train.augment_flip, view_augment(cfg)
 
-    def bank(features: list[torch.Tensor]) -> CachedViews:
-        return CachedViews(features, shift, flip, how, data.load_size)
-
     if pool is None:
         feats, extra = _fixed_and_views(fm, datasets, kind, cfg, timings, views)
-        return KindFeatures(feats, bank([feats["train"], *extra]) if extra else None)
+        views_of = CachedViews([feats["train"], *extra], shift, flip, how, data.load_size) if extra else None
+        return KindFeatures(feats, views_of)
     full = {**datasets, "train": ImageDataset(pool.full_train, data.channels, data.load_size)}
-    feats, extra = _fixed_and_views(fm, full, kind, cfg, timings, views)
+    mixable = torch.as_tensor(pool.unlabelled_index, dtype=torch.long) if how.mix else None
+    feats, extra = _fixed_and_views(fm, full, kind, cfg, timings, views, mixable)
     whole = feats["train"]
     feats["train"], feats["unlabelled"] = whole[pool.labelled_index], whole[pool.unlabelled_index]
     if not extra:
         return KindFeatures(feats)
     # the views were drawn for the whole training split in its order: their features and augmentations are taken
     # together, so each image keeps the view the FM saw
-    every = bank([whole, *extra])
+    every = CachedViews([whole, *extra], shift, flip, how, data.load_size, source=full["train"], mixable=mixable)
     lab, unl = torch.as_tensor(pool.labelled_index), torch.as_tensor(pool.unlabelled_index)
     return KindFeatures(feats, every.subset(lab), every.subset(torch.cat([lab, unl])))
 
