@@ -81,7 +81,7 @@ def fit_teacher_head(
     if kind == "probe":  # the plain probe: nothing to compare
         return heads["probe"], []
     rows = [_validation_row(name, head, feats.val, class_weights) for name, head in heads.items()]
-    chosen = kind if kind != "val" else max(rows, key=_preference)["name"]
+    chosen = kind if kind != "val" else _preferred(rows)
     for r in rows:
         r["kept"] = float(r["name"] == chosen)
         log.info("teacher head %s: val AUC %.4f, bal. acc %.4f, loss %.4f%s", r["name"], r["val_auc"],
@@ -110,9 +110,11 @@ def candidate_heads(
     return heads
 
 
-def _preference(row: dict[str, Any]) -> tuple[float, float]:
-    key = "val_balanced_accuracy" if row["val_auc"] >= SATURATED_AUC else "val_auc"
-    return (row[key], -row["val_loss"])
+def _preferred(rows: list[dict[str, Any]]) -> str:
+    """The name of the row with the best validation AUC (balanced accuracy where the best AUC has saturated, for
+    every row alike), then the lowest validation loss."""
+    key = "val_balanced_accuracy" if max(r["val_auc"] for r in rows) >= SATURATED_AUC else "val_auc"
+    return str(max(rows, key=lambda r: (r[key], -r["val_loss"]))["name"])
 
 
 def _validation_row(
