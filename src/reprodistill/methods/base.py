@@ -186,10 +186,10 @@ class Method(nn.Module):
         """
 
     def prepare_curve(self) -> list[dict[str, Any]]:
-        """Validation rows that :meth:`prepare` recorded while it trained something (e.g. TDMR's stage 1: one row
-        after its head warm-up and each joint epoch), so a user can see whether its budget converged; the engine
-        writes them to the method folder's ``prepare_curve.csv``. Empty for a method whose preparation trains
-        nothing on the shared loop's behalf."""
+        """Validation rows that :meth:`prepare` recorded while it trained or chose something (TDMR's stage 1: one
+        row after its head warm-up and each joint epoch, so a user can see whether its budget converged; a
+        ``teacher_head`` other than the probe: one row per head fitted, the kept one marked); the engine writes them
+        to the method folder's ``prepare_curve.csv``. By default :attr:`prepare_rows`, empty unless set."""
         return self.prepare_rows
 
     def fm_pass(self, device: torch.device) -> FMPass:
