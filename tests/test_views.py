@@ -41,20 +41,26 @@ def test_sampled_images_match_the_features_of_their_view(train_ds, tiny_teacher)
     assert not torch.equal(images, images2)
 
 
-@pytest.mark.slow
-def test_run_with_cached_views(tmp_path, small_npz):
+def _tiny_fm_run(tmp_path, small_npz) -> list[str]:
+    """Overrides of an `rd` run on ``small_npz`` with a random resnet10t checkpoint as the FM (saved in
+    ``tmp_path``) and its feature cache in ``tmp_path / 'cache'``."""
     import timm
-
-    from reprodistill.config import load_config
-    from reprodistill.engine.run import run
 
     torch.manual_seed(0)
     torch.save(timm.create_model("resnet10t", num_classes=0).state_dict(), tmp_path / "fm.pt")
-    over = [
+    return [
         f"data.source={small_npz}", "methods=[rd]", "student.name=resnet10t", f"teacher.name={tmp_path / 'fm.pt'}",
         "teacher.arch=resnet10t", "teacher.image_size=32", f"teacher.cache_dir={tmp_path / 'cache'}",
-        "teacher.views=3", "train.epochs=2", "train.steps=null", "train.batch_size=16", "train.augment_flip=true",
+        "train.steps=null", "train.batch_size=16",
     ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_run_with_cached_views(tmp_path, small_npz):
+    from reprodistill.config import load_config
+    from reprodistill.engine.run import run
+
+    over = [*_tiny_fm_run(tmp_path, small_npz), "teacher.views=3", "train.epochs=2", "train.augment_flip=true"]
     res = run(load_config("default", over), run_dir=tmp_path / "run")
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 5  # train x 3 views, val, test
     r = res.results[0]
@@ -163,19 +169,11 @@ def test_mixed_views_of_a_subset_show_the_student_the_mixture_the_fm_saw(train_d
 
 @pytest.mark.slow
 def test_run_with_mixed_views_of_the_unlabelled_images(tmp_path, small_npz):
-    import timm
-
     from reprodistill.config import load_config
     from reprodistill.engine.run import run
 
-    torch.manual_seed(0)
-    torch.save(timm.create_model("resnet10t", num_classes=0).state_dict(), tmp_path / "fm.pt")
-    over = [
-        f"data.source={small_npz}", "methods=[rd]", "student.name=resnet10t", f"teacher.name={tmp_path / 'fm.pt'}",
-        "teacher.arch=resnet10t", "teacher.image_size=32", f"teacher.cache_dir={tmp_path / 'cache'}",
-        "teacher.views=2", "teacher.view_augment=mixup", "data.fraction=0.5", "data.unlabelled=rest",
-        "train.epochs=1", "train.steps=null", "train.batch_size=16",
-    ]  # fmt: skip
+    over = [*_tiny_fm_run(tmp_path, small_npz), "teacher.views=2", "teacher.view_augment=mixup", "data.fraction=0.5",
+            "data.unlabelled=rest", "train.epochs=1"]  # fmt: skip
     r = run(load_config("default", over), run_dir=tmp_path / "run").results[0]
     assert np.isfinite(r.test["auc"])
     metas = [p.read_text() for p in (tmp_path / "cache").glob("*.json")]
