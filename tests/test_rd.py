@@ -198,18 +198,15 @@ def test_kd_on_the_strong_view_of_unlabelled_images(teachers):
     assert "consistency" not in out.parts
 
 
-def test_teacher_share_follows_the_branch_against_the_student_on_validation(teachers, monkeypatch):
-    """teacher_share=val: after a validation round the teacher's share is 0.5 + (branch - student metric) / (2
-    margin), clipped to [0, 1] (balanced accuracy where both AUCs saturate); the unlabelled rows' KD terms are
-    weighted by it, the labelled ones not, FixMatch's term by 1 - share; the share is checkpointed."""
+def _rd_on_eight_images(teachers, **options):
+    """(an `rd` on the cnn teacher prepared on 8 random images, a batch of them with the last 4 unlabelled and their
+    strong views, the training dataset, its FM features)."""
     import numpy as np
 
     from reprodistill.data.dataset import ImageDataset
     from reprodistill.data.sources import UNLABELLED, Split
     from reprodistill.features.fm_pass import FMPass
     from reprodistill.features.split import FeatureSplit
-    from reprodistill.losses import kd_loss, kd_rows
-    from reprodistill.util.metrics import classification_metrics
 
     teacher = teachers["cnn"]
     images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
@@ -218,11 +215,26 @@ def test_teacher_share_follows_the_branch_against_the_student_on_validation(teac
     torch.manual_seed(0)
     student = create_student(StudentConfig(name="resnet10t"), 2, (28, 28))
     ctx = MethodContext(cfg=RunConfig(methods=["rd"]), num_classes=2, student=student, teacher=teacher)
-    with pytest.raises(ValueError, match="consistency_weight > 0"):
-        build_method("rd", ctx, teacher_share="val")
-    m = build_method("rd", ctx, teacher_share="val", consistency_weight=2.0, consistency_threshold=0.0,
-                     share_margin=0.1, phi_input_dropout=0.0)  # fmt: skip
+    m = build_method("rd", ctx, **options)
     m.prepare(FeatureSplit(ds, feats), torch.device("cpu"), val=FeatureSplit(ds, feats))
+    labels = torch.tensor([0, 1, 0, 1, UNLABELLED, UNLABELLED, UNLABELLED, UNLABELLED])
+    batch = {"image": torch.from_numpy(images).permute(0, 3, 1, 2), "label": labels, "index": torch.arange(8),
+             "teacher_features": feats}  # fmt: skip
+    batch["image_strong"] = m.input_views["strong"](batch["image"], torch.Generator().manual_seed(0))
+    return m, batch, ds, feats
+
+
+def test_teacher_share_follows_the_branch_against_the_student_on_validation(teachers, monkeypatch):
+    """teacher_share=val: after a validation round the teacher's share is 0.5 + (branch - student metric) / (2
+    margin), clipped to [0, 1] (balanced accuracy where both AUCs saturate); the unlabelled rows' KD terms are
+    weighted by it, the labelled ones not, FixMatch's term by 1 - share; the share is checkpointed."""
+    from reprodistill.losses import kd_loss, kd_rows
+    from reprodistill.util.metrics import classification_metrics
+
+    m, batch, ds, feats = _rd_on_eight_images(teachers, teacher_share="val", consistency_weight=2.0,
+                                              consistency_threshold=0.0, share_margin=0.1, phi_input_dropout=0.0)  # fmt: skip
+    with pytest.raises(ValueError, match="consistency_weight > 0"):
+        build_method("rd", m.ctx, teacher_share="val")
     assert float(m.teacher_share) == 1.0 and "teacher_share" in m.state_dict()
     with torch.no_grad():
         z_val = m.student.head(m.phi.eval()(feats))
@@ -234,10 +246,6 @@ def test_teacher_share_follows_the_branch_against_the_student_on_validation(teac
     assert float(m.teacher_share) == 0.0
     m.teacher_share.fill_(0.25)  # as a resumed run's checkpoint sets it; the loop then starts a round
     m.on_epoch_start(0)
-    labels = torch.tensor([0, 1, 0, 1, UNLABELLED, UNLABELLED, UNLABELLED, UNLABELLED])
-    batch = {"image": torch.from_numpy(images).permute(0, 3, 1, 2), "label": labels, "index": torch.arange(8),
-             "teacher_features": feats}  # fmt: skip
-    batch["image_strong"] = m.input_views["strong"](batch["image"], torch.Generator().manual_seed(0))
     m.eval()  # deterministic BatchNorm
     out = m(batch)
     rows = kd_rows(out.logits, out.aux["teacher_logits"], 4.0)
@@ -252,3 +260,25 @@ def test_teacher_share_follows_the_branch_against_the_student_on_validation(teac
     assert float(m.teacher_share) == pytest.approx(0.75)
     m.after_validation({"auc": 0.98, "balanced_accuracy": 0.85})  # the student has not saturated: AUC, 0.015 apart
     assert float(m.teacher_share) == pytest.approx(0.5 + 0.015 / 0.2)
+
+
+def test_teacher_share_anneal_hands_the_unlabelled_images_from_the_teacher_to_fixmatch(teachers):
+    """teacher_share=anneal: at training fraction p the unlabelled rows' KD terms weigh 1 - p (labelled rows 1) and
+    FixMatch's term p * consistency_weight; p = 0 is plain KD; it needs FixMatch's term."""
+    from reprodistill.losses import kd_loss, kd_rows
+
+    m, batch, _, _ = _rd_on_eight_images(teachers, teacher_share="anneal", consistency_weight=2.0,
+                                         consistency_threshold=0.0, phi_input_dropout=0.0)  # fmt: skip
+    with pytest.raises(ValueError, match="teacher_share=anneal .* consistency_weight > 0"):
+        build_method("rd", m.ctx, teacher_share="anneal")
+    assert "teacher_share" not in m.state_dict()  # the share follows the loop's progress: nothing to checkpoint
+    m.eval()  # deterministic BatchNorm
+    m.progress = 0.0
+    out = m(batch)
+    assert out.parts["kd"].item() == pytest.approx(kd_loss(out.logits, out.aux["teacher_logits"]).item(), rel=1e-5)
+    assert out.weights["consistency"] == 0.0 and out.logged["teacher_share"] == 1.0
+    m.progress = 0.75
+    out = m(batch)
+    rows = kd_rows(out.logits, out.aux["teacher_logits"], 4.0)
+    assert out.parts["kd"].item() == pytest.approx(((rows[:4].sum() + 0.25 * rows[4:].sum()) / 8).item(), rel=1e-5)
+    assert out.weights["consistency"] == pytest.approx(1.5) and out.logged["teacher_share"] == pytest.approx(0.25)

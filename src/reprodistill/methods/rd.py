@@ -79,7 +79,11 @@ class RDOptions(ConsistencyOptions, CKAOptions, TeacherHeadOptions):  # teacher_
     # branch's near-hard targets make the student confident on most unlabelled images, so FixMatch's threshold no
     # longer filters and its pseudo-labels only echo a teacher no more accurate than the student (measured with
     # benchmarks/unlabelled_targets.py: docs/measured.md, "the combined method"). Labelled images keep their KD term.
-    teacher_share: Literal["fixed", "val"] = "fixed"
+    # 'anneal': teacher annealing (Clark et al., ACL 2019, arXiv 1907.04829) on the unlabelled images,
+    # s = 1 - (fraction of training done): the teacher leads early, the student's own pseudo-labels late. Why: at a
+    # long budget FixMatch keeps improving while every RD row stops at its teacher's level (docs/measured.md, the
+    # budget bench), so the teacher should hand over rather than cap the student.
+    teacher_share: Literal["fixed", "val", "anneal"] = "fixed"
     share_margin: float = 0.05
 
 
@@ -120,10 +124,10 @@ class ReprogrammingDistillation(Method):
         if self.strong is not None:
             self.input_views = {"strong": self.strong.view}
         self._val: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # fixed-view FM features, labels
+        if options.teacher_share != "fixed" and self.consistency is None:
+            raise ValueError(f"rd: teacher_share={options.teacher_share} shares the unlabelled images with FixMatch's "
+                             "term; set consistency_weight > 0 (e.g. 1)")  # fmt: skip
         if options.teacher_share == "val":
-            if self.consistency is None:
-                raise ValueError("rd: teacher_share=val shares the unlabelled images with FixMatch's term; set "
-                                 "consistency_weight > 0 (e.g. 1)")  # fmt: skip
             # the teacher's share of the unlabelled images, set after each validation round (checkpointed)
             self.register_buffer("teacher_share", torch.tensor(1.0))
         self._share = 1.0  # the buffer's value as a host float (teacher_share=val), so a step reads it without a sync
@@ -191,7 +195,7 @@ class ReprogrammingDistillation(Method):
         if o.kd_student_view == "strong" and strong is not None:  # unlabelled rows: their strong views' logits
             kd_student, target = torch.cat([z_s[~unl], strong]), torch.cat([target[~unl], target[unl]])
             unl = torch.cat([unl[~unl], unl[unl]])
-        share = self._share
+        share = 1.0 - self.progress if o.teacher_share == "anneal" else self._share
         parts = {
             "ce_teacher": self.task_loss(z_t, y),
             "ce_student": self.task_loss(z_s, y),
@@ -205,8 +209,8 @@ class ReprogrammingDistillation(Method):
         logged = {"teacher_T": 1.0 / self.kd_target_scale} if self._calibration is not None else {}
         if self.consistency is not None:
             parts["consistency"], logged["mask_rate"] = self.consistency.loss(z_s, strong, y)
-            weights["consistency"] = o.consistency_weight * (1.0 - share if o.teacher_share == "val" else 1.0)
-        if o.teacher_share == "val":
+            weights["consistency"] = o.consistency_weight * (1.0 - share if o.teacher_share != "fixed" else 1.0)
+        if o.teacher_share != "fixed":
             logged["teacher_share"] = share
         return StepOutput.weighted(z_s, parts, weights, logged=logged, aux={"teacher_logits": z_t})
 
