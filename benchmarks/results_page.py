@@ -29,6 +29,31 @@ at); accuracy, balanced accuracy and F1 did not change.
 # (bench folder, slug for the plots, section title, what the bench was for)
 SECTIONS: list[tuple[str, str, str, str]] = [
     (
+        "results/breast-10-budget",
+        "breast-10-budget",
+        "BreastMNIST 10%, 3 seeds: every method at a step budget chosen on validation (300 or 1,500 steps)",
+        "Issue 36's budget axis: each row trained at 300 and at 1,500 steps, the verdict comparing (method, budget) "
+        "pairs. The stronger semi-supervised rivals (FlexMatch; MixMatch at the unlabelled weight validation chose in "
+        "`results/breast-10-mixmatch-weight`), consistent teaching on cached strong views (`rd-unl-cv`), function "
+        "matching on cached mixup views (`rd-unl-mix`), RD sharing the unlabelled images with FixMatch by validation "
+        "(`rd-unl-match`) or by teacher annealing (`rd-unl-anneal`). Cells committed one by one in git; their commits "
+        "are in each cell's `env.json`.",
+    ),
+    (
+        "results/breast-10-mixmatch-weight",
+        "breast-10-mixmatch-weight",
+        "BreastMNIST 10%, 1 seed: MixMatch's unlabelled weight chosen on validation",
+        "The paper's weight (100) predicts one class here; 1, 10 and 30 beside it. The presets run the weight "
+        "validation chose (`mixmatch-unl-w1`).",
+    ),
+    (
+        "results/animal-10-match",
+        "animal-10-match",
+        "Animal-MNIST 10% (a data set nothing was tuned on), 1 seed: RD sharing the unlabelled images with FixMatch",
+        "`rd-unl-match` against its parts on 10 classes of silhouettes, the CT-trained FM far from its domain "
+        "(`benchmarks/animal_mnist_npz.py` builds the data). One seed: a probe of the design, not evidence.",
+    ),
+    (
         "runs/b10-ssl10",
         "breast-10-practitioner-10seeds",
         "BreastMNIST 10%, 10 seeds: the deciding comparison, RD against what a practitioner would do anyway",
