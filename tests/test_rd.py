@@ -231,8 +231,8 @@ def test_teacher_share_follows_the_branch_against_the_student_on_validation(teac
     from reprodistill.losses import kd_loss, kd_rows
     from reprodistill.util.metrics import classification_metrics
 
-    m, batch, ds, feats = _rd_on_eight_images(teachers, teacher_share="val", consistency_weight=2.0,
-                                              consistency_threshold=0.0, share_margin=0.1, phi_input_dropout=0.0)  # fmt: skip
+    options = {"consistency_weight": 2.0, "consistency_threshold": 0.0, "share_margin": 0.1, "phi_input_dropout": 0.0}
+    m, batch, ds, feats = _rd_on_eight_images(teachers, teacher_share="val", **options)
     with pytest.raises(ValueError, match="consistency_weight > 0"):
         build_method("rd", m.ctx, teacher_share="val")
     assert float(m.teacher_share) == 1.0 and "teacher_share" in m.state_dict()
