@@ -156,48 +156,6 @@ def test_validation_calibration_softens_the_branch_kd_target(rd_setup):
         _rd(ctx, teacher_calibration="val").prepare(train, torch.device("cpu"))
 
 
-def test_kd_on_the_strong_view_of_unlabelled_images(teachers):
-    """kd_student_view=strong: labelled rows distil from their weak view, unlabelled rows from their strong view, to
-    the same targets as with the weak view; no FixMatch term unless consistency_weight > 0."""
-    import numpy as np
-    from conftest import build_method
-
-    from reprodistill.config import RunConfig, StudentConfig
-    from reprodistill.data.dataset import ImageDataset
-    from reprodistill.data.sources import UNLABELLED, Split
-    from reprodistill.features.fm_pass import FMPass
-    from reprodistill.features.split import FeatureSplit
-    from reprodistill.losses import kd_loss
-    from reprodistill.methods import MethodContext
-    from reprodistill.models import create_student
-
-    teacher = teachers["cnn"]
-    images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
-    ds = ImageDataset(Split(labels=np.array([0, 1] * 4), images=images), 1, (28, 28))
-    feats = FMPass(teacher, torch.device("cpu"), batch_size=8).features(ds, "pooled")
-    labels = torch.tensor([0, 1, 0, 1, UNLABELLED, UNLABELLED, UNLABELLED, UNLABELLED])
-    torch.manual_seed(0)
-    student = create_student(StudentConfig(name="resnet10t"), 2, (28, 28))
-    ctx = MethodContext(cfg=RunConfig(methods=["rd"]), num_classes=2, student=student, teacher=teacher)
-    m = build_method("rd", ctx, kd_student_view="strong", phi_input_dropout=0.0)
-    assert set(m.input_views) == {"strong"} and m.consistency is None
-    m.prepare(FeatureSplit(ds, feats), torch.device("cpu"))
-    batch = {"image": torch.from_numpy(images).permute(0, 3, 1, 2), "label": labels, "index": torch.arange(8),
-             "teacher_features": feats}  # fmt: skip
-    batch["image_strong"] = m.input_views["strong"](batch["image"], torch.Generator().manual_seed(0))
-    m.eval()  # deterministic BatchNorm: the same student outputs in the check below
-    out = m(batch)
-    with torch.no_grad():
-        f = m.student.features(
-            torch.cat([m.student_input(batch), m.student_input({"image": batch["image_strong"][4:]})])
-        )
-        z = m.student.head(f)
-        z_t = m.student.head(m.phi(feats))
-    expected = kd_loss(torch.cat([z[:4], z[8:]]), z_t, 4.0)
-    assert out.parts["kd"].item() == pytest.approx(expected.item(), rel=1e-5)
-    assert "consistency" not in out.parts
-
-
 def _rd_on_eight_images(teachers, **options):
     """(an `rd` on the cnn teacher prepared on 8 random images, a batch of them with the last 4 unlabelled and their
     strong views, the training dataset, its FM features)."""
@@ -222,6 +180,26 @@ def _rd_on_eight_images(teachers, **options):
              "teacher_features": feats}  # fmt: skip
     batch["image_strong"] = m.input_views["strong"](batch["image"], torch.Generator().manual_seed(0))
     return m, batch, ds, feats
+
+
+def test_kd_on_the_strong_view_of_unlabelled_images(teachers):
+    """kd_student_view=strong: labelled rows distil from their weak view, unlabelled rows from their strong view, to
+    the same targets as with the weak view; no FixMatch term unless consistency_weight > 0."""
+    from reprodistill.losses import kd_loss
+
+    m, batch, _, feats = _rd_on_eight_images(teachers, kd_student_view="strong", phi_input_dropout=0.0)
+    assert set(m.input_views) == {"strong"} and m.consistency is None
+    m.eval()  # deterministic BatchNorm: the same student outputs in the check below
+    out = m(batch)
+    with torch.no_grad():
+        f = m.student.features(
+            torch.cat([m.student_input(batch), m.student_input({"image": batch["image_strong"][4:]})])
+        )
+        z = m.student.head(f)
+        z_t = m.student.head(m.phi(feats))
+    expected = kd_loss(torch.cat([z[:4], z[8:]]), z_t, 4.0)
+    assert out.parts["kd"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert "consistency" not in out.parts
 
 
 def test_teacher_share_follows_the_branch_against_the_student_on_validation(teachers, monkeypatch):
