@@ -1,6 +1,7 @@
 """`reprodistill bench`: the grid, its files and plots, and a killed bench that reruns only missing cells."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -91,6 +92,11 @@ def test_bench_end_to_end_then_kill_and_rerun_only_missing_cells(tmp_path, small
     assert all((float(r["fm_feature_s"]) > 0) == (r["method"] != "student") for r in rows)
     report = (bench_dir / "report.md").read_text()
     assert "### Training fraction 0.5" in report and "| fitnet | 2 |" in report and "probed_fm" in report
+    # a teacher branch is scored on validation too (the split that chooses), beside its test scores
+    on_val = json.loads(next(bench_dir.glob("cells/kd/*/kd/result.json")).read_text())["val"]["extra"]["probed_fm"]
+    assert 0.0 <= on_val["auc"] <= 1.0 and 0.0 <= on_val["balanced_accuracy"] <= 1.0
+    branch = next(line for line in report.splitlines() if line.startswith("| kd | probed_fm | 0.5 | 2 |"))
+    assert float(branch.split("|")[5].split("±")[0]) > 0.0  # the val AUC column, filled
     # the verdict: one line per fraction, in the report and printed (no RD-family row here: no difference to show)
     assert report.count("- **Fraction ") == 2 and "Verdict (chosen on validation" in rerun.stdout
     assert "2 seeds: too few for an interval" in report  # 2 seeds claim nothing

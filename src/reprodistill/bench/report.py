@@ -11,7 +11,15 @@ from typing import Optional
 import numpy as np
 
 from reprodistill.bench import plots as plots_module
-from reprodistill.bench.rows import METRIC_NAMES, BenchRow, cell_commits, class_counts, class_names, test_metrics
+from reprodistill.bench.rows import (
+    METRIC_NAMES,
+    BenchRow,
+    cell_commits,
+    class_counts,
+    class_names,
+    test_metrics,
+    val_branches,
+)
 from reprodistill.bench.stats import (
     aggregate,
     best_student_cell,
@@ -324,19 +332,23 @@ def _cell_commits(rows: list[BenchRow]) -> list[str]:
 
 
 def _branch_rows(rows: list[BenchRow]) -> str:
-    """Table of branches such as RD's reprogrammed FM or the KD baselines' probed FM (mean ± std over seeds)."""
-    vals: dict[tuple[str, str, float], list[tuple[float, float]]] = defaultdict(list)
+    """Table of branches such as RD's reprogrammed FM or the KD baselines' probed FM (mean ± std over seeds), with
+    their validation AUC where every seed's cell stored it, so a teacher can be judged on the split that chooses."""
+    vals: dict[tuple[str, str, float], list[tuple[float, float, float]]] = defaultdict(list)
     for r in rows:
+        on_val = val_branches(r)
         for branch, m in ((test_metrics(r) or {}).get("extra") or {}).items():
-            vals[(r.method, branch, r.fraction)].append((m["accuracy"], m["auc"]))
+            val_auc = on_val.get(branch, {}).get("auc", math.nan)
+            vals[(r.method, branch, r.fraction)].append((val_auc, m["accuracy"], m["auc"]))
     if not vals:
         return ""
-    out = ["| method | branch | fraction | seeds | acc | AUC |", "|---|---|---:|---:|---:|---:|"]
+    out = ["| method | branch | fraction | seeds | val AUC | test acc | test AUC |", "|---|---|---:|---:|---:|---:|---:|"]
     for (m, b, f), v in sorted(vals.items(), key=lambda kv: (-kv[0][2], kv[0][0])):
         a = np.array(v)
-        std = a.std(0, ddof=1) if len(v) > 1 else np.zeros(2)
-        acc, auc = _pm((a[:, 0].mean(), std[0]), len(v)), _pm((a[:, 1].mean(), std[1]), len(v))
-        out.append(f"| {m} | {b} | {f:g} | {len(v)} | {acc} | {auc} |")
+        std = a.std(0, ddof=1) if len(v) > 1 else np.zeros(3)
+        val, acc, auc = (_pm((a[:, i].mean(), std[i]), len(v)) for i in range(3))
+        val = "" if np.isnan(a[:, 0]).any() else val  # older cells stored no branch validation scores
+        out.append(f"| {m} | {b} | {f:g} | {len(v)} | {val} | {acc} | {auc} |")
     return "\n".join(out)
 
 

@@ -153,6 +153,15 @@ def test_metrics(row: BenchRow) -> Optional[dict[str, Any]]:
     return read_json(path) if path is not None and path.is_file() else None
 
 
+def val_branches(row: BenchRow) -> dict[str, dict[str, float]]:
+    """The validation scores of the cell's non-deployed branches (its result.json's ``val.extra``), {} where the
+    cell has none (no branch, or trained before they were stored)."""
+    path = MethodDir(row.method_dir).result if row.method_dir else None
+    if path is None or not path.is_file():
+        return {}
+    return read_json(path).get("val", {}).get("extra") or {}
+
+
 def cell_commits(rows: list[BenchRow]) -> tuple[Counter, Counter]:
     """(commit -> cells trained at it, commit -> cells re-tested at it), from each cell's env.json / retest.json."""
     trained: Counter = Counter()

@@ -116,10 +116,11 @@ def _test_best(
     device: torch.device,
     best_epoch: int,
 ) -> tuple[dict, dict]:
-    """Load the method's reported checkpoint (best.pt) and test it: (the validation scalars the report reads, the
-    test metrics with the other branches, the validation-fitted calibration and ``best_epoch``)."""
+    """Load the method's reported checkpoint (best.pt) and test it: (the validation scalars the report reads, with
+    the other branches' AUC and balanced accuracy under 'extra'; the test metrics with the other branches, the
+    validation-fitted calibration and ``best_epoch``)."""
     method.load_state_dict(load_checkpoint(folder.method(method.name).best)["method"])
-    val = predict(method, splits["val"], cfg.train, device)
+    val = predict(method, splits["val"], cfg.train, device, extra=True)
     test = predict(method, splits["test"], cfg.train, device, extra=True)
     test_metrics = metrics_of(test)
     test_metrics["calibration"] = calibration(val, test, method.class_weights)
@@ -128,7 +129,10 @@ def _test_best(
         rows = test_prediction_rows(test, splits["test"], test_metrics["calibration"]["temperature"])
         write_csv(folder.method(method.name).test_predictions, rows)
     val_metrics = metrics_of(val)
-    return {k: val_metrics[k] for k in ("loss", *SCALAR_METRICS)}, test_metrics
+    scalars: dict[str, Any] = {k: val_metrics[k] for k in ("loss", *SCALAR_METRICS)}
+    if branches := val_metrics.get("extra"):  # a teacher branch's validation score, beside its test score
+        scalars["extra"] = {b: {k: m[k] for k in ("auc", "balanced_accuracy")} for b, m in branches.items()}
+    return scalars, test_metrics
 
 
 def test_prediction_rows(test: Predictions, split: FeatureSplit, temperature: float) -> list[dict[str, Any]]:

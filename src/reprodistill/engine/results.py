@@ -28,8 +28,9 @@ class MethodResult:
     # seconds of the method's own work before training (a probe fit, TDMR's stage 1, LoRA's trunk pass), counted
     # as when first done even if this run loaded its stored result
     prepare_s: float = 0.0
-    # validation metrics of the reported checkpoint (the split that chose it; 'loss' is the class-weighted CE)
-    val: dict[str, float] = field(default_factory=dict)
+    # validation metrics of the reported checkpoint (the split that chose it; 'loss' is the class-weighted CE), and
+    # under 'extra' the AUC and balanced accuracy of the method's non-deployed branches (the teacher it distils)
+    val: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MethodResult:
