@@ -251,3 +251,12 @@ def test_budget_axis_rows_choose_their_budget_on_validation():
     assert "| rd-unl | 0.1 | 300, 1500 | 300 | 0.8200 |" in table  # validation, not test, chose it
     text = verdict_markdown(rows, methods)  # the verdict compares (method, budget) pairs
     assert "deploy `fixmatch-unl@1500`" in text and "reprodistill's best `rd-unl@300`" in text
+
+
+def test_report_intro_names_every_budget_of_a_budget_axis():
+    from reprodistill.bench.report import _budget
+    from reprodistill.config import load_config
+
+    assert _budget(load_config("breast-bench", [])).startswith("300 optimiser steps for every cell")
+    axis = _budget(load_config("breast-bench", ["bench.steps=[300,1500]"]))
+    assert axis.startswith("300 or 1,500 optimiser steps (`bench.steps`: each row's budget is in its name")

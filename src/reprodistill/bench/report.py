@@ -194,6 +194,12 @@ def budget_markdown(rows: list[BenchRow], methods: list[str]) -> str:
 
 def _budget(cfg: RunConfig) -> str:
     t = cfg.train
+    if cfg.bench.steps:  # the budget axis: each row's budget is in its name
+        budgets = " or ".join(f"{n:,}" for n in cfg.bench.steps)
+        return (
+            f"{budgets} optimiser steps (`bench.steps`: each row's budget is in its name, `<method>@<steps>`) "
+            f"whatever the training-set size ({t.epochs} evaluation rounds), batch {t.batch_size}"
+        )
     if t.steps is not None:
         return (
             f"{t.steps} optimiser steps for every cell whatever the training-set size ({t.epochs} evaluation rounds), "
@@ -342,7 +348,10 @@ def _branch_rows(rows: list[BenchRow]) -> str:
             vals[(r.method, branch, r.fraction)].append((val_auc, m["accuracy"], m["auc"]))
     if not vals:
         return ""
-    out = ["| method | branch | fraction | seeds | val AUC | test acc | test AUC |", "|---|---|---:|---:|---:|---:|---:|"]
+    out = [
+        "| method | branch | fraction | seeds | val AUC | test acc | test AUC |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for (m, b, f), v in sorted(vals.items(), key=lambda kv: (-kv[0][2], kv[0][0])):
         a = np.array(v)
         std = a.std(0, ddof=1) if len(v) > 1 else np.zeros(3)
