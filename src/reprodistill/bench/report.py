@@ -14,6 +14,7 @@ from reprodistill.bench import plots as plots_module
 from reprodistill.bench.rows import (
     METRIC_NAMES,
     BenchRow,
+    budget_of,
     cell_commits,
     class_counts,
     class_names,
@@ -194,8 +195,10 @@ def budget_markdown(rows: list[BenchRow], methods: list[str]) -> str:
 
 def _budget(cfg: RunConfig) -> str:
     t = cfg.train
-    if cfg.bench.steps:  # the budget axis: each row's budget is in its name
-        budgets = " or ".join(f"{n:,}" for n in cfg.bench.steps)
+    # the budget axis (bench.steps, already expanded into rows <method>@<steps>): each row's budget is in its name
+    axis = sorted({b[1] for b in map(budget_of, cfg.methods) if b} or {int(n) for n in cfg.bench.steps})
+    if axis:
+        budgets = " or ".join(f"{n:,}" for n in axis)
         return (
             f"{budgets} optimiser steps (`bench.steps`: each row's budget is in its name, `<method>@<steps>`) "
             f"whatever the training-set size ({t.epochs} evaluation rounds), batch {t.batch_size}"

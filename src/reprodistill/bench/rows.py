@@ -34,6 +34,12 @@ COST_COLUMNS = ("best_epoch", "train_time_s", "fm_feature_s", "prepare_s", "tran
                 "latency_ms", "peak_rss_mb")  # fmt: skip
 
 
+def budget_of(row: str) -> Optional[tuple[str, int]]:
+    """(the row's name without its budget, steps) of a budget-axis row name ``<name>@<steps>``, else None."""
+    name, _, steps = row.rpartition("@")
+    return (name, int(steps)) if name and steps.isdigit() else None
+
+
 @dataclass(frozen=True)
 class BenchRow:
     """One cell of a bench: a method (or variant, or ``<method>@<steps>``) at a fraction and seed.
@@ -68,8 +74,7 @@ class BenchRow:
     @property
     def budget(self) -> Optional[tuple[str, int]]:
         """(the row without its budget, steps) of a budget-axis row ``<name>@<steps>``, else None."""
-        name, _, steps = self.method.rpartition("@")
-        return (name, int(steps)) if name and steps.isdigit() else None
+        return budget_of(self.method)
 
     def value(self, key: str) -> float:
         """A number by its results.csv column: a test metric (``auc``), a validation one (``val_auc``,
