@@ -29,6 +29,14 @@ at); accuracy, balanced accuracy and F1 did not change.
 # (bench folder, slug for the plots, section title, what the bench was for)
 SECTIONS: list[tuple[str, str, str, str]] = [
     (
+        "results/breast-10-decisive",
+        "breast-10-decisive",
+        "BreastMNIST 10%, 10 seeds: the decisive run (FixMatch and reprodistill's best row at budgets validation chose)",
+        "Issue 36's decisive comparison: the best alternative and reprodistill's best row of the budget bench "
+        "(`results/breast-10-budget`, seeds 0-2, whose cells it reuses), with the student alone, each at 300 and "
+        "1,500 steps over 10 seeds. Cells committed one by one in git; their commits are in each cell's `env.json`.",
+    ),
+    (
         "results/breast-10-budget",
         "breast-10-budget",
         "BreastMNIST 10%, 3 seeds: every method at a step budget chosen on validation (300 or 1,500 steps)",
