@@ -31,7 +31,7 @@ SECTIONS: list[tuple[str, str, str, str]] = [
     (
         "results/breast-10-decisive",
         "breast-10-decisive",
-        "BreastMNIST 10%, 10 seeds: the decisive run (FixMatch and reprodistill's best row at budgets validation chose)",
+        "BreastMNIST 10%, 10 seeds: the decisive run (the best rows of each side at budgets validation chose)",
         "Issue 36's decisive comparison: the best alternative and reprodistill's best row of the budget bench "
         "(`results/breast-10-budget`, seeds 0-2, whose cells it reuses), with the student alone, each at 300 and "
         "1,500 steps over 10 seeds. Cells committed one by one in git; their commits are in each cell's `env.json`.",
@@ -39,7 +39,7 @@ SECTIONS: list[tuple[str, str, str, str]] = [
     (
         "results/pneumonia-full-student",
         "pneumonia-full-student",
-        "PneumoniaMNIST, all 4,708 labels, 3 seeds: the student alone at a budget chosen on validation (the moonshot bar)",
+        "PneumoniaMNIST, all 4,708 labels, 3 seeds: the student alone at a budget validation chose (the moonshot bar)",
         "Issue 36's moonshot asks PneumoniaMNIST 10% + the unlabelled images to reach the student alone on all labels "
         "at its own chosen budget; this is that bar, re-measured at 300 and 1,500 steps.",
     ),
