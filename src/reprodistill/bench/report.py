@@ -19,7 +19,6 @@ from reprodistill.bench.rows import (
     class_counts,
     class_names,
     test_metrics,
-    val_branches,
 )
 from reprodistill.bench.stats import (
     aggregate,
@@ -345,9 +344,8 @@ def _branch_rows(rows: list[BenchRow]) -> str:
     their validation AUC where every seed's cell stored it, so a teacher can be judged on the split that chooses."""
     vals: dict[tuple[str, str, float], list[tuple[float, float, float]]] = defaultdict(list)
     for r in rows:
-        on_val = val_branches(r)
         for branch, m in ((test_metrics(r) or {}).get("extra") or {}).items():
-            val_auc = on_val.get(branch, {}).get("auc", math.nan)
+            val_auc = r.val_branches.get(branch, {}).get("auc", math.nan)
             vals[(r.method, branch, r.fraction)].append((val_auc, m["accuracy"], m["auc"]))
     if not vals:
         return ""

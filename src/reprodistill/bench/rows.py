@@ -57,6 +57,8 @@ class BenchRow:
         flags: Degenerate-predictor flags ('' for none).
         method_dir: The trained method's folder inside the cell's run folder ('' when there is none).
         val_auc_curve: Validation AUC after every evaluation round (its metrics.csv), to see whether it converged.
+        val_branches: Validation AUC and balanced accuracy of the cell's non-deployed branches (result.json's
+            ``val.extra``); {} where it has none (no branch, or trained before they were stored).
     """
 
     method: str
@@ -70,6 +72,7 @@ class BenchRow:
     flags: str = ""
     method_dir: str = ""
     val_auc_curve: tuple[float, ...] = ()
+    val_branches: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def budget(self) -> Optional[tuple[str, int]]:
@@ -107,7 +110,8 @@ class BenchRow:
 def read_row(method: str, fraction: float, seed: int, base: str, method_dir: Path) -> BenchRow:
     """The row of a finished cell from its ``result.json`` (in ``method_dir``); ``base`` is the registered method
     that trained (it gives the family and what is deployed)."""
-    flat = MethodResult.from_json(read_json(MethodDir(method_dir).result)).row()
+    result = MethodResult.from_json(read_json(MethodDir(method_dir).result))
+    flat = result.row()
     cls = METHODS.get(base)
     return BenchRow(
         method=method,
@@ -121,6 +125,7 @@ def read_row(method: str, fraction: float, seed: int, base: str, method_dir: Pat
         flags=flat["flags"],
         method_dir=str(method_dir),
         val_auc_curve=tuple(h["val_auc"] for h in _read_metrics(MethodDir(method_dir).metrics_csv) if "val_auc" in h),
+        val_branches=result.val.get("extra") or {},
     )
 
 
@@ -156,15 +161,6 @@ def test_metrics(row: BenchRow) -> Optional[dict[str, Any]]:
     """The cell's test_metrics.json (confusion matrix, per-class report, non-deployed branches), or None."""
     path = MethodDir(row.method_dir).test_metrics if row.method_dir else None
     return read_json(path) if path is not None and path.is_file() else None
-
-
-def val_branches(row: BenchRow) -> dict[str, dict[str, float]]:
-    """The validation scores of the cell's non-deployed branches (its result.json's ``val.extra``), {} where the
-    cell has none (no branch, or trained before they were stored)."""
-    path = MethodDir(row.method_dir).result if row.method_dir else None
-    if path is None or not path.is_file():
-        return {}
-    return read_json(path).get("val", {}).get("extra") or {}
 
 
 def cell_commits(rows: list[BenchRow]) -> tuple[Counter, Counter]:
