@@ -69,6 +69,32 @@ def test_export_and_predict_match_the_trained_student(trained_run, small_npz, tm
     assert {r["label"] for r in rows} <= {"normal", "pneumonia"}
 
 
+def test_validation_predictions_are_the_checkpoints_own(trained_run, small_npz):
+    """val_predictions.csv holds the reported checkpoint's calibrated outputs on every validation image: they give the
+    validation scores result.json stores and equal the exported student's probabilities (an operating point can be
+    chosen on validation from the run's files, without the weights)."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from reprodistill.data.transforms import preprocess
+
+    rows = list(csv.DictReader(open(trained_run / "student" / "val_predictions.csv")))
+    with np.load(small_npz) as z:
+        images, labels = z["val_images"], z["val_labels"].ravel()
+    assert [int(r["index"]) for r in rows] == list(range(len(labels)))
+    assert [int(r["label"]) for r in rows] == labels.tolist()
+    p = np.array([[float(r["p0"]), float(r["p1"])] for r in rows])
+    val = json.loads((trained_run / "student" / "result.json").read_text())["val"]
+    assert balanced_accuracy_score(labels, p.argmax(1)) == pytest.approx(val["balanced_accuracy"])
+    assert roc_auc_score(labels, p[:, 1]) == pytest.approx(val["auc"], abs=1e-4)  # 6-decimal probabilities
+    res = export_run(trained_run, onnx=False)
+    student, config = load_exported(res.directory)
+    with torch.inference_mode():
+        expected = (
+            student(preprocess(torch.from_numpy(images)[:, None], student.spec)) / config["temperature"]
+        ).softmax(-1)
+    assert np.allclose(p, expected.numpy(), atol=1e-5)
+
+
 def test_predict_cli_writes_csv_and_json(trained_run, pneumonia_arrays, tmp_path):
     export_run(trained_run, onnx=False)
     img = tmp_path / "x.png"

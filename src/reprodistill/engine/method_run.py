@@ -126,8 +126,9 @@ def _test_best(
     test_metrics["calibration"] = calibration(val, test, method.class_weights)
     test_metrics["best_epoch"] = best_epoch
     if distributed.is_main():
-        rows = test_prediction_rows(test, splits["test"], test_metrics["calibration"]["temperature"])
-        write_csv(folder.method(method.name).test_predictions, rows)
+        temperature, out = test_metrics["calibration"]["temperature"], folder.method(method.name)
+        write_csv(out.test_predictions, prediction_rows(test, splits["test"], temperature))
+        write_csv(out.val_predictions, prediction_rows(val, splits["val"], temperature))
     val_metrics = metrics_of(val)
     scalars: dict[str, Any] = {k: val_metrics[k] for k in ("loss", *SCALAR_METRICS)}
     if branches := val_metrics.get("extra"):  # a teacher branch's validation score, beside its test score
@@ -135,10 +136,10 @@ def _test_best(
     return scalars, test_metrics
 
 
-def test_prediction_rows(test: Predictions, split: FeatureSplit, temperature: float) -> list[dict[str, Any]]:
-    """One row per test image: its index, file (when the split has files), true and predicted class index and the
-    probabilities ``predict`` would print (softmax of the logits over the validation-fitted temperature)."""
-    log_probs, labels = test[0]["model"], test[1]
+def prediction_rows(preds: Predictions, split: FeatureSplit, temperature: float) -> list[dict[str, Any]]:
+    """One row per image of ``split``: its index, file (when the split has files), true and predicted class index and
+    the probabilities ``predict`` would print (softmax of the logits over the validation-fitted temperature)."""
+    log_probs, labels = preds[0]["model"], preds[1]
     probs = torch.from_numpy(log_probs / temperature).softmax(-1).numpy()
     paths = split.dataset.split.paths
     return [

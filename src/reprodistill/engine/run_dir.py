@@ -4,7 +4,7 @@ Layout::
 
     runs/<time>-<name>/
       config.yaml  env.json  data.json  teacher.json  log.txt  results.csv  results.md  [retest.json]
-      <method>/metrics.csv  best.pt  last.pt  test_metrics.json  test_predictions.csv  result.json
+      <method>/metrics.csv  best.pt  last.pt  test_metrics.json  {val,test}_predictions.csv  result.json
                [prepare_curve.csv]
 """
 
@@ -62,6 +62,12 @@ class MethodDir:
     def test_predictions(self) -> Path:
         """Per-image test outputs of the reported checkpoint (calibrated probabilities, as ``predict`` prints)."""
         return self.path / "test_predictions.csv"
+
+    @property
+    def val_predictions(self) -> Path:
+        """Per-image validation outputs of the same checkpoint, in the same form: what an operating point (a decision
+        threshold) chosen on validation needs, without the weights."""
+        return self.path / "val_predictions.csv"
 
     @property
     def prepare_curve(self) -> Path:
