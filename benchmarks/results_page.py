@@ -37,6 +37,15 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "1,500 steps over 10 seeds. Cells committed one by one in git; their commits are in each cell's `env.json`.",
     ),
     (
+        "results/pneumonia-10-decisive",
+        "pneumonia-10-decisive",
+        "PneumoniaMNIST 10%, 5 seeds: the two rows the verdict compares, at the budget validation chose",
+        "Issue 36's decisive comparison on the held-out set: the best alternative and reprodistill's best row of "
+        "`results/pneumonia-10-budget` (seeds 0-2, whose cells it reuses), with the student alone, each at the "
+        "1,500 steps validation chose there, over 5 seeds. Validation AUC saturates, so the verdict chooses by "
+        "validation balanced accuracy.",
+    ),
+    (
         "results/pneumonia-full-student",
         "pneumonia-full-student",
         "PneumoniaMNIST, all 4,708 labels, 3 seeds: the student alone at a budget validation chose (the moonshot bar)",
