@@ -46,7 +46,7 @@ def validation_threshold(labels: np.ndarray, p1: np.ndarray) -> float:
 
 def cell_scores(method_dir: Path) -> dict[str, float] | None:
     """Test AUC and balanced accuracy at 0.5 and at the validation threshold of one cell (None without val files)."""
-    from sklearn.metrics import roc_auc_score
+    from reprodistill.util.metrics import binary_auc
 
     if not (method_dir / "val_predictions.csv").is_file():
         return None
@@ -54,7 +54,7 @@ def cell_scores(method_dir: Path) -> dict[str, float] | None:
     yt, pt = read_predictions(method_dir / "test_predictions.csv")
     t = validation_threshold(yv, pv)
     return {
-        "auc": float(roc_auc_score(yt, pt)),
+        "auc": binary_auc(pt, yt == 1),
         "bal_default": balanced_accuracy(yt, pt >= 0.5),
         "bal_val_threshold": balanced_accuracy(yt, pt >= t),
         "threshold": t,
