@@ -82,5 +82,13 @@ def test_budget_is_logged_in_words_with_a_warning_when_out_of_proportion(caplog,
     caplog.clear()
     b.step(293)
     assert caplog.text == ""  # the estimate is given once
+    caplog.clear()
+    # BreastMNIST 10%: 349 passes over the 55 labelled images, 39 over the 491 unlabelled ones the budget is for
     mixed = BudgetLog("kd", TrainConfig(epochs=15, steps=300, batch_size=128), 20, 55, 491, 0.5, (28, 28))
-    assert mixed.total == 300 and "(64 labelled + 64 unlabelled): 349 passes over the 55 labelled" in caplog.text
+    assert mixed.total == 300
+    assert "(64 labelled + 64 unlabelled): 349 passes over the 55 labelled images and 39 over the 491 unlabelled" in (
+        caplog.text
+    )
+    assert "far more" not in caplog.text
+    BudgetLog("fixmatch", TrainConfig(epochs=15, steps=3000, batch_size=128), 200, 55, 491, 0.5, None)
+    assert "391 passes over 491 unlabelled images is far more" in caplog.text and "train.steps=383" in caplog.text

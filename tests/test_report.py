@@ -100,18 +100,44 @@ def test_report_names_the_commits_cells_trained_and_were_retested_at(tmp_path):
     from reprodistill.bench.report import _cell_commits
 
     rows = []
-    commits = (("aaaaaaa111", "ccccccc333"), ("aaaaaaa111", None), ("bbbbbbb222", None))
-    for seed, (trained, retested) in enumerate(commits):
+    commits = (("aaaaaaa111", "ccccccc333", True), ("aaaaaaa111", None, False), ("bbbbbbb222", None, None))
+    for seed, (trained, retested, edited) in enumerate(commits):
         cell = tmp_path / f"seed{seed}"
         (cell / "kd").mkdir(parents=True)
         (cell / "env.json").write_text(json.dumps({"git_sha": trained}))
         if retested:
-            (cell / "retest.json").write_text(json.dumps({"git_sha": retested}))
+            (cell / "retest.json").write_text(json.dumps({"git_sha": retested, "code_modified": edited}))
         rows.append(_row("kd", seed, 0.7, method_dir=str(cell / "kd")))
     assert _cell_commits(rows) == [
         "- Cells trained at: `aaaaaaa` (2), `bbbbbbb` (1)",
-        "- Cells re-tested (stored checkpoints, no training) at: `ccccccc` (1)",
+        "- Cells re-tested (stored checkpoints, no training) at: `ccccccc` with uncommitted edits (1)",
     ]
+
+
+def test_code_state_says_when_the_package_differs_from_its_commit(tmp_path):
+    """env.json's commit names the code that ran only if the package was committed; an edit of a tracked file under
+    the package is recorded, an edit elsewhere in the checkout (a bench's own report) is not."""
+    import subprocess
+
+    from reprodistill.engine.environment import read_code_state
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    assert read_code_state(tmp_path) == (None, None)
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "code.py").write_text("x = 1\n")
+    (tmp_path / "report.md").write_text("old\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert read_code_state(tmp_path / "pkg") == (sha, False)
+    (tmp_path / "report.md").write_text("new\n")
+    (tmp_path / "pkg" / "untracked.py").write_text("")
+    assert read_code_state(tmp_path / "pkg") == (sha, False)
+    (tmp_path / "pkg" / "code.py").write_text("x = 2\n")
+    assert read_code_state(tmp_path / "pkg") == (sha, True)
 
 
 def test_commit_is_read_when_the_code_is_imported_not_when_a_cell_starts(monkeypatch):

@@ -335,8 +335,14 @@ def _cell_commits(rows: list[BenchRow]) -> list[str]:
     lines = []
     for what, counts in zip(("trained", "re-tested (stored checkpoints, no training)"), cell_commits(rows)):
         if counts:
-            lines.append(f"- Cells {what} at: " + ", ".join(f"`{c}` ({n})" for c, n in sorted(counts.items())))
+            lines.append(f"- Cells {what} at: " + ", ".join(_commit_label(c, n) for c, n in sorted(counts.items())))
     return lines
+
+
+def _commit_label(commit: str, cells: int) -> str:
+    """`sha` (n), or `sha` with uncommitted edits (n)."""
+    sha, _, rest = commit.partition(" ")
+    return f"`{sha}`{' ' + rest if rest else ''} ({cells})"
 
 
 def _branch_rows(rows: list[BenchRow]) -> str:

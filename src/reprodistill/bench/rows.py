@@ -164,7 +164,8 @@ def test_metrics(row: BenchRow) -> Optional[dict[str, Any]]:
 
 
 def cell_commits(rows: list[BenchRow]) -> tuple[Counter, Counter]:
-    """(commit -> cells trained at it, commit -> cells re-tested at it), from each cell's env.json / retest.json."""
+    """(commit -> cells trained at it, commit -> cells re-tested at it), from each cell's env.json / retest.json; a
+    commit whose package had uncommitted edits in that process reads "<sha> with uncommitted edits"."""
     trained: Counter = Counter()
     retested: Counter = Counter()
     for r in rows:
@@ -173,5 +174,10 @@ def cell_commits(rows: list[BenchRow]) -> tuple[Counter, Counter]:
             continue
         for name, counts in (("env.json", trained), ("retest.json", retested)):
             if (folder.path / name).is_file():
-                counts[str(read_json(folder.path / name).get("git_sha") or "unknown")[:7]] += 1
+                env = read_json(folder.path / name)
+                # a cell run with the package edited after its commit says so: the commit alone names other code
+                counts[
+                    str(env.get("git_sha") or "unknown")[:7]
+                    + (" with uncommitted edits" if env.get("code_modified") else "")
+                ] += 1
     return trained, retested

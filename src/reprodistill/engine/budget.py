@@ -28,6 +28,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _count(passes: float) -> str:
+    return f"{passes:.0f}" if passes >= 10 else f"{passes:.2g}"
+
+
 class BudgetLog:
     """Logs the budget of one method's training, then (once) the estimate of its time after ``probe_steps``."""
 
@@ -47,20 +51,27 @@ class BudgetLog:
         per_step_unl = round(cfg.batch_size * unlabelled_share) if n_unlabelled else 0
         per_step_lab = cfg.batch_size - per_step_unl
         passes = self.total * per_step_lab / max(1, n_labelled)
+        unl_passes = self.total * per_step_unl / max(1, n_unlabelled)
         mix = f" ({per_step_lab} labelled + {per_step_unl} unlabelled)" if per_step_unl else ""
+        unl = f" and {_count(unl_passes)} over the {n_unlabelled} unlabelled ones" if per_step_unl else ""
         size = f"; input {input_size[0]}x{input_size[1]} px" if input_size else ""
         log.info(
             "%s: budget %d optimiser steps in %d evaluation round(s), %d images per step%s: %s passes over the %d "
-            "labelled images%s",
-            name, self.total, cfg.epochs, cfg.batch_size, mix, f"{passes:.0f}" if passes >= 10 else f"{passes:.2g}",
-            n_labelled, size,
+            "labelled images%s%s",
+            name, self.total, cfg.epochs, cfg.batch_size, mix, _count(passes), n_labelled, unl, size,
         )  # fmt: skip
-        if passes > MAX_SENSIBLE_PASSES:
-            sensible = max(cfg.epochs, int(50 * n_labelled / max(1, per_step_lab)))
+        # With unlabelled images a long budget is spent on them (the labelled half of each batch repeats by design,
+        # as in FixMatch's schedule): it is out of proportion only when the unlabelled pool is exhausted many times.
+        what, many, pool, per_step = (
+            ("unlabelled", unl_passes, n_unlabelled, per_step_unl) if per_step_unl
+            else ("labelled", passes, n_labelled, per_step_lab)
+        )  # fmt: skip
+        if many > MAX_SENSIBLE_PASSES:
+            sensible = max(cfg.epochs, int(50 * pool / max(1, per_step)))
             log.warning(
-                "%s: %.0f passes over %d labelled images is far more than so few images need (the presets' budget "
+                "%s: %.0f passes over %d %s images is far more than so few images need (the presets' budget "
                 "is sized for hundreds); e.g. train.steps=%d gives ~50 passes",
-                name, passes, n_labelled, sensible,
+                name, many, pool, what, sensible,
             )  # fmt: skip
 
     def step(self, steps_left: int) -> None:

@@ -15,27 +15,43 @@ from reprodistill import __version__
 from reprodistill.config import RunConfig
 from reprodistill.engine import distributed
 
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
-def _read_git_sha() -> Optional[str]:
+
+def _git(directory: Path, *args: str) -> Optional[str]:
+    """``git args`` run in ``directory``: its stdout, or None where git or a checkout is missing."""
     try:
-        return (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-            ).stdout.strip()
-            or None
-        )
+        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=directory)
     except (OSError, subprocess.SubprocessError):
         return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def read_code_state(directory: Path) -> tuple[Optional[str], Optional[bool]]:
+    """(commit, whether tracked files under ``directory`` differ from it), or (None, None) outside a git checkout.
+    Only ``directory`` counts: a bench rewriting its own tracked report does not make the code it ran modified."""
+    sha = (_git(directory, "rev-parse", "HEAD") or "").strip() or None
+    if sha is None:
+        return None, None
+    status = _git(directory, "status", "--porcelain", "--untracked-files=no", "--", ".")
+    return sha, None if status is None else bool(status.strip())
 
 
 # Read once, when the code is imported: a long bench whose checkout moves on (a commit mid-run) keeps running the
-# code it imported, so that is the commit its cells must record.
-_GIT_SHA = _read_git_sha()
+# code it imported, so that is the commit its cells must record; an uncommitted edit of the package at that moment is
+# recorded beside it (code_modified), since the commit alone would then name code that did not run.
+_GIT_SHA, _CODE_MODIFIED = read_code_state(_PACKAGE_DIR)
 
 
 def git_sha() -> Optional[str]:
     """The commit of this checkout of reprodistill when this process imported it, or None outside a git checkout."""
     return _GIT_SHA
+
+
+def code_modified() -> Optional[bool]:
+    """Whether the package's tracked files differed from :func:`git_sha` when this process imported it (None outside
+    a git checkout)."""
+    return _CODE_MODIFIED
 
 
 def environment(cfg: RunConfig) -> dict[str, Any]:
@@ -46,6 +62,7 @@ def environment(cfg: RunConfig) -> dict[str, Any]:
     return {
         "reprodistill": __version__,
         "git_sha": git_sha(),
+        "code_modified": code_modified(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "timm": timm.__version__,
