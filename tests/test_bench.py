@@ -184,3 +184,31 @@ def test_budget_axis_makes_one_row_per_method_and_budget():
     assert bench_cells(x)[1].folder == "student@1500/frac0.1-seed0"
     with pytest.raises(ConfigError, match="positive"):
         expand_budgets(load_config("breast-bench", ["bench.steps=[0]"]))
+
+
+def test_a_row_naming_another_rows_cell_gets_that_rows_cell_of_its_seed_and_runs_after_it(tmp_path):
+    """`co_teacher: cell:fixmatch-unl@1500` becomes the same fraction and seed's cell folder of that row, and the
+    grid trains that row's cell first whatever the order of `methods`."""
+    from reprodistill.config import ConfigError, expand_budgets
+
+    cfg = expand_budgets(
+        load_config(
+            "breast-bench",
+            [
+                "methods=[rd-unl-mix-co,fixmatch-unl]",
+                "bench.seeds=[3]",
+                "bench.fractions=[0.1]",
+                "bench.steps=[300,1500]",
+            ],
+        )  # fmt: skip
+    )
+    cells = bench_cells(cfg)
+    order = [c.method for c in cells]
+    assert order.index("fixmatch-unl@1500") < order.index("rd-unl-mix-co@300")
+    co = next(c for c in cells if c.method == "rd-unl-mix-co@300")
+    options = cell_config(cfg, co, tmp_path).method_options["rd"]
+    assert options["co_teacher"] == str(tmp_path / "cells" / "fixmatch-unl@1500" / "frac0.1-seed3")
+    assert cell_config(cfg, co).method_options["rd"]["co_teacher"] == "cell:fixmatch-unl@1500"
+    lone = expand_budgets(load_config("breast-bench", ["methods=[rd-unl-mix-co]", "bench.steps=[300]"]))
+    with pytest.raises(ConfigError, match="names cell:fixmatch-unl@1500, which is not a row of this bench"):
+        bench_cells(lone)

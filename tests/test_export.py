@@ -185,7 +185,7 @@ def test_predict_skips_undecodable_files_lists_them_and_survives_a_closed_pipe(t
 
 @pytest.mark.parametrize(("select", "expected"), [("last", "kd"), ("loss", "student"), ("auc", "kd")])
 def test_export_without_method_picks_the_student_by_the_runs_validation_rule(tmp_path, select, expected):
-    from reprodistill.engine.export import _pick_method
+    from reprodistill.engine.export import pick_student_method
     from reprodistill.engine.run_dir import RunDir
 
     run_dir = tmp_path / "run"
@@ -200,11 +200,11 @@ def test_export_without_method_picks_the_student_by_the_runs_validation_rule(tmp
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    assert _pick_method(RunDir(run_dir), None) == expected
+    assert pick_student_method(RunDir(run_dir), None) == expected
 
 
 def test_export_picks_by_balanced_accuracy_where_validation_auc_saturates(tmp_path):
-    from reprodistill.engine.export import _pick_method
+    from reprodistill.engine.export import pick_student_method
     from reprodistill.engine.run_dir import RunDir
 
     run_dir = tmp_path / "run"
@@ -216,4 +216,36 @@ def test_export_picks_by_balanced_accuracy_where_validation_auc_saturates(tmp_pa
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    assert _pick_method(RunDir(run_dir), None) == "rd"  # AUC 0.9992 vs 0.9990 is noise; 0.95 vs 0.90 is not
+    assert pick_student_method(RunDir(run_dir), None) == "rd"  # AUC 0.9992 vs 0.9990 is noise; 0.95 vs 0.90 is not
+
+
+def test_co_teacher_is_the_finished_runs_frozen_student_and_only_on_the_same_images(trained_run):
+    """A co-teacher loads as the run's own student (frozen, eval mode, the RNG stream of the run untouched); one
+    trained on another subset of the data, which may hold this run's validation or test images, is refused."""
+    from types import SimpleNamespace
+
+    import yaml
+
+    from reprodistill.config import RunConfig, from_dict
+    from reprodistill.data import load_data
+    from reprodistill.engine.co_teacher import load_co_teacher
+    from reprodistill.engine.export import load_trained_student
+    from reprodistill.errors import ConfigError
+
+    cfg = from_dict(RunConfig, yaml.safe_load((trained_run / "config.yaml").read_text()))
+    data = load_data(cfg.data)
+    rng = torch.get_rng_state()
+    co = load_co_teacher(SimpleNamespace(co_teacher=str(trained_run)), cfg, data, torch.device("cpu"))
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert not co.training and not any(p.requires_grad for p in co.parameters())
+    x = torch.randn(4, 3, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(co(x), load_trained_student(trained_run).student(x))
+    assert load_co_teacher(SimpleNamespace(co_teacher=None), cfg, data, torch.device("cpu")) is None
+    cfg.data.subset_seed = 7  # another subset of the training images
+    with pytest.raises(
+        ReprodistillError, match=r"trained on other images than this run \(data.subset_seed None there, 7 here"
+    ):
+        load_co_teacher(SimpleNamespace(co_teacher=str(trained_run)), cfg, data, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="only a bench"):
+        load_co_teacher(SimpleNamespace(co_teacher="cell:fixmatch-unl"), cfg, data, torch.device("cpu"))

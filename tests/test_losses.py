@@ -229,3 +229,19 @@ def test_fit_logit_scale_minimises_the_weighted_nll_and_never_sharpens():
     assert nll(s) <= min(nll(s * 0.99), nll(s * 1.01))
     separable = torch.tensor([[0.0, 3.0], [3.0, 0.0]])
     assert fit_logit_scale(separable, torch.tensor([1, 0])) == 1.0  # perfectly right: capped, not sharpened
+
+
+def test_mixture_target_is_the_weighted_mean_of_the_softened_teachers():
+    from reprodistill.losses import kd_loss, mixture_target_logits
+
+    a, b = torch.tensor([[60.0, 0.0], [0.0, 2.0]]), torch.tensor([[1.0, 3.0], [4.0, 0.0]])
+    z = mixture_target_logits([a, b], [0.5, 0.5], 4.0)
+    # by hand: softmax(a/4) row 0 = (1/(1+e^-15), e^-15/(1+e^-15)); softmax(b/4) row 0 = (1/(1+e^0.5), ...)
+    p_a0 = 1 / (1 + math.exp(-15.0))
+    p_b0 = 1 / (1 + math.exp(0.5))
+    assert torch.softmax(z / 4.0, -1)[0, 0].item() == pytest.approx(0.5 * p_a0 + 0.5 * p_b0, abs=1e-6)
+    single = mixture_target_logits([a, b], [1.0, 0.0], 4.0)  # a zero-weight teacher drops out
+    s = torch.randn(2, 2)
+    assert kd_loss(s, single, 4.0).item() == pytest.approx(kd_loss(s, a, 4.0).item(), abs=1e-5)
+    with pytest.raises(ValueError, match="sum to 1"):
+        mixture_target_logits([a, b], [0.5, 0.6], 4.0)

@@ -260,3 +260,33 @@ def test_teacher_share_anneal_hands_the_unlabelled_images_from_the_teacher_to_fi
     rows = kd_rows(out.logits, out.aux["teacher_logits"], 4.0)
     assert out.parts["kd"].item() == pytest.approx(((rows[:4].sum() + 0.25 * rows[4:].sum()) / 8).item(), rel=1e-5)
     assert out.weights["consistency"] == pytest.approx(1.5) and out.logged["teacher_share"] == pytest.approx(0.25)
+
+
+def test_co_teacher_mixes_its_softened_prediction_on_the_students_view_into_the_kd_target(rd_setup):
+    """KD target = (1 - w) softmax(z_t / T) + w softmax(z_co / T), z_co the frozen co-teacher on the student's
+    view; the co-teacher is neither trained nor checkpointed, and the KD term teaches the student only."""
+    from dataclasses import replace
+
+    from reprodistill.losses import kd_loss
+
+    ctx, batch = rd_setup
+    co = create_student(StudentConfig(name="resnet10t"), num_classes=3, default_size=(28, 28)).eval()
+    co.requires_grad_(False)
+    method = _rd(replace(ctx, co_teacher=co), co_teacher="somewhere", co_teacher_weight=0.25, phi_input_dropout=0.0)
+    method.eval()  # no dropout: the parts can be recomputed by hand
+    with torch.no_grad():
+        out = method(batch)
+        z_t = out.aux["teacher_logits"]
+        z_co = co(method.student_input(batch))  # same arch and spec: the student's view
+        t = method.options.temperature
+        mix = 0.75 * torch.softmax(z_t / t, -1) + 0.25 * torch.softmax(z_co / t, -1)
+        assert torch.allclose(out.parts["kd"], kd_loss(out.logits, t * mix.log(), t), atol=1e-5)
+        only_branch = kd_loss(out.logits, z_t, t)
+        assert not torch.allclose(out.parts["kd"], only_branch, atol=1e-3)  # the co-teacher does change it
+    assert method.state_dict().keys() == _rd(ctx).state_dict().keys()  # not checkpointed
+    method.train()
+    assert not co.training
+    with pytest.raises(ValueError, match="co_teacher_weight must be in"):
+        _rd(replace(ctx, co_teacher=co), co_teacher="x", co_teacher_weight=1.5)
+    with pytest.raises(ValueError, match="was not loaded"):
+        _rd(ctx, co_teacher="x")

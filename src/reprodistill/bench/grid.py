@@ -39,10 +39,11 @@ from reprodistill.config import (
     to_dict,
 )
 from reprodistill.engine import distributed
+from reprodistill.engine.co_teacher import CELL_PREFIX
 from reprodistill.engine.environment import setup_logging
 from reprodistill.engine.run import retest_run
 from reprodistill.engine.run_dir import RunDir
-from reprodistill.errors import ReprodistillError
+from reprodistill.errors import ConfigError, ReprodistillError
 from reprodistill.features.run_features import build_teacher
 from reprodistill.methods import METHODS, check_config
 from reprodistill.models.teacher import Teacher
@@ -79,17 +80,51 @@ class BenchResult:
 
 
 def bench_cells(cfg: RunConfig) -> list[Cell]:
-    """Every (method, fraction, seed) of the grid, largest fraction first, then seeds, then methods."""
+    """Every (method, fraction, seed) of the grid, largest fraction first, then seeds, then methods (a row whose
+    options name another row's cell, ``cell:<row>``, after that row)."""
     fractions = sorted(cfg.bench.fractions, reverse=True)
     base = {m: method_variant(cfg, m)[0] for m in cfg.methods}
-    return [Cell(m, f, s, base[m]) for f in fractions for s in cfg.bench.seeds for m in cfg.methods]
+    methods = _cells_first(cfg)
+    return [Cell(m, f, s, base[m]) for f in fractions for s in cfg.bench.seeds for m in methods]
 
 
-def cell_config(cfg: RunConfig, cell: Cell) -> RunConfig:
+def _cell_refs(cfg: RunConfig, method: str) -> list[str]:
+    """The rows whose cells ``method``'s options name (``cell:<row>``)."""
+    options = method_variant(cfg, method)[1]
+    return [v[len(CELL_PREFIX) :] for v in options.values() if isinstance(v, str) and v.startswith(CELL_PREFIX)]
+
+
+def _cells_first(cfg: RunConfig) -> list[str]:
+    """``cfg.methods`` with every row after the rows it names, else in their order; a named row missing from the
+    bench, or a cycle, stops here."""
+    ordered: list[str] = []
+    todo = list(cfg.methods)
+    while todo:
+        ready = [m for m in todo if all(r in ordered for r in _cell_refs(cfg, m))]
+        if not ready:
+            m = todo[0]
+            missing = [r for r in _cell_refs(cfg, m) if r not in cfg.methods]
+            raise ConfigError(
+                f"bench row {m} names cell:{(missing or _cell_refs(cfg, m))[0]}, "
+                + ("which is not a row of this bench: add it to methods (a budget row reads <method>@<steps>)"
+                   if missing else "and the rows name each other in a cycle")
+            )  # fmt: skip
+        ordered.append(ready[0])
+        todo.remove(ready[0])
+    return ordered
+
+
+def cell_config(cfg: RunConfig, cell: Cell, bench_dir: Optional[Path] = None) -> RunConfig:
     """The run config of one cell: the bench config with one method (a variant resolved to its method and merged
-    options), its fraction and seed, and no grid."""
+    options), its fraction and seed, and no grid. With ``bench_dir``, an option ``cell:<row>`` becomes the folder
+    of that row's cell of the same fraction and seed."""
     c = apply_variant_sections(copy.deepcopy(cfg), cell.method)
     base, options = method_variant(cfg, cell.method)
+    if bench_dir is not None:
+        for key, value in options.items():
+            if isinstance(value, str) and value.startswith(CELL_PREFIX):
+                row = Cell(value[len(CELL_PREFIX) :], cell.fraction, cell.seed)
+                options[key] = str(Path(bench_dir) / "cells" / row.folder)
     c.methods = [base]
     c.method_options = {base: options} if options else {}
     c.data.fraction = cell.fraction
@@ -153,7 +188,7 @@ def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: L
         folder, done = bench_dir / "cells" / cell.folder, cell.result_path(bench_dir)
         if done.is_file():
             continue
-        write_cell_config(folder, cell_config(cfg, cell))
+        write_cell_config(folder, cell_config(cfg, cell, bench_dir))
         jobs.append(CellJob(folder, cell_command(folder, command_gpus), done.is_file))
     res.cells_kept = len(cells) - len(jobs)
     if launch.no_wait:
@@ -189,7 +224,7 @@ def _run_here(cfg: RunConfig, cells: list[Cell], bench_dir: Path, retest: bool, 
             retest_run(cell_dir, teacher=teacher)
             res.cells_kept += 1
         else:
-            c = cell_config(cfg, cell)
+            c = cell_config(cfg, cell, bench_dir)
             if main:
                 write_cell_config(cell_dir, c)
             if run_cell(cell_dir, teacher=teacher, cfg=c):

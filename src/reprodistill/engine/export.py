@@ -41,7 +41,7 @@ class ExportResult:
     onnx_max_abs_diff: Optional[float]
 
 
-def _pick_method(folder: RunDir, method: Optional[str]) -> str:
+def pick_student_method(folder: RunDir, method: Optional[str]) -> str:
     """The named method, else the student-deploying method with the best *validation* score in results.csv, by the
     run's own selection metric (the rule that chose each checkpoint; the test split never chooses)."""
     run_dir = folder.path
@@ -84,28 +84,46 @@ def _student_state(method_state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return state
 
 
+@dataclass
+class TrainedStudent:
+    """A finished run's student, rebuilt from its checkpoint, with what it was trained on."""
+
+    student: Student  # in eval mode
+    method: str
+    cfg: RunConfig  # the run's config.yaml
+    data: dict  # the run's data.json
+
+
+def load_trained_student(run_dir: str | Path | RunDir, method: Optional[str] = None) -> TrainedStudent:
+    """The student of ``method`` in a finished run folder (a bench cell too), or of its student method with the best
+    validation score (:func:`pick_student_method`), from its ``best.pt``."""
+    folder = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    if not folder.config.is_file() or not folder.data_json.is_file():
+        raise ReprodistillError(
+            f"{folder.path} is not a reprodistill run folder (no config.yaml / data.json); give the folder that "
+            "`reprodistill distill` printed, or a bench cell under <bench>/cells/<method>/"
+        )
+    cfg = from_dict(RunConfig, yaml.safe_load(folder.config.read_text()))
+    data = json.loads(folder.data_json.read_text())
+    name = pick_student_method(folder, method)
+    student = create_student(
+        StudentConfig(**{**cfg.student.__dict__, "pretrained": False, "checkpoint": None}),
+        num_classes=len(data["class_names"]),
+        default_size=tuple(data["load_size"]),
+    )
+    student.model.load_state_dict(_student_state(load_checkpoint(folder.method(name).best)["method"]), strict=True)
+    return TrainedStudent(student.eval(), name, cfg, data)
+
+
 def export_run(run_dir: str | Path, method: Optional[str] = None, onnx: bool = True) -> ExportResult:
     """Write ``<run>/export/{model.safetensors, config.json, model.onnx}`` for the run's best (or named) student."""
     from safetensors.torch import save_file  # noqa: PLC0415
 
     folder = RunDir(run_dir)
     run_dir = folder.path
-    if not folder.config.is_file() or not folder.data_json.is_file():
-        raise ReprodistillError(
-            f"{run_dir} is not a reprodistill run folder (no config.yaml / data.json); give the folder that "
-            "`reprodistill distill` printed, or a bench cell under <bench>/cells/<method>/"
-        )
-    cfg = from_dict(RunConfig, yaml.safe_load(folder.config.read_text()))
-    data = json.loads(folder.data_json.read_text())
-    name = _pick_method(folder, method)
-    student = create_student(
-        StudentConfig(**{**cfg.student.__dict__, "pretrained": False, "checkpoint": None}),
-        num_classes=len(data["class_names"]),
-        default_size=tuple(data["load_size"]),
-    )
-    state = _student_state(load_checkpoint(folder.method(name).best)["method"])
-    student.model.load_state_dict(state, strict=True)
-    student.eval()
+    trained = load_trained_student(folder, method)
+    cfg, data, name, student = trained.cfg, trained.data, trained.method, trained.student
+    state = {k: v.contiguous() for k, v in student.model.state_dict().items()}
     out = folder.export_dir
     out.mkdir(exist_ok=True)
     atomic_write(out / "model.safetensors", lambda p: save_file(state, p))

@@ -14,6 +14,7 @@ from reprodistill.config import RunConfig, load_config
 from reprodistill.data import ImageDataset, load_data
 from reprodistill.data.sources import DataBundle, UnlabelledPool
 from reprodistill.engine import distributed
+from reprodistill.engine.co_teacher import load_co_teacher
 from reprodistill.engine.environment import environment, setup_logging
 from reprodistill.engine.loop import class_weights, resolve_device, seed_everything
 from reprodistill.engine.method_run import retest, train_and_test
@@ -114,6 +115,7 @@ def _run(
             student=student,
             teacher=teacher if method_cls.uses_teacher else None,
             class_weights=None if weights is None else weights.to(device),
+            co_teacher=load_co_teacher(options[method_cls], cfg, data, device),
         )
         method: Method = method_cls(ctx, options[method_cls]).to(device)
         kind = kinds[method_cls]

@@ -15,7 +15,7 @@ from reprodistill.losses.consistency import (
 )
 from reprodistill.losses.dkd import dkd_loss, dkd_parts
 from reprodistill.losses.fitnet import fitnet_loss, match_size
-from reprodistill.losses.kd import kd_loss, kd_rows
+from reprodistill.losses.kd import kd_loss, kd_rows, mixture_target_logits
 from reprodistill.losses.rkd import rkd_angle_loss, rkd_distance_loss, rkd_loss
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "fitnet_loss",
     "kd_loss",
     "kd_rows",
+    "mixture_target_logits",
     "linear_rampup",
     "match_size",
     "mixup_pairs",

@@ -87,6 +87,8 @@ class MethodContext:
         student: A freshly initialised student (None for teacher-only methods such as a linear probe).
         teacher: The frozen teacher, or None if the method does not use one.
         class_weights: Cross-entropy class weights (or None), already on the right device.
+        co_teacher: The frozen student of another finished run on the same images, where the method's options name
+            one (``co_teacher``), already on the right device; else None.
     """
 
     cfg: RunConfig
@@ -94,6 +96,7 @@ class MethodContext:
     student: Optional[Student] = None
     teacher: Optional[Teacher] = None
     class_weights: Optional[torch.Tensor] = None
+    co_teacher: Optional[Student] = None
 
 
 class Method(nn.Module):

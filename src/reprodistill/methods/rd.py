@@ -24,8 +24,9 @@ from typing import Any, Literal, Optional
 import torch
 
 from reprodistill.data.sources import UNLABELLED
+from reprodistill.data.transforms import preprocess
 from reprodistill.features.split import FeatureSplit, split_teacher_features
-from reprodistill.losses import fit_logit_scale, kd_loss, kd_rows
+from reprodistill.losses import fit_logit_scale, kd_loss, kd_rows, mixture_target_logits
 from reprodistill.methods.base import Batch, Method, MethodContext, StepOutput, register_method
 from reprodistill.methods.cka_term import CKAOptions
 from reprodistill.methods.consistency import (
@@ -35,6 +36,7 @@ from reprodistill.methods.consistency import (
     student_features,
 )
 from reprodistill.methods.probe_fit import TeacherHeadOptions, fit_probe
+from reprodistill.models import Student
 from reprodistill.reprogram import FeatureReprogrammer
 from reprodistill.reprogram.probe import StandardisedLinear
 from reprodistill.util.metrics import SATURATED_AUC, classification_metrics
@@ -85,6 +87,15 @@ class RDOptions(ConsistencyOptions, CKAOptions, TeacherHeadOptions):  # teacher_
     # budget bench), so the teacher should hand over rather than cap the student.
     teacher_share: Literal["fixed", "val", "anneal"] = "fixed"
     share_margin: float = 0.05
+    # A second teacher: the student another finished run trained on the same images (a run folder; in a bench
+    # 'cell:<row>', e.g. cell:fixmatch-unl@1500, the same seed's cell of that row), frozen, scoring the very view the
+    # student sees. The KD target becomes the mixture (1 - w) softmax(z_t / T) + w softmax(z_co / T), w =
+    # co_teacher_weight: the FM's knowledge and a semi-supervised student's in one target. Why: on the decisive
+    # benches RD's and FixMatch's students err on different images (the mean of their predicted probabilities
+    # ranks the test images better than either, on both data sets: docs/measured.md, "the two students together"),
+    # and a deployed student can be only one of them.
+    co_teacher: Optional[str] = None
+    co_teacher_weight: float = 0.5
 
 
 @register_method("rd")
@@ -127,6 +138,19 @@ class ReprogrammingDistillation(Method):
         if options.teacher_share != "fixed" and self.consistency is None:
             raise ValueError(f"rd: teacher_share={options.teacher_share} shares the unlabelled images with FixMatch's "
                              "term; set consistency_weight > 0 (e.g. 1)")  # fmt: skip
+        if options.co_teacher and not 0.0 <= options.co_teacher_weight <= 1.0:
+            raise ValueError(f"rd: co_teacher_weight must be in [0, 1], got {options.co_teacher_weight}")
+        if options.co_teacher and options.kd_student_view == "strong":
+            raise ValueError("rd: co_teacher scores the student's weak view; it does not combine with "
+                             "kd_student_view=strong")  # fmt: skip
+        if options.co_teacher and options.kd_target == "probe":
+            raise ValueError("rd: co_teacher mixes with the reprogrammed branch's target; drop kd_target=probe")
+        # a plain attribute, not a submodule (nn.Module would register it): frozen, never checkpointed with the
+        # method, never switched to train mode, moved to the device by the engine
+        self._co_teacher: Optional[Student]
+        object.__setattr__(self, "_co_teacher", ctx.co_teacher if options.co_teacher else None)
+        if options.co_teacher and self._co_teacher is None:
+            raise ValueError(f"rd: co_teacher={options.co_teacher} was not loaded (the engine loads it)")
         if options.teacher_share == "val":
             # the teacher's share of the unlabelled images, set after each validation round (checkpointed)
             self.register_buffer("teacher_share", torch.tensor(1.0))
@@ -190,6 +214,8 @@ class ReprogrammingDistillation(Method):
         y = batch["label"]
         strong = None if f_strong is None else g(f_strong)
         target = self._kd_target(batch["teacher_features"], z_t)
+        if self._co_teacher is not None:
+            target = self._with_co_teacher(target, batch)
         unl = y == UNLABELLED
         kd_student = z_s
         if o.kd_student_view == "strong" and strong is not None:  # unlabelled rows: their strong views' logits
@@ -218,6 +244,15 @@ class ReprogrammingDistillation(Method):
         if self.options.kd_target == "probe":
             return self.probe(f_t)
         return (z_t.detach() if self.options.detach_teacher_logits else z_t) * self.kd_target_scale
+
+    def _with_co_teacher(self, target: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The KD target mixed with the co-teacher's on the student's view, as logits whose softmax at T is the
+        mixture (:func:`mixture_target_logits`)."""
+        assert self._co_teacher is not None
+        with torch.no_grad():
+            z_co = self._co_teacher(preprocess(batch["image"], self._co_teacher.spec))
+        w = self.options.co_teacher_weight
+        return mixture_target_logits([target, z_co], [1.0 - w, w], self.options.temperature)
 
     def extra_logits(self, batch: Batch) -> dict[str, Any]:
         return {"reprogrammed_fm": self.student.head(self.phi(batch["teacher_features"]))}

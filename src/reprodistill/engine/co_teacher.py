@@ -1,0 +1,62 @@
+"""A method's co-teacher: the student another finished run trained on the same images (e.g. FixMatch's), frozen,
+loaded by the engine and handed to the method (methods never read run folders themselves).
+
+A method asks for one with an option ``co_teacher: <run folder>``; a bench writes ``co_teacher: cell:<row>`` for the
+same fraction and seed's cell of another row (:func:`reprodistill.bench.grid.cell_config` resolves it).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from reprodistill.config import RunConfig
+from reprodistill.data.types import DataBundle
+from reprodistill.engine.export import load_trained_student
+from reprodistill.errors import ConfigError, ReprodistillError
+from reprodistill.models import Student
+
+log = logging.getLogger("reprodistill")
+
+CELL_PREFIX = "cell:"
+# The data settings that decide which images are in which split: a co-teacher trained under other values may have
+# trained on this run's validation or test images.
+SPLIT_KEYS = ("source", "root", "fraction", "k_per_class", "val_fraction", "test_fraction", "split_seed",
+              "subset_seed", "split_by_patient", "class_names", "skip_bad_images", "csv")  # fmt: skip
+
+
+def load_co_teacher(options: Any, cfg: RunConfig, data: DataBundle, device: torch.device) -> Optional[Student]:
+    """The frozen student of the run ``options.co_teacher`` names (None where the option is absent or empty), after
+    checking that it trained on this run's training split: same data settings, sizes and class counts."""
+    path = getattr(options, "co_teacher", None)
+    if not path:
+        return None
+    if str(path).startswith(CELL_PREFIX):
+        raise ConfigError(
+            f"co_teacher={path}: '{CELL_PREFIX}<row>' names another row's cell of the same seed, which only a bench "
+            "can resolve; outside a bench give the run folder of the co-teacher"
+        )
+    with torch.random.fork_rng(devices=[]):  # building it draws initial weights: leave the run's RNG stream as is
+        trained = load_trained_student(Path(path).expanduser())
+    other = trained.cfg.data
+    differ = [f"data.{k} {getattr(other, k)!r} there, {getattr(cfg.data, k)!r} here" for k in SPLIT_KEYS
+              if getattr(other, k) != getattr(cfg.data, k)]  # fmt: skip
+    splits = ("train", "val", "test")
+    here = {
+        "sizes": {s: len(getattr(data, s)) for s in splits},
+        "class_counts": {s: np.bincount(getattr(data, s).labels, minlength=data.num_classes).tolist() for s in splits},
+        "load_size": list(data.load_size),
+    }
+    differ += [f"{k} {trained.data.get(k)} there, {v} here" for k, v in here.items() if trained.data.get(k) != v]
+    if differ:
+        raise ReprodistillError(
+            f"co_teacher {path} trained on other images than this run ({'; '.join(differ)}): its training images "
+            "may be this run's validation or test images. Train the co-teacher with this run's data settings"
+        )
+    log.info("co-teacher: the %s student of %s (%s, %.1fM parameters)", trained.method, path, trained.student.arch,
+             sum(p.numel() for p in trained.student.parameters()) / 1e6)  # fmt: skip
+    return trained.student.to(device).requires_grad_(False)
