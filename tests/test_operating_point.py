@@ -32,3 +32,30 @@ def test_balanced_accuracy_by_hand():
     labels = np.array([0, 0, 0, 0, 1, 1])
     positive = np.array([True, False, False, False, True, False])  # recall 3/4 and 1/2
     assert op.balanced_accuracy(labels, positive) == pytest.approx((0.75 + 0.5) / 2)
+
+
+def test_student_ensemble_scores_the_mean_of_the_two_students_probabilities(tmp_path, monkeypatch):
+    """Two students each wrong on a different image: the mean of their probabilities ranks both right."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(
+        "student_ensemble", Path(__file__).parents[1] / "benchmarks" / "student_ensemble.py"
+    )
+    ens = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ens)
+    labels = [0, 0, 1, 1]
+    p1 = {"a": [0.1, 0.7, 0.6, 0.9], "b": [0.65, 0.1, 0.3, 0.9]}  # a ranks image 1 too high, b image 0
+    for row, probs in p1.items():
+        for seed in (0, 1):
+            folder = tmp_path / "cells" / row / f"frac0.1-seed{seed}" / "m"
+            folder.mkdir(parents=True)
+            for split in ("val", "test"):
+                lines = ["index,path,label,predicted,p0,p1"] + [
+                    f"{i},,{y},{int(p >= 0.5)},{1 - p:.2f},{p:.2f}" for i, (y, p) in enumerate(zip(labels, probs))
+                ]
+                (folder / f"{split}_predictions.csv").write_text("\n".join(lines) + "\n")
+    table = ens.seed_table(tmp_path, "a", "b")
+    assert sorted(table) == [0, 1]
+    # AUC: a and b each order 3 of the 4 (negative, positive) pairs; the mean (0.375, 0.4, 0.45, 0.9) orders all
+    assert [table[0][k][1] for k in ("A", "B", "pair")] == pytest.approx([0.75, 0.75, 1.0])
+    # balanced accuracy at 0.5: a (0.5 + 1) / 2, b (0.5 + 0.5) / 2, the mean (1 + 0.5) / 2
+    assert [table[0][k][2] for k in ("A", "B", "pair")] == pytest.approx([0.75, 0.5, 0.75])
