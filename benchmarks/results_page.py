@@ -73,6 +73,13 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "are in each cell's `env.json`.",
     ),
     (
+        "results/breast-10-fixmatch-3000",
+        "breast-10-fixmatch-3000",
+        "BreastMNIST 10%, 3 seeds: FixMatch at 3,000 steps (its 1,500-step row was still rising)",
+        "The decisive run's convergence table flagged `fixmatch-unl@1500` as still rising at its last round; this "
+        "doubles its budget (the 1,500-step cells are the budget bench's, copied). Validation keeps 1,500.",
+    ),
+    (
         "results/breast-10-mixmatch-weight",
         "breast-10-mixmatch-weight",
         "BreastMNIST 10%, 1 seed: MixMatch's unlabelled weight chosen on validation",
