@@ -235,9 +235,13 @@ def test_co_teacher_is_the_finished_runs_frozen_student_and_only_on_the_same_ima
     cfg = from_dict(RunConfig, yaml.safe_load((trained_run / "config.yaml").read_text()))
     data = load_data(cfg.data)
     rng = torch.get_rng_state()
-    co = load_co_teacher(SimpleNamespace(co_teacher=str(trained_run)), cfg, data, torch.device("cpu"))
+    trained = load_co_teacher(SimpleNamespace(co_teacher=str(trained_run)), cfg, data, torch.device("cpu"))
     assert torch.equal(torch.get_rng_state(), rng)
+    co = trained.student
     assert not co.training and not any(p.requires_grad for p in co.parameters())
+    stored = json.loads((trained_run / "student" / "result.json").read_text())
+    spent = stored["train_time_s"] + stored["fm_feature_s"] + stored["prepare_s"]
+    assert trained.transfer_s == pytest.approx(spent) and trained.transfer_s > 0
     x = torch.randn(4, 3, 28, 28)
     with torch.no_grad():
         assert torch.equal(co(x), load_trained_student(trained_run).student(x))

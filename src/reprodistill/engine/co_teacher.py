@@ -16,9 +16,8 @@ import torch
 
 from reprodistill.config import RunConfig
 from reprodistill.data.types import DataBundle
-from reprodistill.engine.export import load_trained_student
+from reprodistill.engine.export import TrainedStudent, load_trained_student
 from reprodistill.errors import ConfigError, ReprodistillError
-from reprodistill.models import Student
 
 log = logging.getLogger("reprodistill")
 
@@ -29,9 +28,10 @@ SPLIT_KEYS = ("source", "root", "fraction", "k_per_class", "val_fraction", "test
               "subset_seed", "split_by_patient", "class_names", "skip_bad_images", "csv")  # fmt: skip
 
 
-def load_co_teacher(options: Any, cfg: RunConfig, data: DataBundle, device: torch.device) -> Optional[Student]:
-    """The frozen student of the run ``options.co_teacher`` names (None where the option is absent or empty), after
-    checking that it trained on this run's training split: same data settings, sizes and class counts."""
+def load_co_teacher(options: Any, cfg: RunConfig, data: DataBundle, device: torch.device) -> Optional[TrainedStudent]:
+    """The run ``options.co_teacher`` names with its student frozen on ``device`` (None where the option is absent
+    or empty), after checking that it trained on this run's training split: same data settings, sizes and class
+    counts. Its ``transfer_s`` belongs to the cost of the method that distils it."""
     path = getattr(options, "co_teacher", None)
     if not path:
         return None
@@ -57,6 +57,8 @@ def load_co_teacher(options: Any, cfg: RunConfig, data: DataBundle, device: torc
             f"co_teacher {path} trained on other images than this run ({'; '.join(differ)}): its training images "
             "may be this run's validation or test images. Train the co-teacher with this run's data settings"
         )
-    log.info("co-teacher: the %s student of %s (%s, %.1fM parameters)", trained.method, path, trained.student.arch,
-             sum(p.numel() for p in trained.student.parameters()) / 1e6)  # fmt: skip
-    return trained.student.to(device).requires_grad_(False)
+    log.info("co-teacher: the %s student of %s (%s, %.1fM parameters; its training cost %.0f s, counted in this "
+             "method's preparation)", trained.method, path, trained.student.arch,
+             sum(p.numel() for p in trained.student.parameters()) / 1e6, trained.transfer_s)  # fmt: skip
+    trained.student.to(device).requires_grad_(False)
+    return trained

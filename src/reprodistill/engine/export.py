@@ -92,6 +92,7 @@ class TrainedStudent:
     method: str
     cfg: RunConfig  # the run's config.yaml
     data: dict  # the run's data.json
+    transfer_s: float  # what training it cost (its result.json; 0 where the method has not finished)
 
 
 def load_trained_student(run_dir: str | Path | RunDir, method: Optional[str] = None) -> TrainedStudent:
@@ -112,7 +113,8 @@ def load_trained_student(run_dir: str | Path | RunDir, method: Optional[str] = N
         default_size=tuple(data["load_size"]),
     )
     student.model.load_state_dict(_student_state(load_checkpoint(folder.method(name).best)["method"]), strict=True)
-    return TrainedStudent(student.eval(), name, cfg, data)
+    done = folder.finished(name)
+    return TrainedStudent(student.eval(), name, cfg, data, done.transfer_s if done is not None else 0.0)
 
 
 def export_run(run_dir: str | Path, method: Optional[str] = None, onnx: bool = True) -> ExportResult:

@@ -46,10 +46,12 @@ def train_and_test(
     device: torch.device,
     resume: bool,
     fm_feature_s: float,
+    prior_s: float = 0.0,
 ) -> MethodResult:
     """Train ``method`` on ``splits['train']`` and test its reported checkpoint (see ``train.select_metric``);
-    ``fm_feature_s`` is the FM pass its cached features cost. With ``resume`` a method that had finished in
-    ``folder`` is kept, not retrained."""
+    ``fm_feature_s`` is the FM pass its cached features cost, ``prior_s`` what the runs it distils cost (a
+    co-teacher's training), counted in its preparation. With ``resume`` a method that had finished in ``folder`` is
+    kept, not retrained."""
     main, name = distributed.is_main(), method.name
     out = folder.method(name)
     if resume and (done := folder.finished(name)) is not None:
@@ -60,7 +62,7 @@ def train_and_test(
         log.warning("%s is %s", name, method.caveat)
     t_prep = time.perf_counter()
     method.prepare(splits["train"], device, val=splits["val"])
-    prepare_s = method.prepare_s if method.prepare_s is not None else time.perf_counter() - t_prep
+    prepare_s = (method.prepare_s if method.prepare_s is not None else time.perf_counter() - t_prep) + prior_s
     if main and (curve := method.prepare_curve()):
         write_csv(out.prepare_curve, curve)
     if method.loop_training:

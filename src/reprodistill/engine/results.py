@@ -25,8 +25,8 @@ class MethodResult:
     peak_rss_mb: float
     # seconds of the FM pass over train+val that this method's cached features cost (0 for the student alone)
     fm_feature_s: float = 0.0
-    # seconds of the method's own work before training (a probe fit, TDMR's stage 1, LoRA's trunk pass), counted
-    # as when first done even if this run loaded its stored result
+    # seconds of the method's own work before training (a probe fit, TDMR's stage 1, LoRA's trunk pass, the
+    # training of a co-teacher it distils), counted as when first done even if this run loaded its stored result
     prepare_s: float = 0.0
     # validation metrics of the reported checkpoint (the split that chose it; 'loss' is the class-weighted CE), and
     # under 'extra' the AUC and balanced accuracy of the method's non-deployed branches (the teacher it distils)

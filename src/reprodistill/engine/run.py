@@ -109,13 +109,14 @@ def _run(
     for method_cls in methods:
         seed_everything(cfg.train.seed)
         student = create_student(cfg.student, data.num_classes, data.load_size) if method_cls.uses_student else None
+        co = load_co_teacher(options[method_cls], cfg, data, device)
         ctx = MethodContext(
             cfg=cfg,
             num_classes=data.num_classes,
             student=student,
             teacher=teacher if method_cls.uses_teacher else None,
             class_weights=None if weights is None else weights.to(device),
-            co_teacher=load_co_teacher(options[method_cls], cfg, data, device),
+            co_teacher=None if co is None else co.student,
         )
         method: Method = method_cls(ctx, options[method_cls]).to(device)
         kind = kinds[method_cls]
@@ -129,7 +130,8 @@ def _run(
         if retesting:
             result.results.append(retest(method, splits, cfg, folder, device))
         else:
-            result.results.append(train_and_test(method, splits, cfg, folder, device, resume, fm_s))
+            prior_s = 0.0 if co is None else co.transfer_s
+            result.results.append(train_and_test(method, splits, cfg, folder, device, resume, fm_s, prior_s))
     result.wall_time_s = time.perf_counter() - t_start
     if main:
         folder.write_results(result, data, cfg.train.select_metric)

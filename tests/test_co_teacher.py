@@ -1,0 +1,41 @@
+"""RD with a co-teacher end to end: another run's student, loaded by the engine, its cost counted in the method's."""
+
+import json
+
+import pytest
+import torch
+
+from reprodistill.config import load_config
+from reprodistill.engine.run import run
+from reprodistill.errors import ReprodistillError
+
+
+def test_rd_distils_a_finished_runs_student_too_and_pays_for_it(tiny_teacher, small_npz, tmp_path):
+    tiny_teacher(32)  # writes tmp_path/fm.pt
+    common = [
+        f"data.source={small_npz}",
+        "student.name=resnet10t",
+        "train.epochs=1",
+        "train.steps=null",
+        "train.batch_size=16",
+    ]
+    first = run(load_config("default", common + ["methods=[student]"]), run_dir=tmp_path / "co")
+    co_cost = first.results[0].transfer_s
+    rd = common + [
+        "methods=[rd]",
+        f"teacher.name={tmp_path / 'fm.pt'}",
+        "teacher.arch=resnet10t",
+        "teacher.image_size=32",
+        f"teacher.cache_dir={tmp_path / 'cache'}",
+        f"method_options.rd.co_teacher={tmp_path / 'co'}",
+    ]
+    res = run(load_config("default", rd), run_dir=tmp_path / "rd").results[0]
+    assert res.prepare_s >= co_cost > 0  # the co-teacher's training is part of what this student cost
+    stored = torch.load(tmp_path / "rd" / "rd" / "best.pt", weights_only=False)["method"]
+    assert not any(k.startswith("_co_teacher") for k in stored)
+    assert json.loads((tmp_path / "rd" / "rd" / "result.json").read_text())["prepare_s"] == pytest.approx(
+        res.prepare_s, abs=0.01
+    )
+    # a co-teacher trained on another subset of the training images may have seen this run's val / test images
+    with pytest.raises(ReprodistillError, match="trained on other images than this run"):
+        run(load_config("default", rd + ["data.fraction=0.5"]), run_dir=tmp_path / "other")
