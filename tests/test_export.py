@@ -228,14 +228,14 @@ def test_co_teacher_is_the_finished_runs_frozen_student_and_only_on_the_same_ima
 
     from reprodistill.config import RunConfig, from_dict
     from reprodistill.data import load_data
-    from reprodistill.engine.co_teacher import load_co_teacher
+    from reprodistill.engine.co_teacher import load_co_teachers
     from reprodistill.engine.export import load_trained_student
     from reprodistill.errors import ConfigError
 
     cfg = from_dict(RunConfig, yaml.safe_load((trained_run / "config.yaml").read_text()))
     data = load_data(cfg.data)
     rng = torch.get_rng_state()
-    trained = load_co_teacher(SimpleNamespace(co_teacher=str(trained_run)), cfg, data, torch.device("cpu"))
+    (trained,) = load_co_teachers(SimpleNamespace(co_teacher=str(trained_run)), cfg, data, torch.device("cpu"))
     assert torch.equal(torch.get_rng_state(), rng)
     co = trained.student
     assert not co.training and not any(p.requires_grad for p in co.parameters())
@@ -245,11 +245,13 @@ def test_co_teacher_is_the_finished_runs_frozen_student_and_only_on_the_same_ima
     x = torch.randn(4, 3, 28, 28)
     with torch.no_grad():
         assert torch.equal(co(x), load_trained_student(trained_run).student(x))
-    assert load_co_teacher(SimpleNamespace(co_teacher=None), cfg, data, torch.device("cpu")) is None
+    assert load_co_teachers(SimpleNamespace(co_teacher=None), cfg, data, torch.device("cpu")) == []
+    both = load_co_teachers(SimpleNamespace(co_teacher=[str(trained_run)] * 2), cfg, data, torch.device("cpu"))
+    assert len(both) == 2
     cfg.data.subset_seed = 7  # another subset of the training images
     with pytest.raises(
         ReprodistillError, match=r"trained on other images than this run \(data.subset_seed None there, 7 here"
     ):
-        load_co_teacher(SimpleNamespace(co_teacher=str(trained_run)), cfg, data, torch.device("cpu"))
+        load_co_teachers(SimpleNamespace(co_teacher=str(trained_run)), cfg, data, torch.device("cpu"))
     with pytest.raises(ConfigError, match="only a bench"):
-        load_co_teacher(SimpleNamespace(co_teacher="cell:fixmatch-unl"), cfg, data, torch.device("cpu"))
+        load_co_teachers(SimpleNamespace(co_teacher="cell:fixmatch-unl"), cfg, data, torch.device("cpu"))

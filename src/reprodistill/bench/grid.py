@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import yaml
 
@@ -90,8 +90,8 @@ def bench_cells(cfg: RunConfig) -> list[Cell]:
 
 def _cell_refs(cfg: RunConfig, method: str) -> list[str]:
     """The rows whose cells ``method``'s options name (``cell:<row>``)."""
-    options = method_variant(cfg, method)[1]
-    return [v[len(CELL_PREFIX) :] for v in options.values() if isinstance(v, str) and v.startswith(CELL_PREFIX)]
+    values = [x for v in method_variant(cfg, method)[1].values() for x in (v if isinstance(v, list) else [v])]
+    return [v[len(CELL_PREFIX) :] for v in values if isinstance(v, str) and v.startswith(CELL_PREFIX)]
 
 
 def _cells_first(cfg: RunConfig) -> list[str]:
@@ -121,10 +121,15 @@ def cell_config(cfg: RunConfig, cell: Cell, bench_dir: Optional[Path] = None) ->
     c = apply_variant_sections(copy.deepcopy(cfg), cell.method)
     base, options = method_variant(cfg, cell.method)
     if bench_dir is not None:
-        for key, value in options.items():
+
+        def resolve(value: Any) -> Any:
+            if isinstance(value, list):
+                return [resolve(v) for v in value]
             if isinstance(value, str) and value.startswith(CELL_PREFIX):
-                row = Cell(value[len(CELL_PREFIX) :], cell.fraction, cell.seed)
-                options[key] = str(Path(bench_dir) / "cells" / row.folder)
+                return str(Path(bench_dir) / "cells" / Cell(value[len(CELL_PREFIX) :], cell.fraction, cell.seed).folder)
+            return value
+
+        options = {key: resolve(value) for key, value in options.items()}
     c.methods = [base]
     c.method_options = {base: options} if options else {}
     c.data.fraction = cell.fraction

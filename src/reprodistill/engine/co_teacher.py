@@ -1,15 +1,16 @@
 """A method's co-teacher: the student another finished run trained on the same images (e.g. FixMatch's), frozen,
 loaded by the engine and handed to the method (methods never read run folders themselves).
 
-A method asks for one with an option ``co_teacher: <run folder>``; a bench writes ``co_teacher: cell:<row>`` for the
-same fraction and seed's cell of another row (:func:`reprodistill.bench.grid.cell_config` resolves it).
+A method asks for one with an option ``co_teacher: <run folder>`` (or a list of them); a bench writes
+``co_teacher: cell:<row>`` for the same fraction and seed's cell of another row (:func:`reprodistill.bench.grid.
+cell_config` resolves it).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,14 +29,23 @@ SPLIT_KEYS = ("source", "root", "fraction", "k_per_class", "val_fraction", "test
               "subset_seed", "split_by_patient", "class_names", "skip_bad_images", "csv")  # fmt: skip
 
 
-def load_co_teacher(options: Any, cfg: RunConfig, data: DataBundle, device: torch.device) -> Optional[TrainedStudent]:
-    """The run ``options.co_teacher`` names with its student frozen on ``device`` (None where the option is absent
-    or empty), after checking that it trained on this run's training split: same data settings, sizes and class
-    counts. Its ``transfer_s`` belongs to the cost of the method that distils it."""
-    path = getattr(options, "co_teacher", None)
-    if not path:
-        return None
-    if str(path).startswith(CELL_PREFIX):
+def co_teacher_paths(options: Any) -> list[str]:
+    """The runs ``options.co_teacher`` names (one path or a list; none where the option is absent or empty)."""
+    value = getattr(options, "co_teacher", None)
+    if not value:
+        return []
+    return [str(v) for v in ([value] if isinstance(value, str) else value)]
+
+
+def load_co_teachers(options: Any, cfg: RunConfig, data: DataBundle, device: torch.device) -> list[TrainedStudent]:
+    """The runs ``options.co_teacher`` names, each with its student frozen on ``device`` (none where the option is
+    absent), after checking that each trained on this run's training split: same data settings, sizes and class
+    counts. Their ``transfer_s`` belongs to the cost of the method that distils them."""
+    return [_load_one(path, cfg, data, device) for path in co_teacher_paths(options)]
+
+
+def _load_one(path: str, cfg: RunConfig, data: DataBundle, device: torch.device) -> TrainedStudent:
+    if path.startswith(CELL_PREFIX):
         raise ConfigError(
             f"co_teacher={path}: '{CELL_PREFIX}<row>' names another row's cell of the same seed, which only a bench "
             "can resolve; outside a bench give the run folder of the co-teacher"

@@ -14,7 +14,7 @@ from reprodistill.config import RunConfig, load_config
 from reprodistill.data import ImageDataset, load_data
 from reprodistill.data.sources import DataBundle, UnlabelledPool
 from reprodistill.engine import distributed
-from reprodistill.engine.co_teacher import load_co_teacher
+from reprodistill.engine.co_teacher import load_co_teachers
 from reprodistill.engine.environment import environment, setup_logging
 from reprodistill.engine.loop import class_weights, resolve_device, seed_everything
 from reprodistill.engine.method_run import retest, train_and_test
@@ -109,14 +109,14 @@ def _run(
     for method_cls in methods:
         seed_everything(cfg.train.seed)
         student = create_student(cfg.student, data.num_classes, data.load_size) if method_cls.uses_student else None
-        co = load_co_teacher(options[method_cls], cfg, data, device)
+        co = load_co_teachers(options[method_cls], cfg, data, device)
         ctx = MethodContext(
             cfg=cfg,
             num_classes=data.num_classes,
             student=student,
             teacher=teacher if method_cls.uses_teacher else None,
             class_weights=None if weights is None else weights.to(device),
-            co_teacher=None if co is None else co.student,
+            co_teachers=tuple(c.student for c in co),
         )
         method: Method = method_cls(ctx, options[method_cls]).to(device)
         kind = kinds[method_cls]
@@ -130,7 +130,7 @@ def _run(
         if retesting:
             result.results.append(retest(method, splits, cfg, folder, device))
         else:
-            prior_s = 0.0 if co is None else co.transfer_s
+            prior_s = sum(c.transfer_s for c in co)
             result.results.append(train_and_test(method, splits, cfg, folder, device, resume, fm_s, prior_s))
     result.wall_time_s = time.perf_counter() - t_start
     if main:

@@ -87,8 +87,8 @@ class MethodContext:
         student: A freshly initialised student (None for teacher-only methods such as a linear probe).
         teacher: The frozen teacher, or None if the method does not use one.
         class_weights: Cross-entropy class weights (or None), already on the right device.
-        co_teacher: The frozen student of another finished run on the same images, where the method's options name
-            one (``co_teacher``), already on the right device; else None.
+        co_teachers: The frozen students of other finished runs on the same images, where the method's options name
+            them (``co_teacher``), already on the right device; else empty.
     """
 
     cfg: RunConfig
@@ -96,7 +96,7 @@ class MethodContext:
     student: Optional[Student] = None
     teacher: Optional[Teacher] = None
     class_weights: Optional[torch.Tensor] = None
-    co_teacher: Optional[Student] = None
+    co_teachers: tuple[Student, ...] = ()
 
 
 class Method(nn.Module):

@@ -19,7 +19,7 @@ hard labels).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import torch
 
@@ -94,7 +94,8 @@ class RDOptions(ConsistencyOptions, CKAOptions, TeacherHeadOptions):  # teacher_
     # benches RD's and FixMatch's students err on different images (the mean of their predicted probabilities
     # ranks the test images better than either, on both data sets: docs/measured.md, "the two students together"),
     # and a deployed student can be only one of them.
-    co_teacher: Optional[str] = None
+    # Several runs (a list) are one ensemble: each gets an equal part of w.
+    co_teacher: Union[None, str, list[str]] = None
     co_teacher_weight: float = 0.5
 
 
@@ -147,9 +148,9 @@ class ReprogrammingDistillation(Method):
             raise ValueError("rd: co_teacher mixes with the reprogrammed branch's target; drop kd_target=probe")
         # a plain attribute, not a submodule (nn.Module would register it): frozen, never checkpointed with the
         # method, never switched to train mode, moved to the device by the engine
-        self._co_teacher: Optional[Student]
-        object.__setattr__(self, "_co_teacher", ctx.co_teacher if options.co_teacher else None)
-        if options.co_teacher and self._co_teacher is None:
+        self._co_teachers: tuple[Student, ...]
+        object.__setattr__(self, "_co_teachers", ctx.co_teachers if options.co_teacher else ())
+        if options.co_teacher and not self._co_teachers:
             raise ValueError(f"rd: co_teacher={options.co_teacher} was not loaded (the engine loads it)")
         if options.teacher_share == "val":
             # the teacher's share of the unlabelled images, set after each validation round (checkpointed)
@@ -214,8 +215,8 @@ class ReprogrammingDistillation(Method):
         y = batch["label"]
         strong = None if f_strong is None else g(f_strong)
         target = self._kd_target(batch["teacher_features"], z_t)
-        if self._co_teacher is not None:
-            target = self._with_co_teacher(target, batch)
+        if self._co_teachers:
+            target = self._with_co_teachers(target, batch)
         unl = y == UNLABELLED
         kd_student = z_s
         if o.kd_student_view == "strong" and strong is not None:  # unlabelled rows: their strong views' logits
@@ -245,14 +246,14 @@ class ReprogrammingDistillation(Method):
             return self.probe(f_t)
         return (z_t.detach() if self.options.detach_teacher_logits else z_t) * self.kd_target_scale
 
-    def _with_co_teacher(self, target: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """The KD target mixed with the co-teacher's on the student's view, as logits whose softmax at T is the
-        mixture (:func:`mixture_target_logits`)."""
-        assert self._co_teacher is not None
+    def _with_co_teachers(self, target: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """The KD target mixed with the co-teachers' on the student's view (weight w, split equally among them), as
+        logits whose softmax at T is the mixture (:func:`mixture_target_logits`)."""
         with torch.no_grad():
-            z_co = self._co_teacher(preprocess(batch["image"], self._co_teacher.spec))
+            z_co = [co(preprocess(batch["image"], co.spec)) for co in self._co_teachers]
         w = self.options.co_teacher_weight
-        return mixture_target_logits([target, z_co], [1.0 - w, w], self.options.temperature)
+        weights = [1.0 - w] + [w / len(z_co)] * len(z_co)
+        return mixture_target_logits([target, *z_co], weights, self.options.temperature)
 
     def extra_logits(self, batch: Batch) -> dict[str, Any]:
         return {"reprogrammed_fm": self.student.head(self.phi(batch["teacher_features"]))}
