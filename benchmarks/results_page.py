@@ -37,6 +37,15 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "1,500 steps over 10 seeds. Cells committed one by one in git; their commits are in each cell's `env.json`.",
     ),
     (
+        "results/breast-10-co-decisive",
+        "breast-10-co-decisive",
+        "BreastMNIST 10%, 10 seeds: RD with FixMatch's student as a second teacher, against the two rows it combines",
+        "Issue 36 item 5: `rd-unl-mix-co` (function matching, the KD target the mixture of the reprogrammed branch "
+        "and the same seed's FixMatch@1500 student) at the budget validation chose in `results/breast-10-co`, "
+        "beside FixMatch@1500 and `rd-unl-mix@300`, whose cells are the decisive run's, copied. Its cost column "
+        "includes the FixMatch cell it distils.",
+    ),
+    (
         "results/pneumonia-10-decisive",
         "pneumonia-10-decisive",
         "PneumoniaMNIST 10%, 5 seeds: the two rows the verdict compares, at the budget validation chose",
@@ -71,6 +80,22 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "matching on cached mixup views (`rd-unl-mix`), RD sharing the unlabelled images with FixMatch by validation "
         "(`rd-unl-match`) or by teacher annealing (`rd-unl-anneal`). Cells committed one by one in git; their commits "
         "are in each cell's `env.json`.",
+    ),
+    (
+        "results/breast-10-co",
+        "breast-10-co",
+        "BreastMNIST 10%, 3 seeds: the budget of the combined rows, chosen on validation",
+        "`rd-unl-mix-co` (FixMatch's student as a second teacher) and `rd-unl-mix-ens` (function matching on the "
+        "ensemble of the FixMatch and `rd-unl-mix` students) at 300 and 1,500 steps, beside the cells they distil "
+        "(copied from the decisive run).",
+    ),
+    (
+        "results/pneumonia-10-co",
+        "pneumonia-10-co",
+        "PneumoniaMNIST 10%, 5 seeds: the combined rows on the held-out set",
+        "The same combined rows at the 1,500 steps validation chose for every row on this set, beside the cells "
+        "they distil (copied from `results/pneumonia-10-decisive`). Validation AUC saturates: the verdict chooses "
+        "by validation balanced accuracy.",
     ),
     (
         "results/breast-10-fixmatch-3000",
