@@ -272,7 +272,7 @@ def test_co_teacher_mixes_its_softened_prediction_on_the_students_view_into_the_
     ctx, batch = rd_setup
     co = create_student(StudentConfig(name="resnet10t"), num_classes=3, default_size=(28, 28)).eval()
     co.requires_grad_(False)
-    method = _rd(replace(ctx, co_teachers=(co,)), co_teacher="somewhere", co_teacher_weight=0.25, phi_input_dropout=0.0)
+    method = _rd(replace(ctx, co_teachers=(co,)), co_teacher="somewhere", co_teacher_share=0.25, phi_input_dropout=0.0)
     method.eval()  # no dropout: the parts can be recomputed by hand
     with torch.no_grad():
         out = method(batch)
@@ -286,14 +286,14 @@ def test_co_teacher_mixes_its_softened_prediction_on_the_students_view_into_the_
     assert method.state_dict().keys() == _rd(ctx).state_dict().keys()  # not checkpointed
     method.train()
     assert not co.training
-    with pytest.raises(ValueError, match="co_teacher_weight must be in"):
-        _rd(replace(ctx, co_teachers=(co,)), co_teacher="x", co_teacher_weight=1.5)
+    with pytest.raises(ValueError, match="co_teacher_share must be in"):
+        _rd(replace(ctx, co_teachers=(co,)), co_teacher="x", co_teacher_share=1.5)
     with pytest.raises(ValueError, match="was not loaded"):
         _rd(ctx, co_teacher="x")
     # two co-teachers are one ensemble: each gets half of w
     co2 = create_student(StudentConfig(name="resnet10t"), num_classes=3, default_size=(28, 28)).eval()
     co2.requires_grad_(False)
-    pair = _rd(replace(ctx, co_teachers=(co, co2)), co_teacher=["a", "b"], co_teacher_weight=0.5,
+    pair = _rd(replace(ctx, co_teachers=(co, co2)), co_teacher=["a", "b"], co_teacher_share=0.5,
                phi_input_dropout=0.0).eval()  # fmt: skip
     with torch.no_grad():
         out = pair(batch)
@@ -301,3 +301,11 @@ def test_co_teacher_mixes_its_softened_prediction_on_the_students_view_into_the_
         mix = (0.5 * torch.softmax(out.aux["teacher_logits"] / t, -1) + 0.25 * torch.softmax(co(x) / t, -1)
                + 0.25 * torch.softmax(co2(x) / t, -1))  # fmt: skip
         assert torch.allclose(out.parts["kd"], kd_loss(out.logits, t * mix.log(), t), atol=1e-5)
+
+
+def test_cells_written_with_co_teacher_weight_read_as_co_teacher_share():
+    """co_teacher_weight was renamed (options named *_weight weigh loss terms); stored cell configs still parse."""
+    from reprodistill.methods import METHODS
+
+    options = METHODS.get("rd").parse_options({"co_teacher": ["a", "b"], "co_teacher_weight": 1.0})
+    assert options.co_teacher_share == 1.0 and options.co_teacher == ["a", "b"]

@@ -361,6 +361,9 @@ def _renamed(cls: type, data: dict[str, Any], where: str, warn: bool = True) -> 
         return data
     data = dict(data)
     for old, new in moves.items():
+        if "." not in new:  # renamed in place
+            data[new] = data.pop(old)
+            continue
         section, key = new.split(".")
         data[section] = {**(data.get(section) or {}), key: data.pop(old)}
         if warn:

@@ -19,7 +19,7 @@ hard labels).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 import torch
 
@@ -44,6 +44,9 @@ from reprodistill.util.metrics import SATURATED_AUC, classification_metrics
 
 @dataclass
 class RDOptions(ConsistencyOptions, CKAOptions, TeacherHeadOptions):  # teacher_head: with kd_target=probe
+    # a share of the KD target, not a loss weight (options named *_weight weigh loss terms): cells written before
+    # the rename read as before
+    RENAMED: ClassVar[dict[str, str]] = {"co_teacher_weight": "co_teacher_share"}
     teacher_ce_weight: float = 1.0
     student_ce_weight: float = 1.0
     kd_weight: float = 1.0
@@ -90,13 +93,13 @@ class RDOptions(ConsistencyOptions, CKAOptions, TeacherHeadOptions):  # teacher_
     # A second teacher: the student another finished run trained on the same images (a run folder; in a bench
     # 'cell:<row>', e.g. cell:fixmatch-unl@1500, the same seed's cell of that row), frozen, scoring the very view the
     # student sees. The KD target becomes the mixture (1 - w) softmax(z_t / T) + w softmax(z_co / T), w =
-    # co_teacher_weight: the FM's knowledge and a semi-supervised student's in one target. Why: on the decisive
+    # co_teacher_share: the FM's knowledge and a semi-supervised student's in one target. Why: on the decisive
     # benches RD's and FixMatch's students err on different images (the mean of their predicted probabilities
     # ranks the test images better than either, on both data sets: docs/measured.md, "the two students together"),
     # and a deployed student can be only one of them.
     # Several runs (a list) are one ensemble: each gets an equal part of w.
     co_teacher: Union[None, str, list[str]] = None
-    co_teacher_weight: float = 0.5
+    co_teacher_share: float = 0.5
 
 
 @register_method("rd")
@@ -139,8 +142,8 @@ class ReprogrammingDistillation(Method):
         if options.teacher_share != "fixed" and self.consistency is None:
             raise ValueError(f"rd: teacher_share={options.teacher_share} shares the unlabelled images with FixMatch's "
                              "term; set consistency_weight > 0 (e.g. 1)")  # fmt: skip
-        if options.co_teacher and not 0.0 <= options.co_teacher_weight <= 1.0:
-            raise ValueError(f"rd: co_teacher_weight must be in [0, 1], got {options.co_teacher_weight}")
+        if options.co_teacher and not 0.0 <= options.co_teacher_share <= 1.0:
+            raise ValueError(f"rd: co_teacher_share must be in [0, 1], got {options.co_teacher_share}")
         if options.co_teacher and options.kd_student_view == "strong":
             raise ValueError("rd: co_teacher scores the student's weak view; it does not combine with "
                              "kd_student_view=strong")  # fmt: skip
@@ -251,7 +254,7 @@ class ReprogrammingDistillation(Method):
         logits whose softmax at T is the mixture (:func:`mixture_target_logits`)."""
         with torch.no_grad():
             z_co = [co(preprocess(batch["image"], co.spec)) for co in self._co_teachers]
-        w = self.options.co_teacher_weight
+        w = self.options.co_teacher_share
         weights = [1.0 - w] + [w / len(z_co)] * len(z_co)
         return mixture_target_logits([target, *z_co], weights, self.options.temperature)
 
