@@ -255,3 +255,12 @@ def test_co_teacher_is_the_finished_runs_frozen_student_and_only_on_the_same_ima
         load_co_teachers(SimpleNamespace(co_teacher=str(trained_run)), cfg, data, torch.device("cpu"))
     with pytest.raises(ConfigError, match="only a bench"):
         load_co_teachers(SimpleNamespace(co_teacher="cell:fixmatch-unl"), cfg, data, torch.device("cpu"))
+
+
+def test_a_run_without_its_checkpoint_says_how_to_get_one(trained_run):
+    """Bench cells are committed without weights: on another machine a co-teacher's cell has no best.pt."""
+    from reprodistill.engine.export import load_trained_student
+
+    (trained_run / "student" / "best.pt").unlink()
+    with pytest.raises(ReprodistillError, match="best.pt is missing .* delete its result.json and rerun the bench"):
+        load_trained_student(trained_run)

@@ -107,6 +107,12 @@ def load_trained_student(run_dir: str | Path | RunDir, method: Optional[str] = N
     cfg = from_dict(RunConfig, yaml.safe_load(folder.config.read_text()))
     data = json.loads(folder.data_json.read_text())
     name = pick_student_method(folder, method)
+    if not folder.method(name).best.is_file():  # results are committed without weights: another machine lacks them
+        raise ReprodistillError(
+            f"{folder.path}: {name}/best.pt is missing (checkpoints are never committed with the results); train "
+            "the run again there (a bench cell: delete its result.json and rerun the bench) or use the machine that "
+            "trained it"
+        )
     student = create_student(
         StudentConfig(**{**cfg.student.__dict__, "pretrained": False, "checkpoint": None}),
         num_classes=len(data["class_names"]),
