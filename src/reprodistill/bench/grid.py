@@ -88,10 +88,15 @@ def bench_cells(cfg: RunConfig) -> list[Cell]:
     return [Cell(m, f, s, base[m]) for f in fractions for s in cfg.bench.seeds for m in methods]
 
 
+def _named_row(value: Any) -> Optional[str]:
+    """The row an option value ``cell:<row>`` names, else None."""
+    return value[len(CELL_PREFIX) :] if isinstance(value, str) and value.startswith(CELL_PREFIX) else None
+
+
 def _cell_refs(cfg: RunConfig, method: str) -> list[str]:
     """The rows whose cells ``method``'s options name (``cell:<row>``)."""
     values = [x for v in method_variant(cfg, method)[1].values() for x in (v if isinstance(v, list) else [v])]
-    return [v[len(CELL_PREFIX) :] for v in values if isinstance(v, str) and v.startswith(CELL_PREFIX)]
+    return [row for row in map(_named_row, values) if row is not None]
 
 
 def _cells_first(cfg: RunConfig) -> list[str]:
@@ -125,9 +130,8 @@ def cell_config(cfg: RunConfig, cell: Cell, bench_dir: Optional[Path] = None) ->
         def resolve(value: Any) -> Any:
             if isinstance(value, list):
                 return [resolve(v) for v in value]
-            if isinstance(value, str) and value.startswith(CELL_PREFIX):
-                return str(Path(bench_dir) / "cells" / Cell(value[len(CELL_PREFIX) :], cell.fraction, cell.seed).folder)
-            return value
+            row = _named_row(value)
+            return value if row is None else str(Path(bench_dir) / "cells" / Cell(row, cell.fraction, cell.seed).folder)
 
         options = {key: resolve(value) for key, value in options.items()}
     c.methods = [base]

@@ -12,12 +12,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from reprodistill.config import RunConfig
 from reprodistill.data.types import DataBundle
 from reprodistill.engine.export import TrainedStudent, load_trained_student
+from reprodistill.engine.run_dir import split_summary
 from reprodistill.errors import ConfigError, ReprodistillError
 
 log = logging.getLogger("reprodistill")
@@ -55,12 +55,7 @@ def _load_one(path: str, cfg: RunConfig, data: DataBundle, device: torch.device)
     other = trained.cfg.data
     differ = [f"data.{k} {getattr(other, k)!r} there, {getattr(cfg.data, k)!r} here" for k in SPLIT_KEYS
               if getattr(other, k) != getattr(cfg.data, k)]  # fmt: skip
-    splits = ("train", "val", "test")
-    here = {
-        "sizes": {s: len(getattr(data, s)) for s in splits},
-        "class_counts": {s: np.bincount(getattr(data, s).labels, minlength=data.num_classes).tolist() for s in splits},
-        "load_size": list(data.load_size),
-    }
+    here = split_summary(data)
     differ += [f"{k} {trained.data.get(k)} there, {v} here" for k, v in here.items() if trained.data.get(k) != v]
     if differ:
         raise ReprodistillError(

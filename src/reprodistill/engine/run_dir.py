@@ -174,19 +174,14 @@ class RunDir:
 
     def write_data(self, data: DataBundle) -> None:
         """data.json: what the run trained and tested on (sizes and class counts per split, DICOM decoding)."""
-        splits = ("train", "val", "test")
         write_json(
             self.data_json,
             {
                 "source": data.source,
                 "class_names": data.class_names,
                 "channels": data.channels,
-                "load_size": list(data.load_size),
-                "sizes": {s: len(getattr(data, s)) for s in splits},
+                **split_summary(data),
                 "unlabelled": 0 if data.unlabelled is None else len(data.unlabelled.split),
-                "class_counts": {
-                    s: np.bincount(getattr(data, s).labels, minlength=data.num_classes).tolist() for s in splits
-                },
                 # DICOM decoding (window, frames) and what the files were (modality / photometric counts); export
                 # copies it so predict decodes the same way
                 "dicom": data.dicom,
@@ -250,6 +245,16 @@ class RunDir:
             f"peak RSS {peak_rss_mb():.0f} MB.",
         ]
         write_text(self.results_md, "\n".join(md) + "\n")
+
+
+def split_summary(data: DataBundle) -> dict[str, Any]:
+    """data.json's load size, split sizes and class counts per split: what says which images a run trained on."""
+    splits = ("train", "val", "test")
+    return {
+        "load_size": list(data.load_size),
+        "sizes": {s: len(getattr(data, s)) for s in splits},
+        "class_counts": {s: np.bincount(getattr(data, s).labels, minlength=data.num_classes).tolist() for s in splits},
+    }
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -211,7 +211,8 @@ class ReprogrammingDistillation(Method):
     def forward(self, batch: Batch) -> StepOutput:
         o = self.options
         g = self.student.head
-        f_s, f_strong = student_features(self.strong, self.student, self.student_input(batch), batch)
+        x = self.student_input(batch)
+        f_s, f_strong = student_features(self.strong, self.student, x, batch)
         z_s = g(f_s)
         r_t = self.phi(batch["teacher_features"])
         z_t = g(r_t)
@@ -219,7 +220,7 @@ class ReprogrammingDistillation(Method):
         strong = None if f_strong is None else g(f_strong)
         target = self._kd_target(batch["teacher_features"], z_t)
         if self._co_teachers:
-            target = self._with_co_teachers(target, batch)
+            target = self._with_co_teachers(target, batch, x)
         unl = y == UNLABELLED
         kd_student = z_s
         if o.kd_student_view == "strong" and strong is not None:  # unlabelled rows: their strong views' logits
@@ -249,11 +250,13 @@ class ReprogrammingDistillation(Method):
             return self.probe(f_t)
         return (z_t.detach() if self.options.detach_teacher_logits else z_t) * self.kd_target_scale
 
-    def _with_co_teachers(self, target: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def _with_co_teachers(self, target: torch.Tensor, batch: Batch, x: torch.Tensor) -> torch.Tensor:
         """The KD target mixed with the co-teachers' on the student's view (weight w, split equally among them), as
-        logits whose softmax at T is the mixture (:func:`mixture_target_logits`)."""
+        logits whose softmax at T is the mixture (:func:`mixture_target_logits`); ``x`` is the student's
+        preprocessed view, reused by a co-teacher with the same input spec."""
         with torch.no_grad():
-            z_co = [co(preprocess(batch["image"], co.spec)) for co in self._co_teachers]
+            z_co = [co(x if co.spec == self.student.spec else preprocess(batch["image"], co.spec))
+                    for co in self._co_teachers]  # fmt: skip
         w = self.options.co_teacher_share
         weights = [1.0 - w] + [w / len(z_co)] * len(z_co)
         return mixture_target_logits([target, *z_co], weights, self.options.temperature)
