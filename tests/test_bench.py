@@ -221,3 +221,49 @@ def test_a_row_naming_another_rows_cell_gets_that_rows_cell_of_its_seed_and_runs
     lone = expand_budgets(load_config("breast-bench", ["methods=[rd-unl-mix-co]", "bench.steps=[300]"]))
     with pytest.raises(ConfigError, match="names cell:fixmatch-unl@1500, which is not a row of this bench"):
         bench_cells(lone)
+
+
+def test_parallel_launchers_start_a_cell_only_after_the_cells_it_reads(tmp_path, monkeypatch):
+    """With a pool of processes (or a scheduler) the ensemble row's cells wait for a wave of their co-teachers'
+    cells: every launch holds no cell whose named cells are unfinished, and `--no-wait` submits only ready cells."""
+    from reprodistill.bench import grid
+    from reprodistill.bench.launchers import LaunchOptions
+    from reprodistill.config import expand_budgets
+
+    cfg = expand_budgets(load_config("breast-bench", ["methods=[rd-unl-mix-ens,fixmatch-unl,rd-unl-mix]",
+                                                      "bench.seeds=[0]", "bench.fractions=[0.1]",
+                                                      "bench.steps=[300,1500]"]))  # fmt: skip
+    cells = bench_cells(cfg)
+    waves = grid.cell_waves(cfg, cells)
+    first = ["fixmatch-unl@1500", "fixmatch-unl@300", "rd-unl-mix@1500", "rd-unl-mix@300"]
+    assert [sorted({c.method for c in w}) for w in waves] == [first, ["rd-unl-mix-ens@1500", "rd-unl-mix-ens@300"]]
+    by_folder = {tmp_path / "cells" / c.folder: c for c in cells}
+    launches: list[list[str]] = []
+
+    class Pool:  # records each launch and finishes its cells, after checking that the cells they read finished
+        torchrun_cells = False
+
+        def launch(self, jobs):
+            for j in jobs:
+                cell = by_folder[j.folder]
+                assert all(n.result_path(tmp_path).is_file() for n in grid._named_cells(cfg, cell))
+                cell.result_path(tmp_path).parent.mkdir(parents=True, exist_ok=True)
+                cell.result_path(tmp_path).write_text("{}")
+            launches.append(sorted({j.folder.parent.name for j in jobs}))
+            return {j.folder: 0 for j in jobs}
+
+        def submit(self, jobs):
+            launches.append(sorted({j.folder.parent.name for j in jobs}))
+            return []
+
+    monkeypatch.setattr(grid, "build_launcher", lambda launch, bench_dir: Pool())
+    res = grid.BenchResult(tmp_path)
+    grid._run_processes(cfg, cells, tmp_path, LaunchOptions("processes", no_wait=True), res)
+    assert launches == [first] and res.cells_pending == 6
+    launches.clear()
+    res = grid.BenchResult(tmp_path)
+    grid._run_processes(cfg, cells, tmp_path, LaunchOptions("processes"), res)
+    assert launches == [first, ["rd-unl-mix-ens@1500", "rd-unl-mix-ens@300"]] and res.cells_run == 6
+    launches.clear()
+    grid._run_processes(cfg, cells, tmp_path, LaunchOptions("processes", no_wait=True), grid.BenchResult(tmp_path))
+    assert launches == []  # all finished: nothing to submit

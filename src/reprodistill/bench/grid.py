@@ -119,6 +119,23 @@ def _cells_first(cfg: RunConfig) -> list[str]:
     return ordered
 
 
+def _named_cells(cfg: RunConfig, cell: Cell) -> list[Cell]:
+    """The cells ``cell``'s options name (``cell:<row>``): those rows' cells of its fraction and seed."""
+    return [Cell(row, cell.fraction, cell.seed, method_variant(cfg, row)[0]) for row in _cell_refs(cfg, cell.method)]
+
+
+def cell_waves(cfg: RunConfig, cells: list[Cell]) -> list[list[Cell]]:
+    """``cells`` in waves: a row's cells one wave after the last of the rows it names (``cell:<row>``), so that a
+    launcher running cells in parallel never starts a cell before the cells it reads have finished."""
+    depth: dict[str, int] = {}
+    for m in _cells_first(cfg):  # the rows a row names come before it
+        depth[m] = 1 + max((depth[r] for r in _cell_refs(cfg, m)), default=-1)
+    waves: list[list[Cell]] = [[] for _ in range(1 + max(depth.values(), default=-1))]
+    for c in cells:
+        waves[depth[c.method]].append(c)
+    return [w for w in waves if w]
+
+
 def cell_config(cfg: RunConfig, cell: Cell, bench_dir: Optional[Path] = None) -> RunConfig:
     """The run config of one cell: the bench config with one method (a variant resolved to its method and merged
     options), its fraction and seed, and no grid. With ``bench_dir``, an option ``cell:<row>`` becomes the folder
@@ -187,27 +204,32 @@ def _run_jobs(jobs: list[CellJob], launcher: Launcher) -> int:
 
 
 def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: LaunchOptions, res: BenchResult) -> None:
-    """Every unfinished cell as its own process (a pool, or scheduler tasks), from its folder, counted in ``res``.
-    With ``no_wait`` the cells nobody runs yet are submitted and the unfinished ones counted as pending at once."""
+    """Every unfinished cell as its own process (a pool, or scheduler tasks), from its folder, counted in ``res``;
+    a cell that reads other cells (``cell:<row>``) only once they finished (:func:`cell_waves`). With ``no_wait`` the
+    cells nobody runs yet whose named cells are finished are submitted, and the unfinished ones counted as pending."""
     launcher = build_launcher(launch, bench_dir)
     # GPUs one cell's command spreads over with torchrun (a launcher may start one task per GPU itself instead)
     command_gpus = int(launch.gpus_per_cell) if launcher.torchrun_cells else 1
-    jobs = []
-    for cell in cells:
-        folder, done = bench_dir / "cells" / cell.folder, cell.result_path(bench_dir)
-        if done.is_file():
-            continue
+
+    def job(cell: Cell) -> CellJob:
+        folder = bench_dir / "cells" / cell.folder
         write_cell_config(folder, cell_config(cfg, cell, bench_dir))
-        jobs.append(CellJob(folder, cell_command(folder, command_gpus), done.is_file))
-    res.cells_kept = len(cells) - len(jobs)
+        return CellJob(folder, cell_command(folder, command_gpus), cell.result_path(bench_dir).is_file)
+
+    todo = [c for c in cells if not c.result_path(bench_dir).is_file()]
+    res.cells_kept = len(cells) - len(todo)
     if launch.no_wait:
-        free = [j for j in jobs if cell_holder(j.folder) is None]  # not running and not queued from before
+        ready = [c for c in todo if all(n.result_path(bench_dir).is_file() for n in _named_cells(cfg, c))]
+        free = [j for j in map(job, ready) if cell_holder(j.folder) is None]  # not running, not queued from before
         if free:
             launcher.submit(free)
-        res.cells_pending = len(jobs)
+        res.cells_pending = len(todo)
         return
-    res.cells_run = _run_jobs(jobs, launcher)
-    res.cells_collected = len(jobs) - res.cells_run
+    for wave in cell_waves(cfg, todo):
+        jobs = [job(c) for c in wave]
+        trained = _run_jobs(jobs, launcher)
+        res.cells_run += trained
+        res.cells_collected += len(jobs) - trained
 
 
 def _run_here(cfg: RunConfig, cells: list[Cell], bench_dir: Path, retest: bool, res: BenchResult) -> None:
@@ -233,6 +255,10 @@ def _run_here(cfg: RunConfig, cells: list[Cell], bench_dir: Path, retest: bool, 
             retest_run(cell_dir, teacher=teacher)
             res.cells_kept += 1
         else:
+            waiting = [n for n in held if n in _named_cells(cfg, cell)]
+            if waiting:  # the cells it reads are trained by another bench: wait for them (or train them) first
+                _collect_held(waiting, bench_dir, res)
+                held = [n for n in held if n not in waiting]
             c = cell_config(cfg, cell, bench_dir)
             if main:
                 write_cell_config(cell_dir, c)
@@ -241,10 +267,16 @@ def _run_here(cfg: RunConfig, cells: list[Cell], bench_dir: Path, retest: bool, 
             else:  # another bench (process or machine) holds it: collected below
                 held.append(cell)
         setup_logging(bench_dir)  # the cell's run pointed the log at its own folder
+    _collect_held(held, bench_dir, res)
+
+
+def _collect_held(held: list[Cell], bench_dir: Path, res: BenchResult) -> None:
+    """Wait for cells another bench holds, training any whose holder dies; counted in ``res``."""
     folders = [bench_dir / "cells" / c.folder for c in held]
     trained = _run_jobs([CellJob(f, cell_command(f), c.result_path(bench_dir).is_file) for f, c in zip(folders, held)],
                         ProcessLauncher(1))  # fmt: skip
-    res.cells_run, res.cells_collected = res.cells_run + trained, len(held) - trained
+    res.cells_run += trained
+    res.cells_collected += len(held) - trained
 
 
 def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool, launch: LaunchOptions) -> BenchResult:
