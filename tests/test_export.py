@@ -219,23 +219,26 @@ def test_export_picks_by_balanced_accuracy_where_validation_auc_saturates(tmp_pa
     assert pick_student_method(RunDir(run_dir), None) == "rd"  # AUC 0.9992 vs 0.9990 is noise; 0.95 vs 0.90 is not
 
 
-def test_co_teacher_is_the_finished_runs_frozen_student_and_only_on_the_same_images(trained_run):
-    """A co-teacher loads as the run's own student (frozen, eval mode, the RNG stream of the run untouched); one
-    trained on another subset of the data, which may hold this run's validation or test images, is refused."""
+def test_co_teacher_is_the_finished_runs_frozen_student_and_only_on_the_same_images(trained_run, tmp_path):
+    """A co-teacher loads as the run's own student (frozen, eval mode, the RNG stream of the run untouched), by its
+    folder or in a bench as `cell:<row>` beside the run's cell; one trained on another subset of the data, which may
+    hold this run's validation or test images, is refused."""
     from types import SimpleNamespace
 
     import yaml
 
     from reprodistill.config import RunConfig, from_dict
     from reprodistill.data import load_data
-    from reprodistill.engine.co_teacher import load_co_teachers
+    from reprodistill.engine.co_teacher import load_co_teachers, resolve_co_teacher
     from reprodistill.engine.export import load_trained_student
     from reprodistill.errors import ConfigError
 
     cfg = from_dict(RunConfig, yaml.safe_load((trained_run / "config.yaml").read_text()))
     data = load_data(cfg.data)
     rng = torch.get_rng_state()
-    (trained,) = load_co_teachers(SimpleNamespace(co_teacher=str(trained_run)), cfg, data, torch.device("cpu"))
+    (trained,) = load_co_teachers(
+        SimpleNamespace(co_teacher=str(trained_run)), cfg, data, torch.device("cpu"), tmp_path
+    )
     assert torch.equal(torch.get_rng_state(), rng)
     co = trained.student
     assert not co.training and not any(p.requires_grad for p in co.parameters())
@@ -245,16 +248,24 @@ def test_co_teacher_is_the_finished_runs_frozen_student_and_only_on_the_same_ima
     x = torch.randn(4, 3, 28, 28)
     with torch.no_grad():
         assert torch.equal(co(x), load_trained_student(trained_run).student(x))
-    assert load_co_teachers(SimpleNamespace(co_teacher=None), cfg, data, torch.device("cpu")) == []
-    both = load_co_teachers(SimpleNamespace(co_teacher=[str(trained_run)] * 2), cfg, data, torch.device("cpu"))
+    cpu, here = torch.device("cpu"), tmp_path / "here"
+    assert load_co_teachers(SimpleNamespace(co_teacher=None), cfg, data, cpu, here) == []
+    both = load_co_teachers(SimpleNamespace(co_teacher=[str(trained_run)] * 2), cfg, data, cpu, here)
     assert len(both) == 2
+    # in a bench, cell:<row> is the same fraction and seed's cell of that row, beside this run's cell
+    bench_cell = tmp_path / "bench" / "cells" / "student-row" / "frac1-seed0"
+    bench_cell.parent.mkdir(parents=True)
+    bench_cell.symlink_to(trained_run, target_is_directory=True)
+    mine = tmp_path / "bench" / "cells" / "rd-row" / "frac1-seed0"
+    assert resolve_co_teacher("cell:student-row", mine) == bench_cell
+    assert len(load_co_teachers(SimpleNamespace(co_teacher="cell:student-row"), cfg, data, cpu, mine)) == 1
+    with pytest.raises(ConfigError, match="is not a bench cell"):
+        load_co_teachers(SimpleNamespace(co_teacher="cell:student-row"), cfg, data, cpu, here)
     cfg.data.subset_seed = 7  # another subset of the training images
     with pytest.raises(
         ReprodistillError, match=r"trained on other images than this run \(data.subset_seed None there, 7 here"
     ):
-        load_co_teachers(SimpleNamespace(co_teacher=str(trained_run)), cfg, data, torch.device("cpu"))
-    with pytest.raises(ConfigError, match="only a bench"):
-        load_co_teachers(SimpleNamespace(co_teacher="cell:fixmatch-unl"), cfg, data, torch.device("cpu"))
+        load_co_teachers(SimpleNamespace(co_teacher=str(trained_run)), cfg, data, cpu, here)
 
 
 def test_a_run_without_its_checkpoint_says_how_to_get_one(trained_run):

@@ -136,21 +136,12 @@ def cell_waves(cfg: RunConfig, cells: list[Cell]) -> list[list[Cell]]:
     return [w for w in waves if w]
 
 
-def cell_config(cfg: RunConfig, cell: Cell, bench_dir: Optional[Path] = None) -> RunConfig:
+def cell_config(cfg: RunConfig, cell: Cell) -> RunConfig:
     """The run config of one cell: the bench config with one method (a variant resolved to its method and merged
-    options), its fraction and seed, and no grid. With ``bench_dir``, an option ``cell:<row>`` becomes the folder
-    of that row's cell of the same fraction and seed."""
+    options), its fraction and seed, and no grid. An option ``cell:<row>`` stays as written: the cell's run resolves
+    it against its own folder (:func:`reprodistill.engine.co_teacher.resolve_co_teacher`)."""
     c = apply_variant_sections(copy.deepcopy(cfg), cell.method)
     base, options = method_variant(cfg, cell.method)
-    if bench_dir is not None:
-
-        def resolve(value: Any) -> Any:
-            if isinstance(value, list):
-                return [resolve(v) for v in value]
-            row = _named_row(value)
-            return value if row is None else str(Path(bench_dir) / "cells" / Cell(row, cell.fraction, cell.seed).folder)
-
-        options = {key: resolve(value) for key, value in options.items()}
     c.methods = [base]
     c.method_options = {base: options} if options else {}
     c.data.fraction = cell.fraction
@@ -213,7 +204,7 @@ def _run_processes(cfg: RunConfig, cells: list[Cell], bench_dir: Path, launch: L
 
     def job(cell: Cell) -> CellJob:
         folder = bench_dir / "cells" / cell.folder
-        write_cell_config(folder, cell_config(cfg, cell, bench_dir))
+        write_cell_config(folder, cell_config(cfg, cell))
         return CellJob(folder, cell_command(folder, command_gpus), cell.result_path(bench_dir).is_file)
 
     todo = [c for c in cells if not c.result_path(bench_dir).is_file()]
@@ -259,7 +250,7 @@ def _run_here(cfg: RunConfig, cells: list[Cell], bench_dir: Path, retest: bool, 
             if waiting:  # the cells it reads are trained by another bench: wait for them (or train them) first
                 _collect_held(waiting, bench_dir, res)
                 held = [n for n in held if n not in waiting]
-            c = cell_config(cfg, cell, bench_dir)
+            c = cell_config(cfg, cell)
             if main:
                 write_cell_config(cell_dir, c)
             if run_cell(cell_dir, teacher=teacher, cfg=c):

@@ -1,9 +1,10 @@
 """A method's co-teacher: the student another finished run trained on the same images (e.g. FixMatch's), frozen,
 loaded by the engine and handed to the method (methods never read run folders themselves).
 
-A method asks for one with an option ``co_teacher: <run folder>`` (or a list of them); a bench writes
-``co_teacher: cell:<row>`` for the same fraction and seed's cell of another row (:func:`reprodistill.bench.grid.
-cell_config` resolves it).
+A method asks for one with an option ``co_teacher: <run folder>`` (or a list of them); in a bench,
+``co_teacher: cell:<row>`` names the same fraction and seed's cell of another row. The cell keeps ``cell:<row>`` in
+its config and the run resolves it against its own folder (``<bench>/cells/<row>/<fraction-seed>``), so that a
+bench folder resumes under any spelling of ``--dir`` and after it was moved or copied.
 """
 
 from __future__ import annotations
@@ -37,21 +38,33 @@ def co_teacher_paths(options: Any) -> list[str]:
     return [str(v) for v in ([value] if isinstance(value, str) else value)]
 
 
-def load_co_teachers(options: Any, cfg: RunConfig, data: DataBundle, device: torch.device) -> list[TrainedStudent]:
-    """The runs ``options.co_teacher`` names, each with its student frozen on ``device`` (none where the option is
-    absent), after checking that each trained on this run's training split: same data settings, sizes and class
-    counts. Their ``transfer_s`` belongs to the cost of the method that distils them."""
-    return [_load_one(path, cfg, data, device) for path in co_teacher_paths(options)]
-
-
-def _load_one(path: str, cfg: RunConfig, data: DataBundle, device: torch.device) -> TrainedStudent:
-    if path.startswith(CELL_PREFIX):
+def resolve_co_teacher(value: str, run_dir: Path) -> Path:
+    """The run folder ``value`` names: a path as given, or for ``cell:<row>`` the cell of that row with this run's
+    fraction and seed, beside this run's cell in its bench (``<bench>/cells/<row>/<fraction-seed>``)."""
+    if not value.startswith(CELL_PREFIX):
+        return Path(value).expanduser()
+    cells = run_dir.parent.parent
+    if cells.name != "cells":
         raise ConfigError(
-            f"co_teacher={path}: '{CELL_PREFIX}<row>' names another row's cell of the same seed, which only a bench "
-            "can resolve; outside a bench give the run folder of the co-teacher"
+            f"co_teacher={value}: '{CELL_PREFIX}<row>' names another row's cell of the same seed in a bench, but "
+            f"{run_dir} is not a bench cell (<bench>/cells/<row>/<fraction-seed>); give the co-teacher's run folder"
         )
+    return cells / value[len(CELL_PREFIX) :] / run_dir.name
+
+
+def load_co_teachers(
+    options: Any, cfg: RunConfig, data: DataBundle, device: torch.device, run_dir: Path
+) -> list[TrainedStudent]:
+    """The runs ``options.co_teacher`` names (:func:`resolve_co_teacher` from ``run_dir``, this run's folder), each
+    with its student frozen on ``device`` (none where the option is absent), after checking that each trained on
+    this run's training split: same data settings, sizes and class counts. Their ``transfer_s`` belongs to the cost
+    of the method that distils them."""
+    return [_load_one(resolve_co_teacher(p, run_dir), cfg, data, device) for p in co_teacher_paths(options)]
+
+
+def _load_one(path: Path, cfg: RunConfig, data: DataBundle, device: torch.device) -> TrainedStudent:
     with torch.random.fork_rng(devices=[]):  # building it draws initial weights: leave the run's RNG stream as is
-        trained = load_trained_student(Path(path).expanduser())
+        trained = load_trained_student(path)
     other = trained.cfg.data
     differ = [f"data.{k} {getattr(other, k)!r} there, {getattr(cfg.data, k)!r} here" for k in SPLIT_KEYS
               if getattr(other, k) != getattr(cfg.data, k)]  # fmt: skip

@@ -109,7 +109,7 @@ def _run(
     for method_cls in methods:
         seed_everything(cfg.train.seed)
         student = create_student(cfg.student, data.num_classes, data.load_size) if method_cls.uses_student else None
-        co = load_co_teachers(options[method_cls], cfg, data, device)
+        co = load_co_teachers(options[method_cls], cfg, data, device, folder.path)
         ctx = MethodContext(
             cfg=cfg,
             num_classes=data.num_classes,
