@@ -1,7 +1,7 @@
-"""Do two rows' students err on different images? Per seed of a two-class bench, the mean of the two students'
-predicted probabilities (an ensemble that deploys both) against each alone: validation and test AUC and test
-balanced accuracy at 0.5, paired over seeds, from the cells' ``val_predictions.csv`` / ``test_predictions.csv``
-only (nothing is trained or loaded).
+"""Do two rows' students err on different images? Per seed of a bench, the mean of the two students' predicted
+probabilities (an ensemble that deploys both) against each alone: validation and test AUC (one-vs-rest macro with
+more than two classes) and test balanced accuracy of the most probable class, paired over seeds, from the cells'
+``val_predictions.csv`` / ``test_predictions.csv`` only (nothing is trained or loaded).
 
     python benchmarks/student_ensemble.py results/breast-10-decisive fixmatch-unl@1500 rd-unl-mix@300
 
@@ -12,18 +12,29 @@ A gain of the pair over both says that one student distilled from both teachers 
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 
 import numpy as np
-from operating_point import balanced_accuracy, read_predictions
 
 
-def scores(labels: np.ndarray, p1: np.ndarray) -> tuple[float, float]:
-    """(AUC, balanced accuracy at 0.5) of p1."""
-    from reprodistill.util.metrics import binary_auc
+def read_probabilities(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(labels [N], class probabilities [N, K]) of a cell's predictions file (columns label, p0 .. p{K-1})."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise SystemExit(f"{path}: no predictions")
+    k = sum(1 for c in rows[0] if c[1:].isdigit() and c[0] == "p")
+    return np.array([int(r["label"]) for r in rows]), np.array([[float(r[f"p{c}"]) for c in range(k)] for r in rows])
 
-    return binary_auc(p1, labels == 1), balanced_accuracy(labels, p1 >= 0.5)
+
+def scores(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+    """(AUC, balanced accuracy of the most probable class) of ``probs``, as the bench scores a student."""
+    from reprodistill.util.metrics import classification_metrics
+
+    m = classification_metrics(np.log(np.clip(probs, 1e-12, 1.0)), labels)
+    return m["auc"], m["balanced_accuracy"]
 
 
 def seed_table(bench: Path, a: str, b: str) -> dict[int, dict[str, tuple[float, float, float]]]:
@@ -36,7 +47,7 @@ def seed_table(bench: Path, a: str, b: str) -> dict[int, dict[str, tuple[float, 
         if any(f is None for r in files.values() for f in r.values()):
             continue
         out = {}
-        p = {r: {s: read_predictions(f) for s, f in files[r].items()} for r in files}
+        p = {r: {s: read_probabilities(f) for s, f in files[r].items()} for r in files}
         for name, val, test in (
             ("A", p["A"]["val"][1], p["A"]["test"][1]),
             ("B", p["B"]["val"][1], p["B"]["test"][1]),

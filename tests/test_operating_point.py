@@ -59,3 +59,17 @@ def test_student_ensemble_scores_the_mean_of_the_two_students_probabilities(tmp_
     assert [table[0][k][1] for k in ("A", "B", "pair")] == pytest.approx([0.75, 0.75, 1.0])
     # balanced accuracy at 0.5: a (0.5 + 1) / 2, b (0.5 + 0.5) / 2, the mean (1 + 0.5) / 2
     assert [table[0][k][2] for k in ("A", "B", "pair")] == pytest.approx([0.75, 0.5, 0.75])
+    # three classes: each student puts one image in the wrong class; their mean classifies all three right
+    probs = {"a": [[0.6, 0.3, 0.1], [0.1, 0.4, 0.5], [0.1, 0.2, 0.7]],
+             "b": [[0.4, 0.5, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]]}  # fmt: skip
+    for row, rows in probs.items():
+        folder = tmp_path / "three" / "cells" / row / "frac0.1-seed0" / "m"
+        folder.mkdir(parents=True)
+        for split in ("val", "test"):
+            lines = ["index,path,label,predicted,p0,p1,p2"] + [
+                f"{i},,{i},{int(np.argmax(p))}," + ",".join(map(str, p)) for i, p in enumerate(rows)
+            ]
+            (folder / f"{split}_predictions.csv").write_text("\n".join(lines) + "\n")
+    three = ens.seed_table(tmp_path / "three", "a", "b")[0]
+    assert [three[k][2] for k in ("A", "B", "pair")] == pytest.approx([2 / 3, 2 / 3, 1.0])
+    assert three["pair"][1] == pytest.approx(1.0)  # macro one-vs-rest AUC
