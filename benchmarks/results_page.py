@@ -39,11 +39,14 @@ SECTIONS: list[tuple[str, str, str, str]] = [
     (
         "results/breast-10-co-decisive",
         "breast-10-co-decisive",
-        "BreastMNIST 10%, 10 seeds: RD with FixMatch's student as a second teacher, against the two rows it combines",
+        "BreastMNIST 10%, 10 seeds: RD with the other students as second teachers, against the rows it combines",
         "Issue 36 item 5: `rd-unl-mix-co` (function matching, the KD target the mixture of the reprogrammed branch "
-        "and the same seed's FixMatch@1500 student) at the budget validation chose in `results/breast-10-co`, "
-        "beside FixMatch@1500 and `rd-unl-mix@300`, whose cells are the decisive run's, copied. Its cost column "
-        "includes the FixMatch cell it distils.",
+        "and the same seed's FixMatch@1500 student) and `rd-unl-mix-ens` (function matching on the ensemble of the "
+        "same seed's FixMatch@1500 and `rd-unl-mix@300` students), each at the budget validation chose in "
+        "`results/breast-10-co`, beside FixMatch@1500 and `rd-unl-mix@300`. Those two rows' cells are the decisive "
+        "run's, copied; for seeds 5-9 they were trained again on another machine (one thread per bench process) "
+        "because `rd-unl-mix-ens` needs their weights, which git does not hold. The cost columns include the cells "
+        "each combined row distils.",
     ),
     (
         "results/pneumonia-10-decisive",

@@ -216,8 +216,10 @@ def _machine() -> str:
 
     import torch
 
+    threads = torch.get_num_threads()
     return (
-        f"{platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        f"{platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+        f"({threads} thread{'s' if threads != 1 else ''})"
     )
 
 
