@@ -261,3 +261,24 @@ def test_parallel_launchers_start_a_cell_only_after_the_cells_it_reads(tmp_path,
     launches.clear()
     grid._run_processes(cfg, cells, tmp_path, LaunchOptions("processes", no_wait=True), grid.BenchResult(tmp_path))
     assert launches == []  # all finished: nothing to submit
+
+
+def test_a_bench_stops_before_training_where_a_cell_it_distils_has_no_weights_here(tmp_path):
+    """Results are committed without weights: on a fresh machine the ensemble row's co-teacher cells are finished
+    but have no best.pt. The bench stops at once, naming them, instead of after hours of other cells."""
+    from reprodistill.bench import run_bench
+    from reprodistill.config import expand_budgets
+    from reprodistill.errors import ReprodistillError
+
+    cfg = expand_budgets(load_config("breast-bench", ["methods=[fixmatch-unl,rd-unl-mix,rd-unl-mix-ens]",
+                                                      "bench.seeds=[4]", "bench.fractions=[0.1]",
+                                                      "bench.steps=[300,1500]"]))  # fmt: skip
+    cells = {c.method: c for c in bench_cells(cfg)}
+    for row in ("fixmatch-unl@1500", "rd-unl-mix@300"):  # finished elsewhere, committed without best.pt
+        cells[row].result_path(tmp_path).parent.mkdir(parents=True)
+        cells[row].result_path(tmp_path).write_text("{}")
+    (cells["rd-unl-mix@300"].result_path(tmp_path).parent / "best.pt").write_bytes(b"")  # this one trained here
+    with pytest.raises(ReprodistillError, match=r"1 finished cells .* no best.pt") as err:
+        run_bench(cfg, tmp_path)
+    assert str(cells["fixmatch-unl@1500"].result_path(tmp_path)) in str(err.value)
+    assert not (tmp_path / "cells" / "fixmatch-unl@300").exists()  # nothing trained

@@ -136,6 +136,24 @@ def cell_waves(cfg: RunConfig, cells: list[Cell]) -> list[list[Cell]]:
     return [w for w in waves if w]
 
 
+def check_named_weights(cfg: RunConfig, cells: list[Cell], bench_dir: Path) -> None:
+    """Stop before training anything where an unfinished cell reads a finished cell (``cell:<row>``) whose
+    ``best.pt`` is not on this machine (results are committed without weights), naming the cells to train again."""
+    unweighted = sorted(
+        {n for c in cells if not c.result_path(bench_dir).is_file() for n in _named_cells(cfg, c)
+         if n.result_path(bench_dir).is_file() and not (n.result_path(bench_dir).parent / "best.pt").is_file()},
+        key=lambda n: (n.method, n.fraction, n.seed),
+    )  # fmt: skip
+    if unweighted:
+        listed = "\n  ".join(str(n.result_path(bench_dir)) for n in unweighted)
+        raise ReprodistillError(
+            f"{len(unweighted)} finished cells that other rows of this bench distil (cell:<row>) have no best.pt on "
+            "this machine (weights are never committed with the results). Train them again: delete their "
+            f"result.json and rerun the same command (the figures of a retrained cell may move slightly), or run the "
+            f"bench on the machine that trained them:\n  {listed}"
+        )
+
+
 def cell_config(cfg: RunConfig, cell: Cell) -> RunConfig:
     """The run config of one cell: the bench config with one method (a variant resolved to its method and merged
     options), its fraction and seed, and no grid. An option ``cell:<row>`` stays as written: the cell's run resolves
@@ -281,6 +299,7 @@ def _run_bench(cfg: RunConfig, bench_dir: Path, plots: bool, retest: bool, launc
     distributed.barrier()
     setup_logging(bench_dir)
     cells = bench_cells(cfg)
+    check_named_weights(cfg, cells, bench_dir)
     res = BenchResult(bench_dir, methods=list(cfg.methods))
     log.info(
         "bench %s: %d cells (%d methods x %d fractions x %d seeds)",
