@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -60,6 +60,24 @@ def load_co_teachers(
     this run's training split: same data settings, sizes and class counts. Their ``transfer_s`` belongs to the cost
     of the method that distils them."""
     return [_load_one(resolve_co_teacher(p, run_dir), cfg, data, device) for p in co_teacher_paths(options)]
+
+
+def co_teacher_cost_s(co: TrainedStudent, cfg: RunConfig, kind: Optional[str]) -> float:
+    """What a co-teacher adds to the cost of the run that distils it: its ``transfer_s``, less its FM pass where it
+    read the very features this run reads (the same FM and teacher settings, data, view augmentation and feature
+    kind: one cached pass, already counted in this run's own ``fm_feature_s``)."""
+    from reprodistill.methods import METHODS
+
+    method = METHODS.get(co.method)
+    co_kind = method.feature_kind(method.parse_options(co.cfg.method_options.get(co.method)))
+    same_pass = (
+        kind is not None
+        and co_kind == kind
+        and co.cfg.teacher == cfg.teacher
+        and co.cfg.data == cfg.data
+        and (co.cfg.train.augment_shift, co.cfg.train.augment_flip) == (cfg.train.augment_shift, cfg.train.augment_flip)
+    )
+    return co.transfer_s - (co.fm_feature_s if same_pass else 0.0)
 
 
 def _load_one(path: Path, cfg: RunConfig, data: DataBundle, device: torch.device) -> TrainedStudent:

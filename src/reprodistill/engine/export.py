@@ -93,6 +93,7 @@ class TrainedStudent:
     cfg: RunConfig  # the run's config.yaml
     data: dict  # the run's data.json
     transfer_s: float  # what training it cost (its result.json; 0 where the method has not finished)
+    fm_feature_s: float = 0.0  # the FM pass within transfer_s
 
 
 def load_trained_student(run_dir: str | Path | RunDir, method: Optional[str] = None) -> TrainedStudent:
@@ -120,7 +121,9 @@ def load_trained_student(run_dir: str | Path | RunDir, method: Optional[str] = N
     )
     student.model.load_state_dict(_student_state(load_checkpoint(folder.method(name).best)["method"]), strict=True)
     done = folder.finished(name)
-    return TrainedStudent(student.eval(), name, cfg, data, done.transfer_s if done is not None else 0.0)
+    if done is None:
+        return TrainedStudent(student.eval(), name, cfg, data, 0.0)
+    return TrainedStudent(student.eval(), name, cfg, data, done.transfer_s, done.fm_feature_s)
 
 
 def export_run(run_dir: str | Path, method: Optional[str] = None, onnx: bool = True) -> ExportResult:

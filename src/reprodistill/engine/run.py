@@ -14,7 +14,7 @@ from reprodistill.config import RunConfig, load_config
 from reprodistill.data import ImageDataset, load_data
 from reprodistill.data.sources import DataBundle, UnlabelledPool
 from reprodistill.engine import distributed
-from reprodistill.engine.co_teacher import load_co_teachers
+from reprodistill.engine.co_teacher import co_teacher_cost_s, load_co_teachers
 from reprodistill.engine.environment import environment, setup_logging
 from reprodistill.engine.loop import class_weights, resolve_device, seed_everything
 from reprodistill.engine.method_run import retest, train_and_test
@@ -130,7 +130,7 @@ def _run(
         if retesting:
             result.results.append(retest(method, splits, cfg, folder, device))
         else:
-            prior_s = sum(c.transfer_s for c in co)
+            prior_s = sum(co_teacher_cost_s(c, cfg, kind) for c in co)
             result.results.append(train_and_test(method, splits, cfg, folder, device, resume, fm_s, prior_s))
     result.wall_time_s = time.perf_counter() - t_start
     if main:
