@@ -97,8 +97,9 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "pneumonia-10-co",
         "PneumoniaMNIST 10%, 5 seeds: the combined rows on the held-out set",
         "The same combined rows at the 1,500 steps validation chose for every row on this set, beside the cells "
-        "they distil (copied from `results/pneumonia-10-decisive`). Validation AUC saturates: the verdict chooses "
-        "by validation balanced accuracy.",
+        "they distil (copied from `results/pneumonia-10-decisive`; seeds 0-1 trained again on another machine, "
+        "where `rd-unl-mix-ens` needed their weights). Validation AUC saturates: the verdict chooses by validation "
+        "balanced accuracy. `rd-unl-mix-ens` joins this report when its five seeds have landed (two so far).",
     ),
     (
         "results/breast-10-fixmatch-3000",
