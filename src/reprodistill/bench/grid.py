@@ -42,7 +42,7 @@ from reprodistill.engine import distributed
 from reprodistill.engine.co_teacher import CELL_PREFIX
 from reprodistill.engine.environment import setup_logging
 from reprodistill.engine.run import retest_run
-from reprodistill.engine.run_dir import RunDir
+from reprodistill.engine.run_dir import MethodDir, RunDir
 from reprodistill.errors import ConfigError, ReprodistillError
 from reprodistill.features.run_features import build_teacher
 from reprodistill.methods import METHODS, check_config
@@ -64,7 +64,11 @@ class Cell:
         return f"{self.method}/frac{self.fraction:g}-seed{self.seed}"
 
     def result_path(self, bench_dir: Path) -> Path:
-        return RunDir(bench_dir / "cells" / self.folder).method(self.base).result
+        return self.method_dir(bench_dir).result
+
+    def method_dir(self, bench_dir: Path) -> MethodDir:
+        """The folder of the cell's trained method (its result.json, best.pt, ...)."""
+        return RunDir(bench_dir / "cells" / self.folder).method(self.base)
 
 
 @dataclass
@@ -141,7 +145,7 @@ def check_named_weights(cfg: RunConfig, cells: list[Cell], bench_dir: Path) -> N
     ``best.pt`` is not on this machine (results are committed without weights), naming the cells to train again."""
     unweighted = sorted(
         {n for c in cells if not c.result_path(bench_dir).is_file() for n in _named_cells(cfg, c)
-         if n.result_path(bench_dir).is_file() and not (n.result_path(bench_dir).parent / "best.pt").is_file()},
+         if n.result_path(bench_dir).is_file() and not n.method_dir(bench_dir).best.is_file()},
         key=lambda n: (n.method, n.fraction, n.seed),
     )  # fmt: skip
     if unweighted:
