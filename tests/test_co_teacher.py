@@ -40,8 +40,9 @@ def test_rd_distils_a_finished_runs_student_too_and_pays_for_it(tiny_teacher, sm
     again = run(load_config("default", rd[:-1] + [f"method_options.rd.co_teacher={tmp_path / 'rd'}"]),
                 run_dir=tmp_path / "rd2").results[0]  # fmt: skip
     spent = json.loads((tmp_path / "rd" / "rd" / "result.json").read_text())
-    assert again.fm_feature_s == pytest.approx(spent["fm_feature_s"], abs=0.01) and again.fm_feature_s > 0.1
-    assert again.prepare_s == pytest.approx(spent["train_time_s"] + spent["prepare_s"], abs=0.05)
+    assert again.fm_feature_s == pytest.approx(spent["fm_feature_s"], abs=0.01) and again.fm_feature_s > 0
+    own = again.prepare_s - (spent["train_time_s"] + spent["prepare_s"])  # its own preparation, and no second pass
+    assert 0 <= own < again.fm_feature_s
     # a co-teacher trained on another subset of the training images may have seen this run's val / test images
     with pytest.raises(ReprodistillError, match="trained on other images than this run"):
         run(load_config("default", rd + ["data.fraction=0.5"]), run_dir=tmp_path / "other")
