@@ -97,9 +97,9 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "pneumonia-10-co",
         "PneumoniaMNIST 10%, 5 seeds: the combined rows on the held-out set",
         "The same combined rows at the 1,500 steps validation chose for every row on this set, beside the cells "
-        "they distil (copied from `results/pneumonia-10-decisive`; seeds 0-1 trained again on another machine, "
-        "where `rd-unl-mix-ens` needed their weights). Validation AUC saturates: the verdict chooses by validation "
-        "balanced accuracy. `rd-unl-mix-ens` joins this report when its five seeds have landed (two so far).",
+        "they distil (copied from `results/pneumonia-10-decisive`; every seed's FixMatch@1500 and `rd-unl-mix@1500` "
+        "cells trained again on another machine, where `rd-unl-mix-ens` needed their weights; `rd-unl-mix-co` kept "
+        "its first cells). Validation AUC saturates: the verdict chooses by validation balanced accuracy.",
     ),
     (
         "results/breast-10-fixmatch-3000",
@@ -107,6 +107,20 @@ SECTIONS: list[tuple[str, str, str, str]] = [
         "BreastMNIST 10%, 3 seeds: FixMatch at 3,000 steps (its 1,500-step row was still rising)",
         "The decisive run's convergence table flagged `fixmatch-unl@1500` as still rising at its last round; this "
         "doubles its budget (the 1,500-step cells are the budget bench's, copied). Validation keeps 1,500.",
+    ),
+    (
+        "results/breast-10-tdmr",
+        "breast-10-tdmr-best-state",
+        "BreastMNIST 10%, 3 seeds: TDMR with stage 1 keeping its best state, at the budget validation chooses",
+        "`tdmr-unl` after stage 1 learnt to keep its best state on validation (the warm-up included) instead of its "
+        "last joint step, at 300 and 1,500 steps, beside the student alone and `rd-unl` (cells copied from "
+        "`results/breast-10-budget`).",
+    ),
+    (
+        "results/pneumonia-10-tdmr",
+        "pneumonia-10-tdmr-best-state",
+        "PneumoniaMNIST 10%, 3 seeds: TDMR with stage 1 keeping its best state, at the budget validation chooses",
+        "The same rows on the held-out set (student / `rd-unl` cells copied from `results/pneumonia-10-budget`).",
     ),
     (
         "results/breast-10-mixmatch-weight",
