@@ -171,6 +171,37 @@ def test_a_cell_found_held_by_another_process_is_not_counted_as_trained_here(tmp
     assert run_cells(jobs, Launcher(), trained=trained) == [] and trained == {mine}
 
 
+def test_waiting_for_a_held_cell_is_said_once_a_minute_not_at_every_poll(tmp_path, monkeypatch, caplog):
+    """A bench waiting for a cell another process trains polls every few seconds for as long as that cell takes
+    (minutes); it says so when the held set changes or once a minute, not at every poll (it printed a line every
+    5 s). With the minute shrunk to 0 it says it at every poll."""
+    from reprodistill.bench.launchers import base
+
+    folder = tmp_path / "held"
+    folder.mkdir()
+    lock = HeartbeatLock(folder)
+    assert lock.acquire()
+
+    class NeverLaunched:
+        def launch(self, jobs):
+            raise AssertionError("a held cell must not be launched here")
+
+    def waits(every_s: float) -> int:
+        polls = iter(range(6))  # the holder finishes the cell at the 6th poll
+        monkeypatch.setattr(base, "WAITING_LOG_EVERY_S", every_s)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="reprodistill"):
+            job = CellJob(folder, [], lambda: next(polls, 5) >= 5)
+            assert run_cells([job], NeverLaunched(), wait_s=0.001) == []
+        return sum("waiting for 1 cells held elsewhere" in r.getMessage() for r in caplog.records)
+
+    try:
+        assert waits(60.0) == 1
+        assert waits(0.0) == 5
+    finally:
+        lock.release()
+
+
 def test_a_new_launcher_is_one_class_and_appears_in_the_cli(tmp_path):
     """A toy launcher registered here, with one option of its own, is among `reprodistill bench --launcher`'s
     choices, its flag parses into its options, the bench builds it from them and it runs cells; the registry's

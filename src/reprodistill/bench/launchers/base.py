@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import sys
 import time
@@ -28,6 +29,8 @@ log = logging.getLogger("reprodistill")
 # Exit status of `reprodistill cell` when another live process holds the cell (it trained nothing): launchers count
 # only exit 0 as a cell trained here.
 LEFT_TO_ANOTHER = 3
+# how often run_cells repeats its "waiting for cells held elsewhere" line while the same cells stay held
+WAITING_LOG_EVERY_S = 60.0
 
 
 @dataclass
@@ -228,6 +231,7 @@ def run_cells(
     :data:`LEFT_TO_ANOTHER`)."""
     launches = {} if launches is None else launches
     trained = set() if trained is None else trained
+    said: tuple[frozenset[Path], float] = (frozenset(), -math.inf)  # what the last "waiting" line said, and when
     while True:
         pending = [j for j in jobs if not j.done()]
         if not pending:
@@ -243,6 +247,10 @@ def run_cells(
         waiting = [j for j in pending if held[j.folder] is not None]
         if not waiting:  # nothing running anywhere and launches exhausted
             return [j.folder for j in pending]
-        log.info("waiting for %d cells held elsewhere, e.g. %s by %s", len(waiting), waiting[0].folder,
-                 held[waiting[0].folder])  # fmt: skip
+        now, folders = time.monotonic(), frozenset(j.folder for j in waiting)
+        # a wait can last a whole cell (many minutes): say it when the set changes, else once a minute
+        if folders != said[0] or now - said[1] >= WAITING_LOG_EVERY_S:
+            log.info("waiting for %d cells held elsewhere, e.g. %s by %s", len(waiting), waiting[0].folder,
+                     held[waiting[0].folder])  # fmt: skip
+            said = (folders, now)
         time.sleep(wait_s)
