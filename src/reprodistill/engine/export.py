@@ -121,9 +121,8 @@ def load_trained_student(run_dir: str | Path | RunDir, method: Optional[str] = N
     )
     student.model.load_state_dict(_student_state(load_checkpoint(folder.method(name).best)["method"]), strict=True)
     done = folder.finished(name)
-    if done is None:
-        return TrainedStudent(student.eval(), name, cfg, data, 0.0)
-    return TrainedStudent(student.eval(), name, cfg, data, done.transfer_s, done.fm_feature_s)
+    transfer_s, fm_s = (done.transfer_s, done.fm_feature_s) if done is not None else (0.0, 0.0)
+    return TrainedStudent(student.eval(), name, cfg, data, transfer_s, fm_s)
 
 
 def export_run(run_dir: str | Path, method: Optional[str] = None, onnx: bool = True) -> ExportResult:
